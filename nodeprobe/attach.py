@@ -1,0 +1,168 @@
+"""Hook points on an unwrapped Hugging Face BERT, added with PyTorch hooks and removed on exit.
+
+Use it through :func:`nodeprobe.hooks.attach`; the names and shapes match :class:`HookedBert`.
+Attention scores/patterns are exposed by routing the model's attention through a registered
+eager attention function for as long as the hooks are attached (SDPA would hide them).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+_ATTN_NAME = "nodeprobe_eager"
+
+
+def _hooked_eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Eager attention (as HF's) that passes scores and pattern through nodeprobe hook points."""
+    hooks = getattr(module, "_nodeprobe_attn", None)
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:  # True = attend (the mask HF builds for custom kernels)
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    if hooks is not None:
+        scores = hooks.hook_attn_scores(scores)
+    pattern = F.softmax(scores, dim=-1)
+    if hooks is not None:
+        pattern = hooks.hook_pattern(pattern)
+    pattern = F.dropout(pattern, p=dropout, training=module.training)
+    out = torch.matmul(pattern, value).transpose(1, 2).contiguous()
+    return out, pattern
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    if _ATTN_NAME not in AttentionInterface._global_mapping:
+        AttentionInterface.register(_ATTN_NAME, _hooked_eager_attention)
+        AttentionMaskInterface.register(_ATTN_NAME, eager_mask)  # the additive mask eager uses
+
+
+class _AttnHooks(nn.Module):
+    def __init__(self):
+        super().__init__()
+        for n in ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z"):
+            setattr(self, n, HookPoint())
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = _AttnHooks()
+        self.mlp = nn.Module()
+        self.mlp.hook_pre = HookPoint()
+        self.mlp.hook_post = HookPoint()
+        for n in ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post"):
+            setattr(self, n, HookPoint())
+
+
+def _split_heads(hp: HookPoint, n_heads: int):
+    """Forward hook for a Linear producing ``[B, P, H*Dh]``: expose it as ``[B, P, H, Dh]``."""
+
+    def fn(module, inputs, out):
+        B, P, D = out.shape
+        return hp(out.view(B, P, n_heads, D // n_heads)).reshape(B, P, D)
+
+    return fn
+
+
+def _split_heads_pre(hp: HookPoint, n_heads: int):
+    """Forward pre-hook on ``attention.output.dense``: its input is z, ``[B, P, H*Dh]``."""
+
+    def fn(module, args):
+        (x,) = args
+        B, P, D = x.shape
+        return (hp(x.view(B, P, n_heads, D // n_heads)).reshape(B, P, D),)
+
+    return fn
+
+
+def _out(hp: HookPoint):
+    def fn(module, inputs, out):
+        if isinstance(out, tuple):
+            return (hp(out[0]), *out[1:])
+        return hp(out)
+
+    return fn
+
+
+def _pre(hp: HookPoint):
+    def fn(module, args, kwargs):
+        if args:
+            return (hp(args[0]), *args[1:]), kwargs
+        key = "hidden_states"
+        kwargs[key] = hp(kwargs[key])
+        return args, kwargs
+
+    return fn
+
+
+class AttachedHooks(HookedRootModule):
+    """A ``HookedRootModule`` whose hook points are wired into a plain HF BERT by PyTorch hooks."""
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "_hf", hf_model)
+        arch = type(hf_model).__name__
+        bert = hf_model if arch == "BertModel" else hf_model.bert
+        cfg = hf_model.config
+        H = cfg.num_attention_heads
+        self.hook_embed = HookPoint()
+        self.blocks = nn.ModuleList(_Block() for _ in bert.encoder.layer)
+        self.readout = nn.Module()
+        self.readout.hook_in = HookPoint()
+        self._handles: list = []
+        self._saved_attn = None
+        try:
+            reg = self._handles.append
+            reg(bert.embeddings.register_forward_hook(_out(self.hook_embed)))
+            for layer, blk in zip(bert.encoder.layer, self.blocks):
+                att = layer.attention.self
+                reg(layer.register_forward_pre_hook(_pre(blk.hook_resid_pre), with_kwargs=True))
+                reg(att.query.register_forward_hook(_split_heads(blk.attn.hook_q, H)))
+                reg(att.key.register_forward_hook(_split_heads(blk.attn.hook_k, H)))
+                reg(att.value.register_forward_hook(_split_heads(blk.attn.hook_v, H)))
+                reg(layer.attention.output.dense.register_forward_pre_hook(_split_heads_pre(blk.attn.hook_z, H)))
+                reg(layer.attention.output.dense.register_forward_hook(_out(blk.hook_attn_out)))
+                reg(layer.attention.output.register_forward_hook(_out(blk.hook_resid_mid)))
+                reg(layer.intermediate.dense.register_forward_hook(_out(blk.mlp.hook_pre)))
+                reg(layer.intermediate.register_forward_hook(_out(blk.mlp.hook_post)))
+                reg(layer.output.dense.register_forward_hook(_out(blk.hook_mlp_out)))
+                reg(layer.register_forward_hook(_out(blk.hook_resid_post)))
+                att._nodeprobe_attn = blk.attn
+            if arch == "BertForMaskedLM":
+                reg(hf_model.cls.predictions.transform.register_forward_hook(_out(self.readout.hook_in)))
+            elif bert.pooler is not None:
+                reg(bert.pooler.register_forward_hook(_out(self.readout.hook_in)))
+            _register_attention()
+            self._saved_attn = cfg._attn_implementation
+            cfg._attn_implementation = _ATTN_NAME
+        except BaseException:
+            self.detach()
+            raise
+        self.setup()
+
+    def forward(self, *args, **kwargs):
+        """Call the wrapped HF model with its usual arguments."""
+        return self._hf(*args, **kwargs)
+
+    def detach(self) -> None:
+        """Remove every PyTorch hook this object added and restore the attention implementation."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        bert = self._hf if type(self._hf).__name__ == "BertModel" else self._hf.bert
+        for layer in bert.encoder.layer:
+            if hasattr(layer.attention.self, "_nodeprobe_attn"):
+                del layer.attention.self._nodeprobe_attn
+        if self._saved_attn is not None:
+            self._hf.config._attn_implementation = self._saved_attn
+            self._saved_attn = None
+        self.reset_hooks(including_permanent=True)

