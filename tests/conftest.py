@@ -1,0 +1,15 @@
+"""Shared pytest fixtures (keep this file small; per-area fixtures live in tests/<area>/conftest.py)."""
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = (Path(__file__).resolve().parents[1] / "../shared/data").resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``<repo>/../shared/data`` (read-only test data); skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA
