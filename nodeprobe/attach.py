@@ -119,6 +119,7 @@ class AttachedHooks(HookedRootModule):
         self.readout = nn.Module()
         self.readout.hook_in = HookPoint()
         self._handles: list = []
+        self._swapped = False
         self._saved_attn = None
         try:
             reg = self._handles.append
@@ -144,6 +145,7 @@ class AttachedHooks(HookedRootModule):
             _register_attention()
             self._saved_attn = cfg._attn_implementation
             cfg._attn_implementation = _ATTN_NAME
+            self._swapped = True
         except BaseException:
             self.detach()
             raise
@@ -162,7 +164,8 @@ class AttachedHooks(HookedRootModule):
         for layer in bert.encoder.layer:
             if hasattr(layer.attention.self, "_nodeprobe_attn"):
                 del layer.attention.self._nodeprobe_attn
-        if self._saved_attn is not None:
+        if self._swapped:  # restore even when the saved value is None
             self._hf.config._attn_implementation = self._saved_attn
+            self._swapped = False
             self._saved_attn = None
         self.reset_hooks(including_permanent=True)

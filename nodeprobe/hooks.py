@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
@@ -39,6 +40,23 @@ def z_name(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
 
+def _check_z(z: Tensor, head: int) -> int:
+    """Check ``z`` is ``[batch, pos, head, d_head]`` and ``head`` is one of its heads; return n_heads.
+
+    A head-merged ``[batch, pos, head*d_head]`` tensor is refused: indexing its last-but-one axis
+    would silently ablate one *position* instead of one head.
+    """
+    if z.dim() != 4:
+        raise NodeprobeError(
+            f"head hook got a tensor of shape {tuple(z.shape)}: expected [batch, pos, head, d_head] "
+            "(hook it at blocks.{l}.attn.hook_z)"
+        )
+    n_heads = z.shape[2]
+    if not 0 <= head < n_heads:
+        raise NodeprobeError(f"--head {head}: the model has heads 0–{n_heads - 1}")
+    return n_heads
+
+
 def _head_fill(z: Tensor, heads: Tensor | list[int] | slice, mode: Mode, means: Tensor | None) -> Tensor:
     """Return ``z`` with the given heads set to 0 or to their mean (per position when ``means`` has one)."""
     z = z.clone()
@@ -47,6 +65,10 @@ def _head_fill(z: Tensor, heads: Tensor | list[int] | slice, mode: Mode, means: 
         return z
     m = means.to(z.device, z.dtype)
     if m.dim() == 3:  # [pos, head, d_head]: per-position means (METHODS §2 default for mean mode)
+        if m.shape[0] < z.shape[1]:
+            raise NodeprobeError(
+                f"per-position means cover {m.shape[0]} positions, the batch has {z.shape[1]}"
+            )
         z[:, :, heads] = m[: z.shape[1], heads]
     else:  # [head, d_head]
         z[:, :, heads] = m[heads]
@@ -70,8 +92,7 @@ def ablate_head(
     _check_mode(mode, means)
 
     def fn(z: Float[Tensor, "batch pos head d_head"], hook=None) -> Tensor:
-        if not 0 <= head < z.shape[2]:
-            raise NodeprobeError(f"--head {head}: the model has heads 0–{z.shape[2] - 1}")
+        _check_z(z, head)
         return _head_fill(z, [head], mode, means)
 
     fn.__name__ = f"ablate_head_L{layer}H{head}_{mode}"
@@ -90,9 +111,7 @@ def isolate_head(
     _check_mode(mode, means)
 
     def fn(z: Float[Tensor, "batch pos head d_head"], hook=None) -> Tensor:
-        n_heads = z.shape[2]
-        if not 0 <= head < n_heads:
-            raise NodeprobeError(f"--head {head}: the model has heads 0–{n_heads - 1}")
+        n_heads = _check_z(z, head)
         others = [h for h in range(n_heads) if h != head]
         return _head_fill(z, others, mode, means)
 
@@ -145,6 +164,8 @@ class SiteCache:
     """
 
     def __init__(self, names: Sequence[str], positions: Literal["cls", "all"] | None = "cls", device="cpu", dtype=None):
+        if positions not in ("cls", "all", None):
+            raise NodeprobeError(f"SiteCache positions {positions!r}: expected 'cls', 'all' or None")
         self.names = list(names)
         self.device = torch.device(device)
         self.dtype = dtype
@@ -158,7 +179,11 @@ class SiteCache:
         self.index = (batch_idx, pos_idx)
 
     def _select(self, name: str, t: Tensor) -> Tensor:
-        per_position = name != "readout.hook_in" and t.dim() >= 3
+        # [B, P, ...] has a position axis; [B, D] (classifier readout) and [n, D] (MLM readout
+        # decoded at chosen positions only) do not.  A full MLM readout [B, P, D] does.
+        per_position = t.dim() >= 3
+        if self.mode is None and self.index is None:
+            raise NodeprobeError("SiteCache: call set_positions(batch_idx, pos_idx) before the forward")
         if name.endswith(("hook_pattern", "hook_attn_scores")):
             # [B, H, Q, K]: keep the query rows of the chosen positions → [n, H, K]
             if self.mode == "cls":
@@ -176,15 +201,23 @@ class SiteCache:
         b, p = self.index
         return t[b, p]
 
-    def _hook(self, t: Tensor, hook) -> None:
-        name = hook.name
+    def _hook(self, t: Tensor, hook=None, *, name: str) -> None:
         kept = self._select(name, t.detach())
-        kept = kept.to(self.device, self.dtype or kept.dtype, non_blocking=True)
-        self.store[name].append(kept.clone() if kept.data_ptr() == t.data_ptr() else kept)
+        # A blocking copy: a non_blocking GPU→CPU copy may still be in flight when the caller
+        # reads the stored tensor (it lands in pinned memory asynchronously).
+        kept = kept.to(self.device, self.dtype or kept.dtype)
+        if kept.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
+            kept = kept.clone()  # a view would keep the whole [batch, pos, ...] activation alive
+        self.store[name].append(kept)
 
     def fwd_hooks(self) -> list[HookPair]:
-        """The ``(name, fn)`` pairs to pass to ``run_with_hooks``."""
-        return [(n, self._hook) for n in self.names]
+        """The ``(name, fn)`` pairs to pass to ``run_with_hooks``.
+
+        Each function is bound to the name it was requested under, so it also works on hook
+        aliases (a ``TransformerBridge`` calls ``blocks.{l}.attn.hook_z`` hooks with the
+        canonical hook point ``blocks.{l}.attn.o.hook_in``).
+        """
+        return [(n, functools.partial(self._hook, name=n)) for n in self.names]
 
     def stack(self, clear: bool = True) -> dict[str, Tensor]:
         """Concatenate what was kept along the item axis; ``clear`` empties the store."""

@@ -101,7 +101,12 @@ class HookedAttention(nn.Module):
         self.hook_z = HookPoint()
 
     def _needs_eager(self) -> bool:
-        return bool(self.hook_pattern._forward_hooks or self.hook_attn_scores._forward_hooks)
+        # Any hook on scores/pattern (forward, or backward only, e.g. for gradients of the
+        # pattern) needs the eager path: the fused kernel never materialises them.
+        return any(
+            hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks
+            for hp in (self.hook_pattern, self.hook_attn_scores)
+        )
 
     def forward(self, hf_self_attn: nn.Module, x: Float[Tensor, "B P D"], mask: Tensor | None):
         B, P, _ = x.shape
@@ -252,6 +257,15 @@ class HookedBert(HookedRootModule):
                 f"sequence length {input_ids.shape[-1]}: the model allows at most {self.spec.max_len}"
             )
 
+    def _check_token_types(self, token_type_ids: Tensor | None) -> None:
+        if token_type_ids is None or not token_type_ids.numel():
+            return
+        n_types = self.bert.embeddings.token_type_embeddings.num_embeddings
+        lo, hi = int(token_type_ids.min()), int(token_type_ids.max())
+        if lo < 0 or hi >= n_types:
+            bad = hi if hi >= n_types else lo
+            raise NodeprobeError(f"token type id {bad}: the model has token types 0–{n_types - 1}")
+
     def embed(
         self, input_ids: Int[Tensor, "B P"], token_type_ids: Int[Tensor, "B P"] | None = None
     ) -> Float[Tensor, "B P D"]:
@@ -310,6 +324,7 @@ class HookedBert(HookedRootModule):
             if input_ids is None:
                 raise NodeprobeError("forward needs input_ids (or start_at_layer with a residual)")
             self._check_ids(input_ids)
+            self._check_token_types(token_type_ids)
             x = self.embed(input_ids, token_type_ids)
             start = 0
         else:
