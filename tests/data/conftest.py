@@ -55,7 +55,17 @@ def fewrel_val(shared_data, bert_tok):
 
 
 @pytest.fixture(scope="session")
-def pretrain_corpus(shared_data, bert_tok):
+def pretrain_load(shared_data, bert_tok):
+    """(corpus, seconds to build it): wiki.test.raw + wiki.valid.tokens + DBpedia abstracts."""
+    import time
+
     from nodeprobe.data import load_pretraining_corpus
 
-    return load_pretraining_corpus(shared_data, bert_tok)
+    t0 = time.perf_counter()
+    corpus = load_pretraining_corpus(shared_data, bert_tok)
+    return corpus, time.perf_counter() - t0
+
+
+@pytest.fixture(scope="session")
+def pretrain_corpus(pretrain_load):
+    return pretrain_load[0]
