@@ -380,8 +380,9 @@ def readout_logits(
     mode: Mode = "zero",
     means: Float[Tensor, "d"] | None = None,
 ) -> Float[Tensor, "N K"]:
-    """Logits of node set S: ``X[:, S] @ W[:, S].T + b'`` (dense; for large N·K use
-    :func:`readout_predictions`).
+    """Logits of node set S: ``X[:, S] @ W[:, S].T + b'`` (dense, numpy BLAS in the reference
+    dtype; for large N·K use :func:`readout_predictions`, which argmaxes the same logits chunk by
+    chunk).
 
     Example:
         >>> import torch
@@ -391,21 +392,20 @@ def readout_logits(
     """
     Wn, _, Xn, mu, base, _ = _prepare(W, b, X, mode, means)
     S = _node_list(nodes, Wn.shape[1])
-    bias = torch.from_numpy(np.ascontiguousarray(_set_bias(Wn, base, mu, S)))
-    Ws = torch.from_numpy(np.ascontiguousarray(Wn[:, S]))
-    return torch.from_numpy(np.ascontiguousarray(Xn[:, S])) @ Ws.T + bias
+    bias = _set_bias(Wn, base, mu, S)
+    return torch.from_numpy(np.ascontiguousarray(Xn[:, S]) @ np.ascontiguousarray(Wn[:, S].T) + bias)
 
 
 def _set_predictions(Wn, Xn, mu, base, S: np.ndarray, chunk_cells: int = _DENSE_CELLS) -> np.ndarray:
     K = Wn.shape[0]
-    bias = torch.from_numpy(np.ascontiguousarray(_set_bias(Wn, base, mu, S)))
-    WsT = torch.from_numpy(np.ascontiguousarray(Wn[:, S])).T
-    Xs = torch.from_numpy(np.ascontiguousarray(Xn[:, S]))
-    out = torch.empty(Xn.shape[0], dtype=torch.int64)
+    bias = _set_bias(Wn, base, mu, S)
+    WsT = np.ascontiguousarray(Wn[:, S].T)
+    Xs = np.ascontiguousarray(Xn[:, S])
+    out = np.empty(Xn.shape[0], dtype=np.int64)
     step = max(1, chunk_cells // K)
     for n0 in range(0, Xn.shape[0], step):
         out[n0 : n0 + step] = argmax_lowest(Xs[n0 : n0 + step] @ WsT + bias)
-    return out.numpy()
+    return out
 
 
 def readout_predictions(
@@ -545,21 +545,25 @@ def _predict_node(x: np.ndarray, s: np.ndarray, c: np.ndarray, lines: _NodeLines
     return win, n_dense
 
 
-def _node_predictions_impl(W, b, X, mode, means, certify=True, keep_lines=False):
-    Wn, _, Xn, mu, base, _ = _prepare(W, b, X, mode, means)
-    N, d = Xn.shape
-    preds = np.empty((N, d), dtype=np.int64)
-    n_dense = 0
-    all_lines = []
-    for i in range(d):
+def _iter_nodes(Wn, Xn, mu, base, certify: bool = True):
+    """Per node i: (i, slopes, intercepts, envelope layers, predictions, n_dense)."""
+    for i in range(Wn.shape[1]):
         s = np.ascontiguousarray(Wn[:, i])
         c = _node_bias(Wn, base, mu, i)
         lines = _node_lines(s.astype(np.float64), c.astype(np.float64))
-        preds[:, i], nd = _predict_node(np.ascontiguousarray(Xn[:, i]), s, c, lines, certify)
+        pred, nd = _predict_node(np.ascontiguousarray(Xn[:, i]), s, c, lines, certify)
+        yield i, s, c, lines, pred, nd
+
+
+def _node_predictions_impl(W, b, X, mode, means, certify: bool = True):
+    """(predictions [N, d] int64, number of x values that needed the dense fallback)."""
+    Wn, _, Xn, mu, base, _ = _prepare(W, b, X, mode, means)
+    preds = np.empty(Xn.shape, dtype=np.int64)
+    n_dense = 0
+    for i, _, _, _, pred, nd in _iter_nodes(Wn, Xn, mu, base, certify):
+        preds[:, i] = pred
         n_dense += nd
-        if keep_lines:
-            all_lines.append((s, c, lines))
-    return preds, n_dense, all_lines
+    return preds, n_dense
 
 
 def node_predictions(
@@ -580,5 +584,5 @@ def node_predictions(
         >>> node_predictions(W, b, torch.tensor([[1.0, 1.0], [-1.0, -1.0]])).tolist()
         [[0, 1], [1, 0]]
     """
-    preds, _, _ = _node_predictions_impl(W, b, X, mode, means)
+    preds, _ = _node_predictions_impl(W, b, X, mode, means)
     return torch.from_numpy(preds)
