@@ -472,7 +472,7 @@ def test_bridge_hook_z_layout_and_unablated_parity(bridge_pair):
 
 
 def test_bridge_names_that_match_nodeprobe(bridge_pair):
-    """Bridge hook → nodeprobe hook with the same values (where the names differ, see hooks/README)."""
+    """Bridge hook → nodeprobe hook with the same values (the mapping is in hooks/bridge_head_ablation.py)."""
     bridge, model = bridge_pair
     ids, mask, types = make_batch()
     same = {f"blocks.2.{s}": f"blocks.2.{s}" for s in (
