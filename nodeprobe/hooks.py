@@ -3,7 +3,10 @@
 Every factory returns a ``(hook_name, fn)`` pair for ``run_with_hooks(fwd_hooks=[...])`` or
 ``model.hooks(fwd_hooks=[...])``.  They work on :class:`nodeprobe.HookedBert`, on a plain Hugging
 Face BERT under :func:`attach`, and on a TransformerLens ``TransformerBridge`` BERT (whose
-``blocks.{l}.attn.hook_z`` also carries ``[batch, pos, head, d_head]``).
+``blocks.{l}.attn.hook_z`` also carries ``[batch, pos, head, d_head]``; its readout vector is
+``ln_final.hook_out``, so use ``("ln_final.hook_out", keep_nodes(S)[1])`` there — see
+``hooks/bridge_head_ablation.py`` for the name mapping).  Head hooks refuse a head-merged
+``[batch, pos, head*d_head]`` tensor rather than misreading its axes.
 
 Example:
     >>> from nodeprobe.hooks import ablate_head, keep_nodes
@@ -239,9 +242,11 @@ def attach(hf_model: nn.Module) -> Iterator["object"]:
     Inside the block, the yielded object is a ``HookedRootModule`` whose forward calls the HF model
     (with its usual keyword arguments) and whose hook points carry the same names and shapes as
     :class:`HookedBert` (``hook_embed``, ``blocks.{l}.hook_resid_pre``, ``attn.hook_q|k|v|z``,
-    ``attn.hook_pattern`` (eager attention only), ``hook_attn_out``, ``mlp.hook_post``,
-    ``hook_resid_post``, ``readout.hook_in``).  Every PyTorch hook it put on the HF modules is removed
-    on exit, exceptions included.
+    ``attn.hook_attn_scores|pattern``, ``hook_attn_out``, ``hook_resid_mid``, ``mlp.hook_pre|post``,
+    ``hook_mlp_out``, ``hook_resid_post``, ``readout.hook_in``); attention runs through an eager
+    kernel while attached, so scores and patterns are always exposed.  Every PyTorch hook it put
+    on the HF modules is removed on exit, exceptions included, and ``config._attn_implementation``
+    is restored.
 
     Example:
         >>> with attach(hf_classifier) as hooked:                               # doctest: +SKIP

@@ -217,7 +217,7 @@ def test_run_with_cache_names_and_shapes(models, task):
         assert tuple(cache[name].shape) == shape, name
     # values, not just shapes
     assert maxdiff(cache["hook_embed"], ref.hidden_states[0]) <= TOL
-    W_O = hf.base_model.encoder.layer[1].attention.output.dense if task != "base" else hf.encoder.layer[1].attention.output.dense
+    W_O = hf.base_model.encoder.layer[1].attention.output.dense  # base_model: the BertModel
     z = cache["blocks.1.attn.hook_z"]
     assert maxdiff(W_O(z.flatten(2)), cache["blocks.1.hook_attn_out"]) <= TOL
     pat = cache["blocks.1.attn.hook_pattern"]
