@@ -22,12 +22,15 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from nodeprobe.data.masking import MLMMasker
 from nodeprobe.errors import NodeprobeError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["make_batches", "collate", "collate_mlm", "iter_batches"]
 
@@ -90,6 +93,8 @@ def collate(
         >>> collate([[101, 7, 102], [101, 102]], pad_id=0, labels=[3, 1])["labels"].tolist()
         [3, 1]
     """
+    import torch  # lazily: the loaders and tokenizer work without importing torch
+
     if len(seqs) == 0:
         raise NodeprobeError("collate: empty batch; allowed: ≥ 1 sequence")
     rows = [np.asarray(s, dtype=np.int64).reshape(-1)[: max_len] for s in seqs]
@@ -131,6 +136,8 @@ def collate_mlm(
         >>> b["positions"].shape[1], b["targets"].shape == b["positions"].shape[:1]
         (2, True)
     """
+    import torch
+
     results = masker.batch(seqs, rng=rng, seed=seed)
     out = collate([r.input_ids for r in results], pad_id)
     pos = [np.stack([np.full(len(r.positions), i), r.positions], axis=1) for i, r in enumerate(results)]

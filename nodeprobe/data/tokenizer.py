@@ -143,7 +143,9 @@ class Tokenizer:
         """
         if not texts:
             return []
-        return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+        # encode_batch_fast (tokenizers ≥ 0.20) skips character offsets: same ids, ~2× faster
+        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
+        return [e.ids for e in encode(list(texts), add_special_tokens=False)]
 
     def encode_words_batch(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         """Word-by-word WordPiece ids: ``out[s][w]`` = pieces of word ``w`` of sentence ``s``.
@@ -160,9 +162,8 @@ class Tokenizer:
         # Words are tokenised independently in pre-tokenised mode, so each distinct word is
         # encoded once (as a one-word pre-tokenised input, identical to its in-sentence pieces).
         uniq = list(dict.fromkeys(w for s in sentences for w in s))
-        encs = self.backend.encode_batch(
-            [[w] for w in uniq], is_pretokenized=True, add_special_tokens=False
-        )
+        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
+        encs = encode([[w] for w in uniq], is_pretokenized=True, add_special_tokens=False)
         table = {w: e.ids for w, e in zip(uniq, encs)}
         return [[list(table[w]) for w in s] for s in sentences]
 

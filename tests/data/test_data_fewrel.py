@@ -61,8 +61,6 @@ def test_markers_off_and_options(shared_data, bert_tok, fewrel_val):
     assert not any(i in (M0, M1, M2, M3) for x in tr.input_ids for i in x)
     with_markers = fewrel_val[0]
     assert [len(x) + 4 for x in tr.input_ids[:5]] == [len(x) for x in with_markers.input_ids[:5]]
-    with pytest.raises(NodeprobeError, match=r"relation 'P177' has 700 items"):
-        load_fewrel(path, bert_tok, n_train=690, n_test=20)
 
 
 def test_val_nyt_needs_smaller_split(shared_data, bert_tok):
@@ -160,3 +158,6 @@ def test_bad_options(write_json, tiny_tok, tmp_path):
             load_fewrel(f, tiny_tok, **{"n_train": 1, "n_test": 0, **kw})
     with pytest.raises(NodeprobeError, match="not found"):
         load_fewrel(tmp_path / "nope.json", tiny_tok)
+    g = write_json({"P1": [GOOD] * 3, "P2": [GOOD] * 2}, "small.json")
+    with pytest.raises(NodeprobeError, match=r"small.json: relation 'P2' has 2 items; n_train \+ n_test = 3 needed"):
+        load_fewrel(g, tiny_tok, n_train=2, n_test=1)

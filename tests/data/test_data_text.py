@@ -160,15 +160,18 @@ def test_stream_matches_corpus(tmp_path, tiny_tok):
 
 
 def test_hub_code_path(monkeypatch, tiny_tok):
-    import datasets
+    import sys
+    import types
 
+    datasets = types.ModuleType("datasets")  # a stand-in: no network, no heavy import
+    monkeypatch.setitem(sys.modules, "datasets", datasets)
     calls = {}
 
     def fake(name, config, split, streaming):
         calls.update(name=name, config=config, split=split, streaming=streaming)
         return iter([{"title": "A", "text": "the cat"}, {"title": "B", "text": ""}, {"text": "a dog"}])
 
-    monkeypatch.setattr(datasets, "load_dataset", fake)
+    datasets.load_dataset = fake
     c = load_text_corpus("wikimedia/wikipedia", tiny_tok, config="20231101.en", max_articles=5)
     assert calls == dict(name="wikimedia/wikipedia", config="20231101.en", split="train", streaming=True)
     assert c.titles == ["A", ""] and len(c) == 2
@@ -176,7 +179,7 @@ def test_hub_code_path(monkeypatch, tiny_tok):
     def offline(*a, **k):
         raise ConnectionError("no network")
 
-    monkeypatch.setattr(datasets, "load_dataset", offline)
+    datasets.load_dataset = offline
     with pytest.raises(NodeprobeError, match="wikimedia/wikipedia .*cannot stream .*ConnectionError"):
         load_text_corpus("wikimedia/wikipedia", tiny_tok, config="20231101.en")
 

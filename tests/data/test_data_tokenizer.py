@@ -60,7 +60,8 @@ def test_parity_with_transformers(bert_tok, bert_vocab, shared_data):
     except ImportError:  # pragma: no cover - older/newer transformers
         return
     legacy = BertTokenizerLegacy(str(bert_vocab))
-    assert ours == [legacy(t, add_special_tokens=False)["input_ids"] for t in texts]
+    sample = texts[::3] + TRICKY  # the pure-Python tokenizer is slow; a third of them suffices
+    assert bert_tok.encode_batch(sample) == [legacy(t, add_special_tokens=False)["input_ids"] for t in sample]
 
 
 def test_words_batch_matches_sentence_encoding(bert_tok):
