@@ -136,7 +136,12 @@ def fetch(
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/nodeprobe`` or ``~/.cache/nodeprobe``."""
+    """``$XDG_CACHE_HOME/nodeprobe`` or ``~/.cache/nodeprobe``.
+
+    Example:
+        >>> default_cache_dir().name
+        'nodeprobe'
+    """
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "nodeprobe"
 

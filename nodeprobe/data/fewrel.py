@@ -45,20 +45,27 @@ __all__ = ["read_fewrel", "read_pid2name", "load_fewrel", "encode_relation_item"
 Span = tuple[int, int]  # first and last word index (inclusive)
 
 
-def _load_json(path: Path, what: str) -> Any:
+def _load_json(path: Path, what: str, allowed: str) -> Any:
     data = read_bytes(path, what)
     if not data.strip():
-        raise NodeprobeError(f"{path}: {what} is empty; allowed: a JSON object")
+        raise NodeprobeError(f"{path}: {what} is empty; allowed: {allowed}")
     try:
         return json.loads(data)
     except UnicodeDecodeError as e:
-        raise NodeprobeError(f"{path}: {what} is not UTF-8 JSON ({e.reason})") from e
+        raise NodeprobeError(f"{path}: {what} is not UTF-8 ({e.reason}); allowed: {allowed} in UTF-8") from e
     except json.JSONDecodeError as e:
         raise NodeprobeError(
-            f"{path}: {what} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+            f"{path}: {what} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+            f"allowed: {allowed}"
         ) from e
     except (ValueError, RecursionError) as e:
-        raise NodeprobeError(f"{path}: {what} is not valid JSON ({type(e).__name__})") from e
+        raise NodeprobeError(
+            f"{path}: {what} is not valid JSON ({type(e).__name__}); allowed: {allowed}"
+        ) from e
+
+
+_FEWREL_SHAPE = 'a JSON object {relation_id: [{"tokens", "h", "t"}, …]}'
+_PID2NAME_SHAPE = "a JSON object {pid: [name, description]}"
 
 
 def _is_int(x: Any) -> bool:
@@ -112,7 +119,7 @@ def read_fewrel(path: PathLike) -> dict[str, list[dict]]:
         (16, 700)
     """
     p = as_path(path, "FewRel file")
-    data = _load_json(p, "FewRel file")
+    data = _load_json(p, "FewRel file", _FEWREL_SHAPE)
     if not isinstance(data, dict):
         raise NodeprobeError(
             f"{p}: FewRel top level is {type(data).__name__}; allowed: an object "
@@ -138,7 +145,7 @@ def read_pid2name(path: PathLike) -> dict[str, str]:
         'crosses'
     """
     p = as_path(path, "pid2name file")
-    data = _load_json(p, "pid2name file")
+    data = _load_json(p, "pid2name file", _PID2NAME_SHAPE)
     if not isinstance(data, dict):
         raise NodeprobeError(
             f"{p}: pid2name top level is {type(data).__name__}; allowed: an object {{pid: [name, description]}}"

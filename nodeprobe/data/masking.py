@@ -207,7 +207,12 @@ class MLMMasker:
 
     @classmethod
     def from_tokenizer(cls, tokenizer, rate: float = 0.15) -> MLMMasker:
-        """Settings from a :class:`~nodeprobe.data.Tokenizer` (its five special ids)."""
+        """Settings from a :class:`~nodeprobe.data.Tokenizer` (its five special ids).
+
+        Example:
+            >>> MLMMasker.from_tokenizer(tok).mask_id  # doctest: +SKIP
+            103
+        """
         return cls(frozenset(tokenizer.special_ids), tokenizer.vocab_size, tokenizer.mask_id, rate)
 
     def __call__(self, input_ids: Sequence[int] | np.ndarray, rng: np.random.Generator) -> MaskResult:

@@ -137,14 +137,15 @@ def _iter_parquet(path: Path, text_field: str) -> Iterator[tuple[str, str]]:
         raise NodeprobeError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from e
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     if not files:
-        raise NodeprobeError(f"{path}: directory has no *.parquet files")
+        raise NodeprobeError(f"{path}: directory has no *.parquet files; allowed: a text file or a parquet directory")
     for f in files:
         try:
             pf = pq.ParquetFile(f)
             names = pf.schema_arrow.names
             if text_field not in names:
                 raise NodeprobeError(
-                    f"{f}: parquet has no column {text_field!r} (columns: {', '.join(names)[:120]})"
+                    f"{f}: parquet has no column {text_field!r}; allowed: one of its columns "
+                    f"({', '.join(names)[:120]}) as text_field"
                 )
             cols = [text_field] + (["title"] if "title" in names else [])
             for batch in pf.iter_batches(columns=cols, batch_size=1024):
@@ -186,7 +187,7 @@ def _detect_format(source: PathLike) -> str:
     if p.is_dir():
         if any(p.glob("*.parquet")):
             return "parquet"
-        raise NodeprobeError(f"{p}: directory without *.parquet files; give a text file")
+        raise NodeprobeError(f"{p}: directory without *.parquet files; allowed: a text file or a parquet directory")
     if not p.exists():
         looks_like_file = p.suffix.lower() in (".txt", ".raw", ".tokens", ".jsonl", ".parquet", ".json", ".csv")
         if isinstance(source, str) and _HUB_NAME.match(source) and not looks_like_file:
@@ -361,7 +362,13 @@ class Corpus:
         return out
 
     def subset(self, indices: Iterable[int], source: str | None = None) -> Corpus:
-        """The articles at ``indices`` (token counts recomputed from them)."""
+        """The articles at ``indices`` (token counts recomputed from them).
+
+        Example:
+            >>> c = Corpus([np.array([5], np.int32), np.array([6, 7], np.int32)], ["a", "b"], 1, 2, 9, "d")
+            >>> c.subset([1]).titles, c.subset([1]).n_tokens
+            (['b'], 2)
+        """
         idx = list(indices)
         return Corpus(
             [self.articles[i] for i in idx],
@@ -397,7 +404,14 @@ class Corpus:
 
     @staticmethod
     def concat(corpora: Sequence[Corpus]) -> Corpus:
-        """One corpus from several built with the same tokenizer (sources joined by ``+``)."""
+        """One corpus from several built with the same tokenizer (sources joined by ``+``).
+
+        Example:
+            >>> a = Corpus([np.array([5], np.int32)], ["a"], 1, 2, 9, "x")
+            >>> c = Corpus.concat([a, a])
+            >>> len(c), c.source
+            (2, 'x+x')
+        """
         if not corpora:
             raise NodeprobeError("Corpus.concat: no corpora given; allowed: ≥ 1")
         first = corpora[0]

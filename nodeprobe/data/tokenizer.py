@@ -209,7 +209,12 @@ class Tokenizer:
         return [self.vocab.get(t, self.unk_id) for t in tokens]
 
     def token_to_id(self, token: str) -> int | None:
-        """Id of ``token`` or ``None``."""
+        """Id of ``token`` or ``None``.
+
+        Example:
+            >>> tok.token_to_id("[unused0]"), tok.token_to_id("no-such-token")  # doctest: +SKIP
+            (1, None)
+        """
         return self.vocab.get(token)
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
