@@ -43,7 +43,7 @@ from jaxtyping import Float, Int
 from scipy import sparse
 from torch import Tensor
 
-from nodeprobe.analysis._arrays import check_K, labels, to_numpy
+from nodeprobe.analysis._arrays import check_K, labels
 from nodeprobe.errors import NodeprobeError
 
 #: above this many classes :func:`confusion_matrix` returns a scipy sparse matrix by default
