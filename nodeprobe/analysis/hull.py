@@ -146,13 +146,13 @@ def _qhull_reachable(Wd, bd, n) -> tuple[set[int], set[int]] | None:
 
 def _reachable(Wn, bn, box, tol=DEFAULT_TOL, witnesses=None, max_lp=None) -> tuple[int, ...] | None:
     K, n = Wn.shape
+    if n == 1:  # exact (rational decisions at the interval ends)
+        interval = None if box is None else (float(box[0][0]), float(box[1][0]))
+        return upper_envelope(Wn[:, 0], bn, interval).reachable
     if n == 0 or (box is not None and np.all(box[0] == box[1])):
         x = np.zeros(n) if n == 0 else box[0]
         v = Wn @ x + bn
         return (int(np.flatnonzero(v == v.max())[0]),)
-    if n == 1:
-        interval = None if box is None else (float(box[0][0]), float(box[1][0]))
-        return upper_envelope(Wn[:, 0], bn, interval).reachable
     P = np.column_stack([Wn, bn])
     _, first = np.unique(P, axis=0, return_index=True)
     keep = np.sort(first)  # lowest index of each group of identical lines
