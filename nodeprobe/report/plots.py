@@ -1,0 +1,100 @@
+"""PNG plots (matplotlib, from the ``plot`` extra). Without matplotlib, say so once and go on.
+
+Example:
+    >>> plot_curves({"acc": ([1, 2], [0.1, 0.2])}, "/tmp/x.png", "demo")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+_warned = False
+
+
+def _plt():
+    global _warned
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        return plt
+    except ImportError:
+        if not _warned:
+            from nodeprobe.report.render import console
+
+            console.print("[yellow]matplotlib is not installed (pip install 'nodeprobe[plot]'): skipping plots[/]")
+            _warned = True
+        return None
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    os.replace(tmp, path)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def plot_head_grid(grid, path: str | Path, title: str, cbar: str = "Δ accuracy") -> Path | None:
+    """A layer × head heat map (diverging colours centred on 0)."""
+    plt = _plt()
+    if plt is None:
+        return None
+    import numpy as np
+
+    g = np.asarray(grid, dtype=float)
+    v = float(np.nanmax(np.abs(g))) or 1.0
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * g.shape[1], 1.0 + 0.45 * g.shape[0]))
+    im = ax.imshow(g, cmap="RdBu", vmin=-v, vmax=v)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(g.shape[1]))
+    ax.set_yticks(range(g.shape[0]))
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label=cbar, shrink=0.8)
+    return _save(fig, path)
+
+
+def plot_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str,
+                xlabel: str = "", ylabel: str = "", logx: bool = False, errors: dict | None = None) -> Path | None:
+    """Several named curves ``{name: (x, y)}`` (optional ``errors`` ``{name: yerr}``) on one axis."""
+    plt = _plt()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (x, y) in series.items():
+        if errors and name in errors:
+            ax.errorbar(x, y, yerr=errors[name], label=name, marker="o", ms=3, capsize=2)
+        else:
+            ax.plot(x, y, label=name, marker="o", ms=3)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_bars(labels: Sequence[str], values: Sequence[float], path: str | Path, title: str, ylabel: str = "") -> Path | None:
+    """A bar chart (histograms of |Λ|, accuracy per block…)."""
+    plt = _plt()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(labels) + 1), 3.5))
+    ax.bar(range(len(values)), values, color="#4C72B0")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=45 if max(map(len, labels), default=0) > 3 else 0, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return _save(fig, path)

@@ -1,0 +1,322 @@
+"""MLM pre-training (METHODS §0): 15% of non-special positions modified (80/10/10), loss on the
+modified positions only, decoder logits computed only there, AdamW with a linear schedule.
+
+Outputs under ``out_dir``::
+
+    run.json            settings and their fingerprint (a resume must match it)
+    log.jsonl           one line per logging step and per epoch (held-out MLM accuracy)
+    checkpoint/         latest resumable state (HF weights + optimizer/scheduler + progress)
+    snapshots/step-N/   HF weights at log-spaced steps (0 = random init), for ``nodeprobe track``
+    final/              the trained BertForMaskedLM in Hugging Face format, with tokenizer files
+    pretrain.json       summary (written last: its presence means the run completed)
+
+Example:
+    >>> from nodeprobe.train.pretrain import pretrain                 # doctest: +SKIP
+    >>> summary = pretrain("runs/smoke/pretrain", preset="smoke", data_dir="../shared/data")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nodeprobe.errors import NodeprobeError
+from nodeprobe.train import loop
+from nodeprobe.train.presets import ModelSize, PretrainSettings
+
+
+def mlm_batch(seqs, tokenizer, *, rng=None, seed=None, rate: float = 0.15):
+    """Pad and mask a batch (training: ``rng``; evaluation: fixed masks from ``seed``).
+
+    Returns ``(corrupted_ids, attention_mask, modified, targets)`` with ``modified`` a bool
+    ``[B, P]`` mask whose row-major order matches ``targets`` ``[n]``.
+
+    Example:
+        >>> ids, attn, modified, targets = mlm_batch([[101, 7592, 2088, 102]], tok, seed=0)  # doctest: +SKIP
+    """
+    from nodeprobe.data.batching import collate_mlm
+    from nodeprobe.data.masking import MLMMasker
+
+    b = collate_mlm(seqs, tokenizer.pad_id, MLMMasker.from_tokenizer(tokenizer, rate), rng=rng, seed=seed)
+    modified = torch.zeros_like(b["input_ids"], dtype=torch.bool)
+    modified[b["positions"][:, 0], b["positions"][:, 1]] = True
+    order = b["positions"][:, 0] * b["input_ids"].shape[1] + b["positions"][:, 1]
+    targets = b["targets"][torch.argsort(order)]  # row-major, as x[modified]
+    return b["input_ids"], b["attention_mask"], modified, targets
+
+
+# ---------------------------------------------------------------------- data
+@dataclass
+class PretrainData:
+    """Training and held-out ``[CLS] … [SEP]`` sequences of the pre-training corpus."""
+
+    tokenizer: object
+    train: list
+    heldout: list
+    source: str
+    fingerprint: str
+    counts: np.ndarray  # corpus frequency per token id (training articles)
+
+    @classmethod
+    def load(cls, data_dir=None, corpus: str | None = None, max_len: int = 128, heldout_every: int = 50):
+        """The local Wikipedia corpus (``data_dir``) or any text source given as ``corpus``."""
+        import hashlib
+
+        from nodeprobe.data.download import resolve_data_dir
+        from nodeprobe.data.text import load_pretraining_corpus, load_text_corpus
+        from nodeprobe.data.tokenizer import load_tokenizer
+
+        d = resolve_data_dir(data_dir)
+        tok = load_tokenizer(d / "tokenizer" / "bert-base-uncased-vocab.txt")
+        if corpus:
+            c = load_text_corpus(corpus, tok)
+        else:
+            c = load_pretraining_corpus(d, tok)
+        if len(c) < 2:
+            raise NodeprobeError(f"corpus {c.source}: fewer than 2 articles; need text to train and hold out")
+        train_c, held_c = c.split_held_out(heldout_every)
+        h = hashlib.sha256()
+        for a in c.articles:
+            h.update(a.tobytes())
+        return cls(tok, train_c.to_sequences(max_len), held_c.to_sequences(max_len), c.source,
+                   h.hexdigest()[:16], train_c.token_counts())
+
+
+# ---------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class PretrainRun:
+    """Everything that determines a pre-training run's result (fingerprinted for --resume)."""
+
+    size: ModelSize
+    settings: PretrainSettings
+    seed: int
+    corpus: str  # corpus fingerprint
+    vocab_size: int
+
+    def fingerprint(self) -> str:
+        return loop.fingerprint(asdict(self))
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    loss: float
+    n: int
+
+
+@torch.no_grad()
+def evaluate_mlm(model, batches, device, precision: str = "fp32") -> EvalResult:
+    """Held-out MLM accuracy/loss on pre-masked batches ``(ids, attn, modified, targets)``."""
+    was = model.training
+    model.eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    for ids, attn, modified, targets in batches:
+        with _autocast(device, precision):
+            logits = model(ids.to(device), attn.to(device), positions=modified.to(device))
+        logits = logits.float()
+        t = targets.to(device)
+        loss_sum += float(F.cross_entropy(logits, t, reduction="sum"))
+        correct += int((logits.argmax(-1) == t).sum())
+        total += int(t.numel())
+    model.train(was)
+    return EvalResult(accuracy=correct / max(total, 1), loss=loss_sum / max(total, 1), n=total)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def build_eval_batches(sequences, tokenizer, seed: int, batch_size: int = 64):
+    """Deterministic held-out batches: each sequence's mask is a function of its ids and ``seed``."""
+    from nodeprobe.data.batching import make_batches
+
+    return [mlm_batch([sequences[i] for i in idx], tokenizer, seed=seed)
+            for idx in make_batches([len(s) for s in sequences], batch_size, shuffle_seed=None)]
+
+
+# ---------------------------------------------------------------------- main entry
+def pretrain(
+    out_dir: str | Path,
+    size: ModelSize,
+    settings: PretrainSettings,
+    data_dir: str | Path | None = None,
+    corpus: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    precision: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    log_every: int = 10,
+    checkpoint_seconds: float = 120.0,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Pre-train a BERT with MLM; see the module docstring for what is written.
+
+    ``max_steps`` stops early (the schedule still spans the full run) — used by interruption tests.
+    Returns the summary dict also written to ``pretrain.json``.
+    """
+    from transformers import BertForMaskedLM
+
+    from nodeprobe.data.batching import make_batches
+    from nodeprobe.data.masking import step_rng
+    from nodeprobe.model import HookedBert, resolve_device
+
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    precision = precision or settings.precision
+    settings = replace(settings, precision=precision)
+    if precision not in ("fp32", "bf16"):
+        raise NodeprobeError(f"--precision {precision}: expected fp32 or bf16")
+    dev = resolve_device(device)
+    size.validate()
+    out_dir = Path(out_dir)
+    corp = PretrainData.load(data_dir, corpus, size.max_len, settings.heldout_every)
+    tok = corp.tokenizer
+    train_seqs = corp.train
+    if settings.max_sequences:
+        train_seqs = train_seqs[: settings.max_sequences]
+    heldout = corp.heldout
+    if not train_seqs:
+        raise NodeprobeError(f"corpus {corp.source}: no training sequences")
+    run = PretrainRun(size=size, settings=settings, seed=seed, corpus=corp.fingerprint,
+                      vocab_size=tok.vocab_size)
+    run_fp = run.fingerprint()
+    loop.prepare_out_dir(out_dir, run_fp, resume, overwrite)
+    if (out_dir / "pretrain.json").is_file() and resume:
+        return json.loads((out_dir / "pretrain.json").read_text())
+    loop.atomic_write_text(out_dir / "run.json", json.dumps(
+        {"fingerprint": run_fp, "run": asdict(run), "corpus_source": corp.source}, indent=2, default=str))
+
+    torch.manual_seed(seed)
+    config = size.bert_config(tok.vocab_size)
+    hf = BertForMaskedLM(config)
+    hf.to(dev)
+    model = HookedBert(hf, "mlm")
+    model.train()
+    batches_per_epoch = len(make_batches([len(s) for s in train_seqs], settings.batch_size, shuffle_seed=0))
+    total_steps = batches_per_epoch * settings.epochs
+    opt = loop.make_optimizer(hf, settings.lr, settings.weight_decay, settings.betas)
+    sched = loop.linear_schedule(opt, total_steps, settings.warmup)
+    prog = loop.load_checkpoint(out_dir, hf, opt, sched, run_fp) if resume else None
+    prog = prog or loop.Progress()
+    log_path = out_dir / "log.jsonl"
+    _truncate_log(log_path, prog.step)
+    snapshots = set(loop.log_spaced_steps(total_steps))
+    snapshots.add(0)
+    eval_batches = build_eval_batches(heldout, tok, seed)
+    if prog.step == 0:
+        _snapshot(out_dir, hf, tok, 0)
+
+    from nodeprobe.report.progress import training_progress
+
+    t_last_ckpt = time.time()
+    t0 = time.time() - prog.seconds
+    stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
+    with training_progress(total_steps, "pretrain", enabled=progress) as bar:
+        bar.advance(prog.step)
+        while prog.step < stop_at:
+            epoch = prog.step // batches_per_epoch
+            order = make_batches([len(s) for s in train_seqs], settings.batch_size,
+                                 shuffle_seed=loop.step_seed(seed, epoch, "order"))
+            for bi in range(prog.step - epoch * batches_per_epoch, batches_per_epoch):
+                if prog.step >= stop_at:
+                    break
+                ids, attn, modified, targets = mlm_batch([train_seqs[i] for i in order[bi]], tok,
+                                                         rng=step_rng(seed, prog.step), rate=settings.mask_rate)
+                torch.manual_seed(loop.step_seed(seed, prog.step, "dropout"))
+                with _autocast(dev, precision):
+                    logits = model(ids.to(dev), attn.to(dev), positions=modified.to(dev))
+                loss = F.cross_entropy(logits.float(), targets.to(dev))
+                if not torch.isfinite(loss):
+                    raise NodeprobeError(f"pre-training diverged at step {prog.step} (loss {float(loss.detach())}); lower --lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                prog.step += 1
+                prog.tokens += int(attn.sum())
+                now = time.time()
+                prog.seconds = now - t0
+                tps = prog.tokens / max(prog.seconds, 1e-9)
+                bar.update(loss=float(loss.detach()), tps=tps)
+                if prog.step % log_every == 0 or prog.step == total_steps:
+                    loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch, "loss": round(float(loss.detach()), 5),
+                                                 "lr": sched.get_last_lr()[0], "tokens": prog.tokens,
+                                                 "tokens_per_s": round(tps, 1)})
+                if prog.step in snapshots:
+                    _snapshot(out_dir, hf, tok, prog.step)
+                end_of_epoch = prog.step % batches_per_epoch == 0
+                if end_of_epoch:
+                    prog.epoch = epoch + 1
+                    ev = evaluate_mlm(model, eval_batches, dev)
+                    loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch + 1, "heldout_accuracy": ev.accuracy,
+                                                 "heldout_loss": ev.loss, "heldout_n": ev.n})
+                if end_of_epoch or now - t_last_ckpt > checkpoint_seconds:
+                    loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
+                    t_last_ckpt = time.time()
+    if prog.step < total_steps:  # stopped early on purpose (max_steps)
+        loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
+        return {"stopped_at": prog.step, "total_steps": total_steps}
+
+    ev = evaluate_mlm(model, eval_batches, dev)
+    final = out_dir / "final"
+    with loop.atomic_dir(final) as tmp:
+        hf.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    curve = [json.loads(l) for l in log_path.read_text().splitlines() if "heldout_accuracy" in l]
+    summary = {
+        "model": str(final),
+        "fingerprint": run_fp,
+        "size": asdict(size),
+        "settings": asdict(settings),
+        "seed": seed,
+        "device": str(dev),
+        "precision": precision,
+        "corpus": {"source": corp.source, "fingerprint": corp.fingerprint, "train_sequences": len(train_seqs),
+                   "heldout_sequences": len(heldout), "train_tokens": int(sum(len(s) for s in train_seqs))},
+        "steps": prog.step,
+        "tokens": prog.tokens,
+        "seconds": round(prog.seconds, 1),
+        "tokens_per_s": round(prog.tokens / max(prog.seconds, 1e-9), 1),
+        "heldout_accuracy": ev.accuracy,
+        "heldout_loss": ev.loss,
+        "heldout_n": ev.n,
+        "heldout_curve": [{"epoch": c["epoch"], "accuracy": c["heldout_accuracy"]} for c in curve],
+        "snapshots": sorted(int(p.name.split("-")[1]) for p in (out_dir / "snapshots").glob("step-*")),
+    }
+    loop.atomic_write_text(out_dir / "pretrain.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _snapshot(out_dir: Path, hf, tok, step: int) -> None:
+    with loop.atomic_dir(out_dir / "snapshots" / f"step-{step:07d}") as tmp:
+        hf.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint we resume from (they will be produced again)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line from a kill -9
+    loop.atomic_write_text(path, "".join(l + "\n" for l in keep))
