@@ -1,0 +1,535 @@
+"""Activation caches: the meeting point of the slow part (the model) and the fast part (analysis).
+
+:func:`build_cache` runs the model once over an evaluation set with :class:`~nodeprobe.hooks.SiteCache`
+hooks (through :func:`~nodeprobe.evaluate.run_eval`, the one evaluation loop) and streams the chosen
+sites of the evaluated items — [CLS] for classification, the modified positions for MLM — to
+safetensors shards, a few batches per shard, so that at most one shard is ever in memory:
+
+=============  =========================================  ===========================================
+site           tensors in every shard (n items)           hook
+=============  =========================================  ===========================================
+``readout``    ``readout``  ``[n, d_model]``              ``readout.hook_in`` (METHODS §1)
+``z``          ``z.{l}``    ``[n, n_heads, d_head]``      ``blocks.{l}.attn.hook_z`` for every block l
+``resid``      ``resid.{b}`` ``[n, d_model]``, b = 0…L   b = 0: ``hook_embed``; b = l+1:
+                                                          ``blocks.{l}.hook_resid_post``
+(always)       ``targets``, ``preds`` (int64), ``loss``   true class, the model's argmax, per-item loss
+=============  =========================================  ===========================================
+
+Beside the shards: ``readout.safetensors`` (the final linear map ``W`` ``[K, d]`` and ``b`` ``[K]``),
+``classes.json`` (the class names: relation names or the vocab), ``derived/`` (results computed
+from the cache and the model, e.g. head-isolation predictions, reused by later reports), and
+``manifest.json``, written **last** through an atomic rename.  A directory without a manifest is
+an interrupted build: it is treated as absent and rebuilt.  The manifest holds the model
+fingerprint (:func:`model_fingerprint`), the eval-set fingerprint (``EvalSet.fingerprint``), task,
+seed, sites, shapes and dtype; :func:`load_cache` refuses a cache whose fingerprints do not match
+the model or data it is used with.
+
+Example:
+    >>> cache = get_or_build_cache(model, eval_set, sites=("readout", "resid"))   # doctest: +SKIP
+    >>> X = cache.readout()          # [N, d] float tensor                           # doctest: +SKIP
+    >>> W, b = cache.W, cache.b                                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from nodeprobe.errors import NodeprobeError
+
+SITES = ("readout", "z", "resid")
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DEFAULT_ROOT = Path("runs") / "cache"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+# ---------------------------------------------------------------------- fingerprints
+def model_fingerprint(model) -> str:
+    """A cheap fingerprint of a model's weights (16 hex digits).
+
+    For every tensor of the Hugging Face ``state_dict`` (sorted by name): its name, dtype and
+    shape, about 1024 strided samples, and the float64 sum and sum of absolute values of all its
+    elements (so changing any single weight changes the fingerprint, at the cost of one pass over
+    the weights, ~0.2 s for BERT-base on a CPU).
+
+    Example:
+        >>> from transformers import BertConfig, BertForMaskedLM
+        >>> hf = BertForMaskedLM(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1,
+        ...                                 num_attention_heads=2, intermediate_size=8))
+        >>> len(model_fingerprint(hf))
+        16
+    """
+    hf = getattr(model, "hf", model)
+    h = hashlib.sha256()
+    h.update(type(hf).__name__.encode())
+    with torch.no_grad():
+        for name, t in sorted(hf.state_dict().items()):
+            flat = t.detach().reshape(-1)
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+            if flat.numel() == 0:
+                continue
+            step = max(1, flat.numel() // 1024)
+            d = flat.double() if flat.is_floating_point() else flat.to(torch.float64)
+            samples = d[::step].cpu().numpy().tobytes()
+            h.update(samples)
+            h.update(repr((float(d.sum()), float(d.abs().sum()))).encode())
+    return h.hexdigest()[:16]
+
+
+def default_cache_dir(model_fp: str, eval_fp: str, root: str | Path = DEFAULT_ROOT) -> Path:
+    """``runs/cache/<model-fp>-<data-fp>/`` (relative to the working directory by default)."""
+    return Path(root) / f"{model_fp}-{eval_fp}"
+
+
+def parse_sites(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"readout,z"`` → ``("readout", "z")`` in canonical order; a one-line error otherwise.
+
+    Example:
+        >>> parse_sites("resid,readout")
+        ('readout', 'resid')
+    """
+    parts = [p.strip() for p in (text.split(",") if isinstance(text, str) else text)]
+    parts = [p for p in parts if p]
+    bad = [p for p in parts if p not in SITES]
+    if bad or not parts:
+        raise NodeprobeError(f"--sites {','.join(parts) if parts else repr(text)}: expected a comma list of "
+                             f"{', '.join(SITES)}")
+    return tuple(s for s in SITES if s in parts)
+
+
+def site_hooks(site: str, n_layers: int) -> list[str]:
+    """Hook names of a site (see the module table)."""
+    from nodeprobe.hooks import z_name
+
+    if site == "readout":
+        return ["readout.hook_in"]
+    if site == "z":
+        return [z_name(l) for l in range(n_layers)]
+    if site == "resid":
+        return ["hook_embed"] + [f"blocks.{l}.hook_resid_post" for l in range(n_layers)]
+    raise NodeprobeError(f"site {site!r}: expected one of {', '.join(SITES)}")
+
+
+def _key_of_hook(name: str) -> str:
+    if name == "readout.hook_in":
+        return "readout"
+    if name == "hook_embed":
+        return "resid.0"
+    parts = name.split(".")
+    if name.endswith("attn.hook_z"):
+        return f"z.{parts[1]}"
+    if name.endswith("hook_resid_post"):
+        return f"resid.{int(parts[1]) + 1}"
+    raise AssertionError(name)
+
+
+# ---------------------------------------------------------------------- build
+def _clear(out: Path) -> None:
+    """Remove a previous cache's files (manifest first: an interruption leaves 'absent')."""
+    (out / MANIFEST).unlink(missing_ok=True)
+    for p in list(out.glob("shard-*.safetensors")) + [out / "readout.safetensors", out / "classes.json"]:
+        p.unlink(missing_ok=True)
+    for p in out.glob(".*.tmp*"):
+        p.unlink(missing_ok=True)
+    if (out / "derived").is_dir():
+        shutil.rmtree(out / "derived")
+
+
+def _save_st(tensors: dict[str, Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _write_json_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def build_cache(
+    model,
+    eval_set,
+    sites: Sequence[str] | str = SITES,
+    out_dir: str | Path | None = None,
+    *,
+    shard_batches: int = 8,
+    dtype: str | torch.dtype = "float32",
+    progress: bool = False,
+    model_fp: str | None = None,
+) -> "CacheReader":
+    """Run ``model`` once over ``eval_set`` and write the chosen ``sites`` to ``out_dir``.
+
+    Args:
+        sites: any of ``readout``, ``z``, ``resid`` (a list or a comma string).
+        out_dir: the cache directory (default ``runs/cache/<model-fp>-<data-fp>/``); a previous
+            cache there is replaced (its manifest is removed first).
+        shard_batches: evaluation batches per shard; a shard is written to disk and dropped
+            before the next one is computed.
+        dtype: storage dtype of the activations (``float32`` default, ``float16``, ``bfloat16``).
+
+    Returns:
+        A :class:`CacheReader` of the new cache.
+    """
+    from nodeprobe.evaluate import run_eval
+    from nodeprobe.hooks import SiteCache
+    from nodeprobe.report.progress import track_items
+
+    site_list = parse_sites(sites)
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise NodeprobeError(f"--dtype {dtype}: expected one of {', '.join(_DTYPES)}")
+        dt = _DTYPES[dtype]
+    else:
+        dt = dtype
+    dt_name = {v: k for k, v in _DTYPES.items()}.get(dt)
+    if dt_name is None:
+        raise NodeprobeError(f"dtype {dt}: expected one of {', '.join(_DTYPES)}")
+    if not isinstance(shard_batches, int) or shard_batches < 1:
+        raise NodeprobeError(f"shard_batches={shard_batches!r}: expected a positive integer")
+    if not eval_set.batches:
+        raise NodeprobeError("the evaluation set is empty: nothing to cache")
+    spec = model.spec
+    mfp = model_fp or model_fingerprint(model)
+    out = Path(out_dir) if out_dir is not None else default_cache_dir(mfp, eval_set.fingerprint)
+    if out.exists() and not out.is_dir():
+        raise NodeprobeError(f"--cache {out}: is a file; give a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _clear(out)
+    except OSError as e:
+        raise NodeprobeError(f"--cache {out}: cannot write there ({e.strerror})") from None
+    W, b = model.readout_weights()
+    _save_st({"W": W.detach().float().cpu(), "b": b.detach().float().cpu()}, out / "readout.safetensors")
+    (out / "classes.json").write_text(json.dumps(list(eval_set.class_names), ensure_ascii=False), encoding="utf-8")
+
+    hooks = [h for s in site_list for h in site_hooks(s, spec.n_layers)]
+    sc = SiteCache(hooks, positions="cls" if eval_set.task != "mlm" else None, device="cpu", dtype=dt)
+    shards: list[dict] = []
+    shapes: dict[str, list[int]] = {}
+    n_total = n_correct = 0
+    groups = [eval_set.batches[i : i + shard_batches] for i in range(0, len(eval_set.batches), shard_batches)]
+    for gi, group in enumerate(track_items(groups, len(groups), "cache", enabled=progress)):
+        sub = replace(eval_set, batches=group)
+        res = run_eval(model, sub, cache=sc)
+        kept = sc.stack(clear=True)
+        tensors = {_key_of_hook(h): kept[h] for h in hooks}
+        tensors["targets"] = res.targets.long()
+        tensors["preds"] = res.preds.long()
+        tensors["loss"] = res.losses.float()
+        n = int(res.targets.numel())
+        for k, v in tensors.items():
+            if v.shape[0] != n:  # pragma: no cover - an internal invariant
+                raise AssertionError(f"cache key {k}: {v.shape[0]} rows for {n} items")
+            shapes[k] = [n_total + n, *v.shape[1:]]
+        name = f"shard-{gi:05d}.safetensors"
+        _save_st(tensors, out / name)
+        shards.append({"file": name, "n_items": n})
+        n_total += n
+        n_correct += int((res.preds == res.targets).sum())
+        del tensors, kept, res
+    manifest = {
+        "format": FORMAT_VERSION,
+        "model_fingerprint": mfp,
+        "eval_fingerprint": eval_set.fingerprint,
+        "task": eval_set.task,
+        "model_task": model.task,
+        "seed": eval_set.seed,
+        "source": eval_set.source,
+        "sites": list(site_list),
+        "hooks": {s: site_hooks(s, spec.n_layers) for s in site_list},
+        "positions": "cls" if eval_set.task != "mlm" else "modified",
+        "n_items": n_total,
+        "n_classes": eval_set.n_classes,
+        "n_layers": spec.n_layers,
+        "n_heads": spec.n_heads,
+        "d_model": spec.d_model,
+        "d_head": spec.d_head,
+        "dtype": dt_name,
+        "shapes": shapes,
+        "shards": shards,
+        "readout_file": "readout.safetensors",
+        "class_names_file": "classes.json",
+        "accuracy": n_correct / max(n_total, 1),
+    }
+    _write_json_atomic(manifest, out / MANIFEST)
+    return CacheReader(out, manifest)
+
+
+# ---------------------------------------------------------------------- read
+class CacheReader:
+    """A lazy reader of a cache directory: nothing is loaded until asked for.
+
+    ``iter_shards(keys)`` streams shard by shard; ``load(key)`` (and the shortcuts ``readout()``,
+    ``resid(b)``, ``z(l)``, ``targets()``, ``preds()``) concatenates one key over all shards.
+    """
+
+    def __init__(self, path: str | Path, manifest: dict):
+        self.path = Path(path)
+        self.manifest = manifest
+        self._W = self._b = self._names = None
+
+    # -- metadata
+    @property
+    def n_items(self) -> int:
+        return int(self.manifest["n_items"])
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        return tuple(self.manifest["sites"])
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.manifest["n_layers"])
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.manifest["n_heads"])
+
+    @property
+    def d_model(self) -> int:
+        return int(self.manifest["d_model"])
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.manifest["n_classes"])
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self.manifest["model_fingerprint"]
+
+    @property
+    def eval_fingerprint(self) -> str:
+        return self.manifest["eval_fingerprint"]
+
+    @property
+    def class_names(self) -> list[str]:
+        if self._names is None:
+            self._names = json.loads((self.path / self.manifest["class_names_file"]).read_text(encoding="utf-8"))
+        return self._names
+
+    def _readout_file(self):
+        from safetensors.torch import load_file
+
+        d = load_file(str(self.path / self.manifest["readout_file"]))
+        self._W, self._b = d["W"], d["b"]
+
+    @property
+    def W(self) -> Tensor:
+        """``[K, d_model]`` weight of the final linear map (float32)."""
+        if self._W is None:
+            self._readout_file()
+        return self._W
+
+    @property
+    def b(self) -> Tensor:
+        """``[K]`` bias of the final linear map (float32)."""
+        if self._b is None:
+            self._readout_file()
+        return self._b
+
+    def describe(self) -> dict:
+        """Summary for reports: path, sizes, sites, fingerprints."""
+        size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        m = self.manifest
+        return {"path": str(self.path), "n_items": self.n_items, "n_shards": len(m["shards"]), "sites": list(self.sites),
+                "task": self.task, "seed": m["seed"], "source": m["source"], "dtype": m["dtype"],
+                "model_fingerprint": self.model_fingerprint, "eval_fingerprint": self.eval_fingerprint,
+                "shapes": m["shapes"], "bytes": size, "accuracy": m.get("accuracy")}
+
+    # -- tensors
+    def check_site(self, site: str) -> None:
+        if site not in self.sites:
+            raise NodeprobeError(
+                f"cache {self.path} has no '{site}' site (it has {', '.join(self.sites)}); "
+                f"rebuild with --rebuild or nodeprobe cache --sites {','.join(sorted(set(self.sites) | {site}))}"
+            )
+
+    def _site_of(self, key: str) -> str | None:
+        head = key.split(".")[0]
+        return head if head in SITES else None
+
+    def iter_shards(self, keys: Sequence[str]) -> Iterator[dict[str, Tensor]]:
+        """Yield ``{key: tensor}`` for each shard in item order (one shard in memory at a time)."""
+        from safetensors import safe_open
+
+        for k in keys:
+            s = self._site_of(k)
+            if s is not None:
+                self.check_site(s)
+            if k not in self.manifest["shapes"]:
+                raise NodeprobeError(f"cache {self.path}: no tensor {k!r}")
+        for sh in self.manifest["shards"]:
+            with safe_open(str(self.path / sh["file"]), framework="pt") as f:
+                yield {k: f.get_tensor(k) for k in keys}
+
+    def load(self, key: str, dtype: torch.dtype | None = torch.float32) -> Tensor:
+        """One key over all shards, ``[N, ...]`` (floats converted to ``dtype``)."""
+        parts = [d[key] for d in self.iter_shards([key])]
+        t = torch.cat(parts) if parts else torch.empty(0)
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        return t
+
+    def readout(self) -> Tensor:
+        """``[N, d_model]`` readout vectors (METHODS §1 ``readout``)."""
+        return self.load("readout")
+
+    def resid(self, stage: int) -> Tensor:
+        """``[N, d_model]`` residual stream after stage ``b``: 0 = embeddings, b = output of block b−1."""
+        if not (isinstance(stage, int) and 0 <= stage <= self.n_layers):
+            raise NodeprobeError(f"stage {stage}: expected 0 (embeddings) … {self.n_layers} (last block)")
+        return self.load(f"resid.{stage}")
+
+    def z(self, layer: int) -> Tensor:
+        """``[N, n_heads, d_head]`` head outputs of block ``layer``."""
+        if not (isinstance(layer, int) and 0 <= layer < self.n_layers):
+            raise NodeprobeError(f"--layer {layer}: the model has blocks 0–{self.n_layers - 1}")
+        return self.load(f"z.{layer}")
+
+    def targets(self) -> Tensor:
+        return self.load("targets", None)
+
+    def preds(self) -> Tensor:
+        """The model's own predictions (argmax of the full readout)."""
+        return self.load("preds", None)
+
+    def means(self, key: str) -> Tensor:
+        """Eval-set mean of a cached key (float64 accumulation), e.g. ``readout`` → ``[d]``."""
+        total, n = None, 0
+        for d in self.iter_shards([key]):
+            t = d[key].double()
+            s = t.sum(0)
+            total = s if total is None else total + s
+            n += t.shape[0]
+        if not n:
+            raise NodeprobeError(f"cache {self.path}: no items")
+        return (total / n).float()
+
+    # -- derived results
+    def derived(self, name: str, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Results computed from this cache (and its model), saved under ``derived/`` and reused.
+
+        ``name`` must encode every setting the result depends on (e.g. ``heads-zero-L3``)."""
+        from safetensors.torch import load_file
+
+        path = self.path / "derived" / f"{name}.safetensors"
+        if path.is_file():
+            try:
+                return load_file(str(path))
+            except Exception:  # a torn file from another process: recompute
+                pass
+        out = compute()
+        try:
+            path.parent.mkdir(exist_ok=True)
+            _save_st(out, path)
+        except OSError:
+            pass  # a read-only cache still serves; the result is just not kept
+        return out
+
+
+def load_cache(path: str | Path, model=None, eval_set=None, *, model_fp: str | None = None) -> CacheReader:
+    """Open the cache in ``path``; with ``model``/``eval_set`` refuse one built from other weights/data.
+
+    A directory without ``manifest.json`` (missing, or an interrupted build) is an error here;
+    :func:`get_or_build_cache` treats it as absent and rebuilds.
+    """
+    p = Path(path)
+    mf = p / MANIFEST
+    if not mf.is_file():
+        raise NodeprobeError(f"cache {p}: no manifest.json (not a cache, or an interrupted build); rebuild it")
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+        int(manifest["format"])
+        manifest["shards"], manifest["sites"], manifest["model_fingerprint"], manifest["eval_fingerprint"]
+    except (ValueError, KeyError, TypeError):
+        raise NodeprobeError(f"cache {p}: unreadable manifest.json; rebuild with --rebuild or another --cache") from None
+    if manifest["format"] != FORMAT_VERSION:
+        raise NodeprobeError(f"cache {p}: format {manifest['format']}, this nodeprobe reads {FORMAT_VERSION}; rebuild with --rebuild")
+    if model is not None or model_fp is not None:
+        fp = model_fp or model_fingerprint(model)
+        if fp != manifest["model_fingerprint"]:
+            raise NodeprobeError(
+                f"cache {p} was built from another model (fingerprint {manifest['model_fingerprint']}≠{fp}); "
+                "rebuild with --rebuild or another --cache"
+            )
+    if eval_set is not None and eval_set.fingerprint != manifest["eval_fingerprint"]:
+        raise NodeprobeError(
+            f"cache {p} was built from other data (eval-set fingerprint {manifest['eval_fingerprint']}≠"
+            f"{eval_set.fingerprint}: another --task/--data/--limit/--seed); rebuild with --rebuild or another --cache"
+        )
+    missing = [s["file"] for s in manifest["shards"] if not (p / s["file"]).is_file()]
+    if missing or not (p / manifest["readout_file"]).is_file():
+        raise NodeprobeError(f"cache {p} is incomplete ({(missing or [manifest['readout_file']])[0]} is missing); "
+                             "rebuild with --rebuild")
+    return CacheReader(p, manifest)
+
+
+def get_or_build_cache(
+    model,
+    eval_set,
+    sites: Sequence[str] | str = ("readout",),
+    cache_dir: str | Path | None = None,
+    *,
+    rebuild: bool = False,
+    root: str | Path = DEFAULT_ROOT,
+    progress: bool = False,
+    shard_batches: int = 8,
+    dtype: str = "float32",
+) -> CacheReader:
+    """Reuse the matching cache that holds ``sites``, or build one.
+
+    The cache lives in ``cache_dir`` or ``<root>/<model-fp>-<data-fp>/``.  A cache there built from
+    another model or data is refused (:class:`NodeprobeError`) unless ``rebuild``; one that lacks
+    some of ``sites`` is rebuilt with the union of its sites and ``sites``; a directory without a
+    manifest is rebuilt.
+    """
+    want = parse_sites(sites)
+    mfp = model_fingerprint(model)
+    out = Path(cache_dir) if cache_dir is not None else default_cache_dir(mfp, eval_set.fingerprint, root)
+    if out.exists() and not out.is_dir():
+        raise NodeprobeError(f"--cache {out}: is a file; give a directory")
+    if not rebuild and (out / MANIFEST).is_file():
+        reader = load_cache(out, eval_set=eval_set, model_fp=mfp)
+        if all(s in reader.sites for s in want):
+            return reader
+        want = parse_sites(sorted(set(want) | set(reader.sites)))
+    return build_cache(model, eval_set, want, out, progress=progress, shard_batches=shard_batches,
+                       dtype=dtype, model_fp=mfp)
+
+
+def site_means(cache: CacheReader, site: str, layer: int | None = None) -> Tensor:
+    """Eval-set means of a cached site for mean-mode isolation at the evaluated positions.
+
+    ``readout`` → ``[d]``; ``resid`` with ``layer`` l → ``[d]`` of ``blocks.{l}.hook_resid_post``
+    (``layer=-1``: ``hook_embed``); ``z`` with ``layer`` → ``[n_heads, d_head]``.  Head ablation in
+    mean mode uses per-position means over *all* positions (METHODS §2), which a cache of the
+    evaluated positions does not hold: use :func:`nodeprobe.ablation.head_means` for that.
+    """
+    if site == "readout":
+        return cache.means("readout")
+    if site == "resid":
+        if layer is None:
+            raise NodeprobeError("site resid needs a layer")
+        return cache.means(f"resid.{layer + 1}")
+    if site == "z":
+        if layer is None:
+            raise NodeprobeError("site z needs a layer")
+        return cache.means(f"z.{layer}")
+    raise NodeprobeError(f"site {site!r}: expected one of {', '.join(SITES)}")
