@@ -53,6 +53,9 @@ def mlm_batch(seqs, tokenizer, *, rng=None, seed=None, rate: float = 0.15):
 
 
 # ---------------------------------------------------------------------- data
+_CORPORA: dict = {}
+
+
 @dataclass
 class PretrainData:
     """Training and held-out ``[CLS] … [SEP]`` sequences of the pre-training corpus."""
@@ -65,8 +68,21 @@ class PretrainData:
     counts: np.ndarray  # corpus frequency per token id (training articles)
 
     @classmethod
-    def load(cls, data_dir=None, corpus: str | None = None, max_len: int = 128, heldout_every: int = 50):
-        """The local Wikipedia corpus (``data_dir``) or any text source given as ``corpus``."""
+    def load(cls, data_dir=None, corpus: str | None = None, max_len: int = 128,
+             heldout_every: int = PretrainSettings.heldout_every):
+        """The local Wikipedia corpus (``data_dir``) or any text source given as ``corpus``.
+
+        Loaded once per process and argument set (tokenising ~1 M tokens takes seconds).
+        """
+        from nodeprobe.data.download import resolve_data_dir
+
+        key = (str(resolve_data_dir(data_dir)), corpus, max_len, heldout_every)
+        if key not in _CORPORA:
+            _CORPORA[key] = cls._load(data_dir, corpus, max_len, heldout_every)
+        return _CORPORA[key]
+
+    @classmethod
+    def _load(cls, data_dir, corpus, max_len, heldout_every):
         import hashlib
 
         from nodeprobe.data.download import resolve_data_dir
