@@ -139,7 +139,7 @@ PRESETS: dict[str, Preset] = {
         name="smoke",
         model=ModelSize(n_layers=2, d_model=64, n_heads=4, d_ff=128, dropout=0.1),
         pretrain=PretrainSettings(epochs=2, batch_size=16, lr=2e-3, max_sequences=320),
-        finetune=FinetuneSettings(epochs=2, batch_size=16, lr=1e-3, n_train=40, n_test=10),
+        finetune=FinetuneSettings(epochs=3, batch_size=16, lr=2e-3, n_train=100, n_test=20),
         minilm_finetune=None,
         mlm_eval_sequences=60,
         cooperation_repeats=5,
