@@ -91,6 +91,9 @@ def _stage_table(ctx) -> list[str]:
     lines = ["| stage | seconds |", "|---|---:|"]
     total = 0.0
     for k, v in ctx.timings.items():
+        if "." in k:  # e.g. pretrain.tokens_per_s
+            continue
+        v = max(v, ctx.timings.get(f"{k}.seconds", 0.0))  # training time, also when resumed from a finished run
         lines.append(f"| {k} | {v:.0f} |")
         total += v
     lines.append(f"| **total** | **{total:.0f}** |")
@@ -127,7 +130,7 @@ def write_readme(ctx) -> Path:
                   f"(WikiText-2 + DBpedia abstracts; FewRel never seen)",
                   f"- settings: {pre.get('settings')}",
                   f"- held-out masked-token accuracy per epoch: {curve}",
-                  f"- throughput: {pre.get('tokens_per_s', '—')} tokens/s on {pre.get('device', '—')} "
+                  f"- throughput: {ctx.timings.get('pretrain.tokens_per_s', '—')} tokens/s on {pre.get('device', '—')} "
                   f"({pre.get('precision', '—')})"]
     for key, title in [("finetune", "Fine-tuning (pre-trained)"), ("finetune_scratch", "Fine-tuning (from scratch)"),
                        ("finetune_minilm", "Fine-tuning MiniLM-L6")]:
