@@ -35,7 +35,7 @@ def _check_mode(mode: str, means) -> None:
     if mode not in ("zero", "mean"):
         raise NodeprobeError(f"--mode {mode}: expected zero or mean")
     if mode == "mean" and means is None:
-        raise NodeprobeError("--mode mean needs the eval-set means (compute them with nodeprobe.cache.site_means)")
+        raise NodeprobeError("--mode mean needs the eval-set means (nodeprobe.ablation.head_means for heads, the readout mean for nodes)")
 
 
 def z_name(layer: int) -> str:
