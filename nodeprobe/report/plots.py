@@ -98,3 +98,27 @@ def plot_bars(labels: Sequence[str], values: Sequence[float], path: str | Path, 
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return _save(fig, path)
+
+
+def plot_matrix(matrix, labels: Sequence[str], path: str | Path, title: str, cbar: str = "similarity") -> Path | None:
+    """A square ``[P, P]`` matrix (e.g. one head's token similarity) with token labels on both axes."""
+    plt = _plt()
+    if plt is None:
+        return None
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float)
+    off = m[~np.eye(m.shape[0], dtype=bool)] if m.shape[0] > 1 else m.ravel()
+    v = float(np.nanmax(np.abs(off))) if off.size else 1.0
+    n = m.shape[0]
+    size = min(14.0, 2.0 + 0.22 * n)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    im = ax.imshow(m, cmap="RdBu_r", vmin=-(v or 1.0), vmax=v or 1.0)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    fs = 8 if n <= 48 else 5
+    ax.set_xticklabels(list(labels)[:n], rotation=90, fontsize=fs)
+    ax.set_yticklabels(list(labels)[:n], fontsize=fs)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label=cbar, shrink=0.8)
+    return _save(fig, path)

@@ -1,0 +1,236 @@
+"""Head-study commands: ``similarity``, ``segment`` and ``track`` (registered by ``nodeprobe.cli``).
+
+Each command parses options, calls :mod:`nodeprobe.heads` / :mod:`nodeprobe.track`, renders with
+:mod:`nodeprobe.report.heads_view`, and writes JSON through ``write_report`` and PNGs through
+:mod:`nodeprobe.report.plots`.  Bad input raises :class:`NodeprobeError` (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from nodeprobe.errors import NodeprobeError
+
+MAX_TEXTS = 64
+
+
+def _load_any(model: str, task: Optional[str], device: str):
+    """``(HookedBert, Tokenizer)``: with ``--task`` as every command; without, whatever head the
+    checkpoint has (masked LM, classifier or a bare encoder such as MiniLM)."""
+    from nodeprobe.cli import load_for_task
+
+    if task is not None:
+        return load_for_task(model, task, device)
+    from nodeprobe.data.tokenizer import load_tokenizer
+    from nodeprobe.model import MINILM_ALIASES, load_model, minilm_dir
+
+    m = load_model(model, device=device)
+    src = minilm_dir() if str(model).lower() in MINILM_ALIASES else Path(model)
+    if (src / "vocab.txt").is_file():
+        tok = load_tokenizer(src)
+    else:
+        from nodeprobe.tasks import data_root
+
+        tok = load_tokenizer(data_root(None) / "tokenizer" / "bert-base-uncased-vocab.txt")
+    if tok.vocab_size != m.spec.d_vocab:
+        raise NodeprobeError(f"--model {model}: its vocab has {tok.vocab_size} tokens but the model has "
+                             f"{m.spec.d_vocab} embeddings")
+    return m, tok
+
+
+def _texts(text: Optional[str], text_file: Optional[Path], max_texts: int) -> list[str]:
+    """``--text`` or the paragraphs (blank-line separated) of ``--text-file``."""
+    if (text is None) == (text_file is None):
+        raise NodeprobeError("give --text or --text-file (one of them)")
+    if text is not None:
+        if not text.strip():
+            raise NodeprobeError("--text is empty")
+        return [text]
+    p = Path(text_file)
+    if not p.is_file():
+        raise NodeprobeError(f"--text-file {p}: no such file")
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise NodeprobeError(f"--text-file {p}: unreadable ({type(e).__name__})") from None
+    paras, cur = [], []
+    for line in raw.splitlines():
+        if line.strip():
+            cur.append(line.strip())
+        elif cur:
+            paras.append(" ".join(cur))
+            cur = []
+    if cur:
+        paras.append(" ".join(cur))
+    if not paras:
+        raise NodeprobeError(f"--text-file {p}: no text in it")
+    return paras[:max_texts]
+
+
+def _check_head_opts(m, layer, head) -> None:
+    if (layer is None) != (head is None):
+        raise NodeprobeError("give --layer and --head together")
+    if layer is not None:
+        m.spec.check_layer(layer)
+        m.spec.check_head(head)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``similarity``, ``segment`` and ``track`` to the ``nodeprobe`` app."""
+
+    @app.command()
+    def similarity(
+        model: str = typer.Option(..., "--model", help="A saved BERT directory, or 'minilm'."),
+        text: Optional[str] = typer.Option(None, "--text", help="The text to analyse."),
+        text_file: Optional[Path] = typer.Option(None, "--text-file", help="Texts, one per paragraph (blank-line separated)."),
+        layer: Optional[int] = typer.Option(None, "--layer", help="Block of the head to show as a heat map."),
+        head: Optional[int] = typer.Option(None, "--head", help="Head within the block."),
+        task: Optional[str] = typer.Option(None, "--task", help="mlm | fewrel | dbpedia (default: the checkpoint's head)."),
+        site: str = typer.Option("z", "--site", help="Vectors compared: z | q | k | v | qk (q_i·k_j)."),
+        q: float = typer.Option(0.99, "--q", help="High-similarity pairs: the top (1−q) of a head's pairs per text."),
+        long_range: int = typer.Option(16, "--long-range", help="Pairs farther apart than this are long-range."),
+        normalize: bool = typer.Option(False, "--normalize", help="Cosine instead of raw scalar products."),
+        threshold: float = typer.Option(0.3, "--threshold", help="Separator-focused: separator share above this."),
+        max_texts: int = typer.Option(MAX_TEXTS, "--max-texts", help="At most this many paragraphs of --text-file."),
+        max_show: int = typer.Option(48, "--max-show", help="Tokens shown in the heat map."),
+        max_len: Optional[int] = typer.Option(None, "--max-len", help="Cut texts at this many tokens (default 128)."),
+        device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
+        json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON to this path."),
+        plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG plots into this folder (needs matplotlib)."),
+    ):
+        """Attention to separators and context similarity of every head (heat map of one head with --layer/--head)."""
+        from nodeprobe.heads import head_matrix, study_heads
+        from nodeprobe.report.heads_view import render_similarity
+        from nodeprobe.report.jsonio import check_writable, write_report
+
+        for name, v in (("max-texts", max_texts), ("max-show", max_show)):
+            if v < 1:
+                raise NodeprobeError(f"--{name} {v}: expected a positive integer")
+        texts = _texts(text, text_file, max_texts)
+        check_writable(json_path)
+        m, tok = _load_any(model, task, device)
+        _check_head_opts(m, layer, head)
+        study = study_heads(m, tok, texts, site=site, q=q, long_range=long_range, normalize=normalize,
+                            threshold=threshold, max_len=max_len)
+        matrix = tokens = None
+        if layer is not None:
+            matrix, tokens = head_matrix(m, tok, texts[0], layer, head, site=site, normalize=normalize, max_len=max_len)
+        render_similarity(study, matrix, tokens, layer, head, max_show)
+        settings = {"model": str(model), "task": task, "layer": layer, "head": head, "n_texts": len(texts),
+                    "max_len": max_len, **study.settings}
+        result = study.to_dict()
+        if matrix is not None:
+            result["matrix"] = {"layer": layer, "head": head, "tokens": tokens, "values": matrix}
+        write_report(json_path, "similarity", settings, result)
+        if plot:
+            from nodeprobe.report.plots import plot_bars, plot_head_grid, plot_matrix
+
+            plot_head_grid(study.separators.share, Path(plot) / "separator_share.png",
+                           "attention share on separators", cbar="share")
+            plot_bars([str(b.layer) for b in study.similarity.blocks],
+                      [b.uniqueness for b in study.similarity.blocks], Path(plot) / "head_uniqueness.png",
+                      "head uniqueness per block (distinct top tokens / H)", ylabel="uniqueness")
+            if matrix is not None:
+                plot_matrix(matrix, tokens, Path(plot) / f"similarity_L{layer}H{head}.png",
+                            f"head L{layer}H{head} similarity ({site})")
+
+    @app.command()
+    def segment(
+        model: str = typer.Option(..., "--model", help="A saved BERT directory, or 'minilm'."),
+        text: Optional[str] = typer.Option(None, "--text", help="The text to segment."),
+        text_file: Optional[Path] = typer.Option(None, "--text-file", help="Texts, one per paragraph."),
+        layer: Optional[int] = typer.Option(None, "--layer", help="Segment with this head instead of the separator-focused ones."),
+        head: Optional[int] = typer.Option(None, "--head"),
+        task: Optional[str] = typer.Option(None, "--task", help="mlm | fewrel | dbpedia (default: the checkpoint's head)."),
+        threshold: float = typer.Option(0.3, "--threshold", help="Separator-focused heads: share above this."),
+        min_ratio: float = typer.Option(3.0, "--min-ratio", help="Boundary: receives ≥ this × the uniform attention."),
+        max_texts: int = typer.Option(8, "--max-texts", help="At most this many paragraphs of --text-file."),
+        max_len: Optional[int] = typer.Option(None, "--max-len", help="Cut texts at this many tokens (default 128)."),
+        device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
+        json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the segments as JSON to this path."),
+    ):
+        """Split a text into segments at the positions its separator-focused heads attend to."""
+        from nodeprobe.heads import segment as run
+        from nodeprobe.report.heads_view import render_segments
+        from nodeprobe.report.jsonio import check_writable, write_report
+
+        if max_texts < 1:
+            raise NodeprobeError(f"--max-texts {max_texts}: expected a positive integer")
+        texts = _texts(text, text_file, max_texts)
+        check_writable(json_path)
+        m, tok = _load_any(model, task, device)
+        _check_head_opts(m, layer, head)
+        heads = [(layer, head)] if layer is not None else None
+        reps = [run(m, tok, t, heads=heads, threshold=threshold, min_ratio=min_ratio, max_len=max_len) for t in texts]
+        render_segments(reps)
+        write_report(json_path, "segment", {"model": str(model), "task": task, "threshold": threshold,
+                                            "min_ratio": min_ratio, "layer": layer, "head": head},
+                     {"texts": [r.to_dict() for r in reps]})
+
+    @app.command()
+    def track(
+        run: List[Path] = typer.Option(..., "--run", help="A pre-training run (snapshots/step-N) or model directories; repeatable."),
+        task: str = typer.Option("mlm", "--task", help="mlm | fewrel | dbpedia"),
+        data: Optional[Path] = typer.Option(None, "--data", help="Data folder (default: $NODEPROBE_DATA or ../shared/data)."),
+        text_file: Optional[Path] = typer.Option(None, "--text-file", help="MLM: evaluate on this text instead of the held-out corpus."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Folder of the per-step cache (default <first run>/track-<task>)."),
+        max_items: Optional[int] = typer.Option(None, "--max-items", help="Evaluate at most this many items (masked positions / sentences)."),
+        heads: bool = typer.Option(True, "--heads/--no-heads", help="Also isolate every head (the slow part)."),
+        mode: str = typer.Option("zero", "--mode", help="zero | mean fill for isolated nodes and heads."),
+        margin_jaccard: float = typer.Option(0.0, "--margin-jaccard", help="Breaking: Jaccard must fall by more than this."),
+        margin_size: float = typer.Option(0.0, "--margin-size", help="Breaking: mean |Λ| must rise by more than this."),
+        empty_pairs: str = typer.Option("one", "--empty-pairs", help="Jaccard of two empty learned sets: one | exclude | zero."),
+        random_init: bool = typer.Option(True, "--random-init/--no-random-init", help="Add a seeded random init as step 0 if missing."),
+        batch_size: int = typer.Option(64, "--batch-size"),
+        seed: int = typer.Option(0, "--seed", help="Seed of the evaluation masks / subset and of the random init."),
+        device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
+        json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON to this path."),
+        plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG plots into this folder (needs matplotlib)."),
+    ):
+        """Order parameters (accuracy, ⟨APT⟩, |Λ|, coverage, Jaccard of nodes and heads) at every snapshot; resumable."""
+        from nodeprobe.data.tokenizer import load_tokenizer
+        from nodeprobe.report.heads_view import render_track
+        from nodeprobe.report.jsonio import check_writable, write_report
+        from nodeprobe.tasks import check_task, data_root
+        from nodeprobe.track import find_checkpoints, track as run_track, track_eval_set
+
+        check_task(task)
+        for name, v in (("max-items", max_items), ("batch-size", batch_size)):
+            if v is not None and v < 1:
+                raise NodeprobeError(f"--{name} {v}: expected a positive integer")
+        check_writable(json_path)
+        cks = find_checkpoints(run, random_init=random_init, seed=seed)
+        first = next((c.path for c in cks if c.path is not None), None)
+        tok = load_tokenizer(first if (first / "vocab.txt").is_file()
+                             else data_root(data) / "tokenizer" / "bert-base-uncased-vocab.txt")
+        run_dir = run[0] if (run[0] / "snapshots").is_dir() else None
+        es = track_eval_set(task, tok, data, text_file=text_file, max_items=max_items, seed=seed,
+                            batch_size=batch_size, run_dir=run_dir)
+        out_dir = out or (run_dir or first.parent) / f"track-{task}"
+        rep = run_track(cks, es, out_dir=out_dir, heads=heads, mode=mode, empty_pairs=empty_pairs,
+                        margin_jaccard=margin_jaccard, margin_size=margin_size, random_init=random_init,
+                        seed=seed, device=device, progress=True)
+        render_track(rep)
+        write_report(json_path, "track", {"runs": [str(r) for r in run], "max_items": max_items, **rep.settings}, rep)
+        if plot:
+            _plot_track(rep, Path(plot))
+
+
+def _plot_track(rep, folder: Path) -> None:
+    from nodeprobe.report.plots import plot_curves
+
+    x = [s.step + 1 for s in rep.steps]
+    fams = [("nodes", [s.nodes for s in rep.steps])]
+    if rep.steps[0].heads is not None:
+        fams.append(("heads", [s.heads for s in rep.steps]))
+    perf = {"accuracy": (x, [s.accuracy for s in rep.steps])}
+    if rep.task == "mlm":
+        perf["⟨APT⟩"] = (x, [s.mean_apt for s in rep.steps])
+    plot_curves(perf, folder / "track_accuracy.png", f"accuracy over training ({rep.task})", "step + 1", "", logx=True)
+    for attr, label in (("mean_size", "mean |Λ| per unit"), ("mean_jaccard", "mean Jaccard overlap"),
+                        ("coverage", "coverage |∪Λ| / K")):
+        plot_curves({f: (x, [getattr(p, attr) for p in ps]) for f, ps in fams}, folder / f"track_{attr}.png",
+                    f"{label} over training", "step + 1", label, logx=True)

@@ -1,0 +1,555 @@
+"""Order parameters over training: evaluate every snapshot of a run on one fixed evaluation set.
+
+At each step (a ``snapshots/step-N/`` directory of a pre-training run, or a model directory) the
+model is run once over the evaluation set and we record
+
+* ``accuracy``/``loss``, and for MLM ⟨APT⟩ (METHODS §4, tokens with ≥ 5 modified occurrences);
+* **readout nodes**: every single node's predictions at ``readout`` (METHODS §2 isolation, zero or
+  mean fill, exact via the upper envelope: :func:`~nodeprobe.analysis.readout.node_predictions`),
+  their learned sets (:func:`~nodeprobe.analysis.confusion.unit_stats_many`, τ_r = 0.5, τ_ℓ = 2,
+  n_min = 5) and the family order parameters (:mod:`nodeprobe.analysis.track`);
+* **heads** (optional): every head *isolated* at the ``z`` site (all other heads of its block
+  ablated, METHODS §2), the rest of the network unchanged; the sweep resumes each block from the
+  cached ``resid_pre`` (METHODS §7), so blocks below are never rerun.  Same learned-set order
+  parameters, heads of a block as one family.
+
+The random-init baseline is step 0 (pre-training writes ``snapshots/step-0000000``).  A list of
+model directories without a step 0 (e.g. a fine-tuning run) gets a seeded random-init model of the
+same architecture as step 0 unless ``random_init=False`` (then the earliest step is the baseline and
+no breaking step is computed).  The breaking rule is :func:`~nodeprobe.analysis.track.symmetry_breaking`.
+
+**Resumable.**  With ``out_dir``, each step's raw results (learned sets, accuracies) are written
+atomically to ``out_dir/steps/step-NNNNNNN.json`` as soon as the step is done, keyed by the
+evaluation set, the model files and the settings that change them; a re-run reuses every step
+whose key matches and computes only the rest.  Summaries (Jaccard convention, margins) are
+recomputed from the cached sets, so changing those never reruns a model.
+
+Example:
+    >>> es = track_eval_set("mlm", tok, "../shared/data", max_items=2000, run_dir="runs/cpu/pretrain")  # doctest: +SKIP
+    >>> rep = track(["runs/cpu/pretrain"], es, out_dir="runs/cpu/pretrain/track-mlm")  # doctest: +SKIP
+    >>> rep.breaking, [s.nodes.mean_jaccard for s in rep.steps]                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nodeprobe.analysis.track import FamilyParams, family_params, head_family_params, symmetry_breaking
+from nodeprobe.errors import NodeprobeError
+from nodeprobe.evaluate import EvalBatch, EvalSet
+
+CACHE_VERSION = 1
+_STEP_RE = re.compile(r"(?:step|epoch|checkpoint)[-_]?(\d+)$")
+
+
+# ---------------------------------------------------------------------------- checkpoints
+@dataclass(frozen=True)
+class Checkpoint:
+    """One point of the track: ``path`` None means a seeded random init of ``config_from``."""
+
+    step: int
+    path: Path | None
+    label: str
+    config_from: Path | None = None
+    seed: int = 0
+
+
+def _is_model_dir(p: Path) -> bool:
+    return (p / "config.json").is_file()
+
+
+def _dir_step(p: Path) -> int | None:
+    st = p / "state.json"
+    if st.is_file():
+        try:
+            return int(json.loads(st.read_text())["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    m = _STEP_RE.search(p.name)
+    if m:
+        return int(m.group(1))
+    if p.name == "final":
+        for f in ("pretrain.json", "finetune.json"):
+            try:
+                return int(json.loads((p.parent / f).read_text())["steps"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return None
+
+
+def find_checkpoints(sources: str | os.PathLike | Sequence[str | os.PathLike], *, random_init: bool = True,
+                     seed: int = 0) -> list[Checkpoint]:
+    """Checkpoints of ``sources``, sorted by step.
+
+    Each source is a run directory with ``snapshots/step-N/`` (all of them), or a model
+    directory whose step is read from its ``state.json`` (a training ``checkpoint/``), its name
+    (``step-120``, ``epoch-3``) or, for ``final/``, the run's ``pretrain.json``/``finetune.json``.
+    Without a step 0, ``random_init`` adds a seeded random init of the first checkpoint's
+    architecture at step 0.
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    out: list[Checkpoint] = []
+    for src in sources:
+        p = Path(src).expanduser()
+        snaps = sorted(q for q in (p / "snapshots").glob("step-*") if q.is_dir() and _is_model_dir(q)) \
+            if (p / "snapshots").is_dir() else []
+        if snaps:
+            for q in snaps:
+                out.append(Checkpoint(int(q.name.split("-")[1]), q, q.name))
+        elif _is_model_dir(p):
+            s = _dir_step(p)
+            if s is None:
+                raise NodeprobeError(f"--run {p}: cannot tell the training step of this model directory "
+                                     "(no state.json, no step-N name, no run summary)")
+            out.append(Checkpoint(s, p, f"{p.parent.name}/{p.name}"))
+        elif p.is_dir():
+            raise NodeprobeError(f"--run {p}: neither a run directory with snapshots/step-N nor a model directory")
+        else:
+            raise NodeprobeError(f"--run {p}: no such directory")
+    steps = [c.step for c in out]
+    dup = sorted({s for s in steps if steps.count(s) > 1})
+    if dup:
+        raise NodeprobeError(f"--run: two checkpoints at step {dup[0]}; give each step once")
+    out.sort(key=lambda c: c.step)
+    if random_init and out and out[0].step != 0:
+        out.insert(0, Checkpoint(0, None, f"random init (seed {seed})", config_from=out[0].path, seed=seed))
+    return out
+
+
+def load_checkpoint_model(ck: Checkpoint, task: str, device: str = "cpu"):
+    """The :class:`~nodeprobe.model.HookedBert` of a checkpoint (``task``: ``mlm`` or ``cls``)."""
+    from nodeprobe.model import _hf_class, load_model
+
+    if ck.path is not None:
+        return load_model(ck.path, task=task, device=device)
+    import transformers
+
+    try:
+        cfg = transformers.AutoConfig.from_pretrained(ck.config_from)
+    except Exception as e:
+        raise NodeprobeError(f"--run {ck.config_from}: unreadable config.json ({type(e).__name__})") from None
+    if cfg.model_type != "bert":
+        raise NodeprobeError(f"--run {ck.config_from}: model_type {cfg.model_type!r}, expected 'bert'")
+    torch.manual_seed(ck.seed)
+    hf = _hf_class(task)(cfg).eval()
+    return load_model(hf, task=task, device=device)
+
+
+def _weights_identity(ck: Checkpoint) -> dict:
+    if ck.path is None:
+        cfg = json.loads((Path(ck.config_from) / "config.json").read_text())
+        cfg.pop("architectures", None)
+        return {"random_init": ck.seed, "config": {k: cfg[k] for k in sorted(cfg) if not k.startswith("_")}}
+    files = sorted(Path(ck.path).glob("*.safetensors")) or sorted(Path(ck.path).glob("pytorch_model*.bin"))
+    return {"path": str(Path(ck.path).resolve()),
+            "files": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]}
+
+
+# ---------------------------------------------------------------------------- evaluation sets
+def _count_items(seq, tokenizer, seed: int) -> int:
+    from nodeprobe.train.pretrain import mlm_batch
+
+    return int(mlm_batch([seq], tokenizer, seed=seed)[3].numel())
+
+
+def mlm_eval_set_from_sequences(sequences, tokenizer, *, seed: int = 0, batch_size: int = 64,
+                                max_items: int | None = None, source: str = "sequences") -> EvalSet:
+    """An MLM evaluation set with fixed masks (a function of each sequence and ``seed``).
+
+    With ``max_items``: whole sequences in their given order while the number of modified
+    positions stays ≤ ``max_items`` (at least one sequence).
+    """
+    from nodeprobe.evaluate import _fingerprint_batches
+    from nodeprobe.train.pretrain import build_eval_batches
+
+    seqs = [list(map(int, s)) for s in sequences if len(s)]
+    if max_items is not None:
+        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
+            raise NodeprobeError(f"--max-items {max_items}: expected a positive integer")
+        keep, n = [], 0
+        for s in seqs:
+            c = _count_items(s, tokenizer, seed)
+            if keep and n + c > max_items:
+                break
+            keep.append(s)
+            n += c
+        seqs = keep
+    if not seqs:
+        raise NodeprobeError(f"--task mlm: no evaluation sequences in {source}")
+    raw = build_eval_batches(seqs, tokenizer, seed, batch_size)
+    batches = [EvalBatch(x, a, t, m) for x, a, m, t in raw]
+    names = tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size))
+    es = EvalSet("mlm", batches, names, source, seed)
+    if es.n_items == 0:
+        raise NodeprobeError(f"--task mlm: the sequences of {source} have no maskable tokens")
+    es.fingerprint = _fingerprint_batches(batches)
+    return es
+
+
+def track_eval_set(task: str, tokenizer, data=None, *, text_file=None, max_items: int | None = None,
+                   seed: int = 0, batch_size: int = 64, max_len: int = 128, run_dir=None) -> EvalSet:
+    """The fixed evaluation set of a track.
+
+    ``mlm``: the held-out sequences of the pre-training corpus under ``data`` (held out every
+    ``heldout_every`` setting of the run's ``run.json`` when ``run_dir`` has one, else the default),
+    or every ``[CLS] … [SEP]`` chunk of ``text_file``, tokenised with ``tokenizer``; ``max_items``
+    caps the modified positions (whole sequences).  ``fewrel``/``dbpedia``: the test split,
+    ``max_items`` = a seeded random subset of sentences (:func:`nodeprobe.evaluate.load_eval_set`).
+    """
+    from nodeprobe.tasks import check_task
+
+    check_task(task)
+    if task != "mlm":
+        if text_file is not None:
+            raise NodeprobeError(f"--text-file builds an MLM evaluation set; --task {task} reads --data")
+        from nodeprobe.evaluate import load_eval_set
+
+        if max_items is not None and (isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1):
+            raise NodeprobeError(f"--max-items {max_items}: expected a positive integer")
+        return load_eval_set(task, tokenizer, data, limit=max_items, seed=seed, batch_size=batch_size,
+                             max_len=max_len)
+    if text_file is not None:
+        from nodeprobe.data.text import load_text_corpus
+
+        corp = load_text_corpus(text_file, tokenizer)
+        return mlm_eval_set_from_sequences(corp.to_sequences(max_len), tokenizer, seed=seed, batch_size=batch_size,
+                                           max_items=max_items, source=f"mlm:{corp.source}")
+    from nodeprobe.train.pretrain import PretrainData
+
+    from nodeprobe.train.presets import PretrainSettings
+
+    every = PretrainSettings.heldout_every
+    if run_dir is not None and (Path(run_dir) / "run.json").is_file():
+        try:
+            every = int(json.loads((Path(run_dir) / "run.json").read_text())["run"]["settings"]["heldout_every"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    corp = PretrainData.load(data, None, max_len, every)
+    if corp.tokenizer.vocab_size != tokenizer.vocab_size:
+        raise NodeprobeError(f"--data: the corpus vocab has {corp.tokenizer.vocab_size} tokens but the model's "
+                             f"{tokenizer.vocab_size}; use --text-file with text for this model")
+    return mlm_eval_set_from_sequences(corp.heldout, tokenizer, seed=seed, batch_size=batch_size,
+                                       max_items=max_items, source=f"mlm:{corp.source}[held-out 1/{every}]")
+
+
+# ---------------------------------------------------------------------------- one step
+@dataclass
+class StepPredictions:
+    """Everything one pass over the evaluation set gives (CPU tensors)."""
+
+    preds: torch.Tensor  # [N]
+    losses: torch.Tensor  # [N]
+    readout: torch.Tensor  # [N, d_model]
+    head_preds: torch.Tensor | None  # [L, H, N] predictions with each head isolated
+
+
+@torch.no_grad()
+def step_predictions(model, eval_set: EvalSet, *, heads: bool = True, mode: str = "zero",
+                     means: dict | None = None, progress: bool = False) -> StepPredictions:
+    """Clean predictions, the readout vectors, and (``heads``) the predictions of every head isolated.
+
+    The head sweep resumes each block from the clean ``resid_pre`` (METHODS §7); results equal
+    ``run_eval(model, es, fwd_hooks=[isolate_head(l, h, mode, …)])`` for every (l, h).
+    """
+    from nodeprobe.hooks import isolate_head
+    from nodeprobe.report.progress import track_items
+
+    if eval_set.task == "mlm" and model.task != "mlm":
+        raise NodeprobeError(f"--task mlm needs a masked-LM checkpoint; this model is a {model.task} model")
+    if eval_set.task != "mlm" and model.task != "cls":
+        raise NodeprobeError(f"--task {eval_set.task} needs a fine-tuned classifier; this model is a {model.task} model")
+    if model.spec.n_classes != eval_set.n_classes:
+        raise NodeprobeError(f"the model has {model.spec.n_classes} output classes but the {eval_set.task} "
+                             f"data has {eval_set.n_classes}")
+    if mode not in ("zero", "mean"):
+        raise NodeprobeError(f"--mode {mode}: expected zero or mean")
+    L, H = model.spec.n_layers, model.spec.n_heads
+    if heads and mode == "mean" and means is None:
+        from nodeprobe.ablation import head_means
+
+        means = head_means(model, eval_set)
+    dev = next(model.parameters()).device
+    model.eval()
+    preds, losses, readout, hp = [], [], [], []
+    grabbed: list[torch.Tensor] = []
+
+    def grab(x, hook=None):
+        grabbed.append(x.detach().float().cpu())
+
+    for b in track_items(eval_set.batches, len(eval_set.batches), "step", enabled=progress):
+        ids, attn = b.input_ids.to(dev), b.attention_mask.to(dev)
+        pos = b.positions.to(dev) if b.positions is not None else None
+        x = model.embed(ids)
+        mask = model.extended_mask(attn, x.dtype)
+        per = torch.empty(L, H, int(b.targets.numel()), dtype=torch.long) if heads else None
+        for l in range(L):
+            if heads:
+                for h in range(H):
+                    fn = isolate_head(l, h, mode, means[l] if mode == "mean" else None)
+                    with model.hooks(fwd_hooks=[fn]):
+                        logits = model(start_at_layer=l, residual=x, attention_mask=attn, positions=pos)
+                    per[l, h] = logits.float().argmax(-1).cpu()
+            x = model.blocks[l](x, mask)
+        with model.hooks(fwd_hooks=[("readout.hook_in", grab)]):
+            logits = model.head(x, pos).float()
+        t = b.targets.to(dev)
+        preds.append(logits.argmax(-1).cpu())
+        losses.append(F.cross_entropy(logits, t, reduction="none").cpu())
+        readout.append(grabbed.pop())
+        if heads:
+            hp.append(per)
+    return StepPredictions(torch.cat(preds), torch.cat(losses), torch.cat(readout),
+                           torch.cat(hp, dim=2) if heads else None)
+
+
+def step_record(model, eval_set: EvalSet, *, heads: bool = True, mode: str = "zero", tau_recall: float = 0.5,
+                tau_lift: float = 2.0, min_count: int = 5, progress: bool = False) -> dict:
+    """The raw per-step results that the cache keeps: scalars, node and head learned sets."""
+    from nodeprobe.analysis.apt import apt_per_token
+    from nodeprobe.analysis.confusion import unit_stats_many
+    from nodeprobe.analysis.readout import node_predictions
+
+    t0 = time.time()
+    sp = step_predictions(model, eval_set, heads=heads, mode=mode, progress=progress)
+    y = eval_set.targets()
+    K = eval_set.n_classes
+    W, bias = model.readout_weights()
+    X = sp.readout
+    node_preds = node_predictions(W.float().cpu(), bias.float().cpu(), X, mode=mode,
+                                  means=X.mean(0) if mode == "mean" else None)
+    node_stats = unit_stats_many(y, node_preds.T.contiguous(), K, tau_recall, tau_lift, min_count)
+    rec = {
+        "n_items": int(y.numel()),
+        "accuracy": float((sp.preds == y).float().mean()),
+        "loss": float(sp.losses.mean()),
+        "node_sets": [list(s.learned) for s in node_stats],
+        "node_accuracy_mean": float(np.mean([s.acc for s in node_stats])),
+        "head_sets": None,
+        "head_accuracy": None,
+        "mean_apt": None,
+        "weighted_apt": None,
+        "n_apt_tokens": None,
+    }
+    if eval_set.task == "mlm":
+        a = apt_per_token(y, sp.preds, min_count=min_count)
+        rec.update(mean_apt=a.mean_apt, weighted_apt=a.weighted_apt, n_apt_tokens=a.n_tokens)
+    if heads:
+        L, H, N = sp.head_preds.shape
+        hs = unit_stats_many(y, sp.head_preds.reshape(L * H, N), K, tau_recall, tau_lift, min_count)
+        rec["head_sets"] = [[list(hs[l * H + h].learned) for h in range(H)] for l in range(L)]
+        rec["head_accuracy"] = [[hs[l * H + h].acc for h in range(H)] for l in range(L)]
+    rec["seconds"] = round(time.time() - t0, 3)
+    return rec
+
+
+# ---------------------------------------------------------------------------- report
+@dataclass
+class StepResult:
+    """Order parameters at one step (``heads``/``head_blocks`` None when heads were skipped)."""
+
+    step: int
+    label: str
+    path: str | None
+    accuracy: float
+    loss: float
+    mean_apt: float | None
+    weighted_apt: float | None
+    nodes: FamilyParams
+    heads: FamilyParams | None
+    head_blocks: list[FamilyParams] | None
+    head_accuracy: list[list[float]] | None
+    reused: bool
+    seconds: float
+
+
+@dataclass
+class TrackReport:
+    """Order parameters per step, the step-0 baseline and the symmetry-breaking steps."""
+
+    task: str
+    n_items: int
+    n_classes: int
+    steps: list[StepResult]
+    baseline: StepResult
+    baseline_is_init: bool
+    breaking: dict[str, int | None]  # family → first step satisfying the rule (None: not yet)
+    rule: str
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def reused_steps(self) -> list[int]:
+        return [s.step for s in self.steps if s.reused]
+
+    @property
+    def computed_steps(self) -> list[int]:
+        return [s.step for s in self.steps if not s.reused]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["reused_steps"] = self.reused_steps
+        d["computed_steps"] = self.computed_steps
+        return d
+
+
+RULE = ("first step s > 0 with mean_jaccard(s) < mean_jaccard(0) − {mj:g} and mean |Λ| per unit(s) > "
+        "mean |Λ|(0) + {ms:g}, per family (nodes; heads with the per-block Jaccard averaged over blocks); "
+        "pairs of two empty learned sets count as overlap {ep}")
+
+
+def _cache_key(ck: Checkpoint, eval_set: EvalSet, task: str, mode: str, tau_recall, tau_lift, min_count) -> str:
+    from nodeprobe.train.loop import fingerprint
+
+    return fingerprint({"v": CACHE_VERSION, "task": task, "eval": eval_set.fingerprint, "n_items": eval_set.n_items,
+                        "mode": mode, "tau_recall": tau_recall, "tau_lift": tau_lift, "min_count": min_count,
+                        "weights": _weights_identity(ck)})
+
+
+def _read_cache(path: Path, key: str, heads: bool) -> dict | None:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if rec.get("key") != key or (heads and rec.get("head_sets") is None):
+        return None
+    return rec
+
+
+def _write_cache(path: Path, rec: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(rec, sort_keys=True, allow_nan=True) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise NodeprobeError(f"--out {path.parent.parent}: cannot write the step cache ({e.strerror})") from None
+
+
+def _result(ck: Checkpoint, rec: dict, K: int, heads: bool, empty_pairs: str, reused: bool) -> StepResult:
+    nodes = family_params(rec["node_sets"], K, empty_pairs)
+    hf, hb = (None, None)
+    if heads and rec.get("head_sets") is not None:
+        hf, hb = head_family_params(rec["head_sets"], K, empty_pairs)
+
+    mlm = rec.get("n_apt_tokens") is not None
+
+    def num(v):
+        return float("nan") if v is None else float(v)
+
+    return StepResult(step=ck.step, label=ck.label, path=str(ck.path) if ck.path else None,
+                      accuracy=rec["accuracy"], loss=rec["loss"],
+                      mean_apt=num(rec["mean_apt"]) if mlm else None,
+                      weighted_apt=num(rec["weighted_apt"]) if mlm else None,
+                      nodes=nodes, heads=hf, head_blocks=hb,
+                      head_accuracy=rec["head_accuracy"] if heads else None,
+                      reused=reused, seconds=float(rec.get("seconds", 0.0)))
+
+
+def track(
+    runs: str | os.PathLike | Sequence[str | os.PathLike] | Sequence[Checkpoint],
+    eval_set: EvalSet,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    heads: bool = True,
+    mode: str = "zero",
+    tau_recall: float = 0.5,
+    tau_lift: float = 2.0,
+    min_count: int = 5,
+    empty_pairs: str = "one",
+    margin_jaccard: float = 0.0,
+    margin_size: float = 0.0,
+    random_init: bool = True,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+) -> TrackReport:
+    """Order parameters at every checkpoint of ``runs`` on ``eval_set``; see the module docstring.
+
+    Args:
+        runs: run directories (``snapshots/step-N``) and/or model directories, or
+            :class:`Checkpoint` objects (:func:`find_checkpoints`).
+        eval_set: the fixed evaluation set (:func:`track_eval_set`); its task picks the head
+            (``mlm`` → masked LM, else classifier).
+        out_dir: folder of the per-step JSON cache (``steps/``); None → no cache.
+        heads: also isolate every head (L·H extra resumed passes per batch; the slow part).
+        mode: ``zero`` or ``mean`` fill for isolated nodes and heads (METHODS §2).
+        tau_recall, tau_lift, min_count: learned-set thresholds (METHODS §3) and APT's min count.
+        empty_pairs: Jaccard of two empty learned sets (``one``: identical; see analysis.track).
+        margin_jaccard, margin_size: margins of the symmetry-breaking rule.
+        random_init: add a seeded random init as step 0 when the runs have no step 0.
+
+    Returns:
+        :class:`TrackReport` — ``steps`` (one :class:`StepResult` per step: ``accuracy``, ``loss``,
+        ``mean_apt``, ``nodes``/``heads`` :class:`FamilyParams` with ``mean_size``, ``coverage``,
+        ``mean_jaccard``; ``head_blocks`` per block; ``reused``), ``baseline`` (the step-0 result),
+        ``breaking`` (``{"nodes": step | None, "heads": step | None}``), ``rule`` and ``settings``.
+    """
+    from nodeprobe.analysis.track import _check_empty_pairs
+    from nodeprobe.report.progress import track_items
+
+    task = "mlm" if eval_set.task == "mlm" else "cls"
+    _check_empty_pairs(empty_pairs)
+    if mode not in ("zero", "mean"):
+        raise NodeprobeError(f"--mode {mode}: expected zero or mean")
+    for name, m in (("margin-jaccard", margin_jaccard), ("margin-size", margin_size)):
+        if not (isinstance(m, (int, float)) and m >= 0):
+            raise NodeprobeError(f"--{name} {m}: expected a number ≥ 0")
+    if isinstance(runs, (str, os.PathLike)) or (runs and not isinstance(list(runs)[0], Checkpoint)):
+        cks = find_checkpoints(runs, random_init=random_init, seed=seed)
+    else:
+        cks = sorted(runs, key=lambda c: c.step)
+    if not cks:
+        raise NodeprobeError("--run: no checkpoints found")
+    cache_dir = Path(out_dir) / "steps" if out_dir is not None else None
+    K = eval_set.n_classes
+    results = []
+    for ck in track_items(cks, len(cks), "track", enabled=progress):
+        key = _cache_key(ck, eval_set, task, mode, tau_recall, tau_lift, min_count)
+        path = cache_dir / f"step-{ck.step:07d}.json" if cache_dir is not None else None
+        rec = _read_cache(path, key, heads) if path is not None and path.is_file() else None
+        reused = rec is not None
+        if rec is None:
+            model = load_checkpoint_model(ck, task, device)
+            rec = step_record(model, eval_set, heads=heads, mode=mode, tau_recall=tau_recall, tau_lift=tau_lift,
+                              min_count=min_count)
+            del model
+            rec.update(key=key, step=ck.step, label=ck.label, path=str(ck.path) if ck.path else None,
+                       version=CACHE_VERSION)
+            if path is not None:
+                _write_cache(path, rec)
+        if rec["n_items"] != eval_set.n_items:
+            raise NodeprobeError(f"step {ck.step}: cached results cover {rec['n_items']} items, the evaluation set "
+                                 f"{eval_set.n_items}; remove {path}")
+        results.append(_result(ck, rec, K, heads, empty_pairs, reused))
+    base = results[0]
+    is_init = base.step == 0
+    breaking: dict[str, int | None] = {"nodes": None, "heads": None}
+    if is_init:
+        steps = [r.step for r in results]
+        breaking["nodes"] = symmetry_breaking(steps, [r.nodes.mean_jaccard for r in results],
+                                              [r.nodes.mean_size for r in results],
+                                              margin_jaccard=margin_jaccard, margin_size=margin_size)
+        if heads:
+            breaking["heads"] = symmetry_breaking(steps, [r.heads.mean_jaccard for r in results],
+                                                  [r.heads.mean_size for r in results],
+                                                  margin_jaccard=margin_jaccard, margin_size=margin_size)
+    settings = {"task": eval_set.task, "source": eval_set.source, "eval_fingerprint": eval_set.fingerprint,
+                "seed": eval_set.seed, "mode": mode, "heads": heads, "tau_recall": tau_recall, "tau_lift": tau_lift,
+                "min_count": min_count, "empty_pairs": empty_pairs, "margin_jaccard": margin_jaccard,
+                "margin_size": margin_size, "random_init": random_init,
+                "out_dir": str(out_dir) if out_dir is not None else None}
+    return TrackReport(task=eval_set.task, n_items=eval_set.n_items, n_classes=K, steps=results, baseline=base,
+                       baseline_is_init=is_init, breaking=breaking,
+                       rule=RULE.format(mj=margin_jaccard, ms=margin_size, ep={"one": 1, "zero": 0}.get(
+                           empty_pairs, "undefined (left out)")),
+                       settings=settings)
