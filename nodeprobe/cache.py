@@ -265,7 +265,9 @@ def build_cache(
         "accuracy": n_correct / max(n_total, 1),
     }
     _write_json_atomic(manifest, out / MANIFEST)
-    return CacheReader(out, manifest)
+    reader = CacheReader(out, manifest)
+    reader.built = True
+    return reader
 
 
 # ---------------------------------------------------------------------- read
@@ -280,6 +282,7 @@ class CacheReader:
         self.path = Path(path)
         self.manifest = manifest
         self._W = self._b = self._names = None
+        self.built = False  # True when this call built the cache (False: reused)
 
     # -- metadata
     @property

@@ -84,12 +84,15 @@ def load_eval_set(
     max_len: int = 128,
     n_train: int = 630,
     n_test: int = 70,
+    corpus=None,
 ) -> EvalSet:
     """Build the evaluation set of a task.
 
     ``fewrel``/``dbpedia``: the test split (or ``split="train"``); with ``limit``, a seeded random
     subset of that many sentences.  ``mlm``: held-out Wikipedia sequences with fixed masks (a
     function of the text and ``seed``); with ``limit``, the first ``limit`` sequences.
+    ``corpus``: an already loaded ``PretrainData`` of ``data`` (MLM only; saves loading it twice
+    when the caller also needs its corpus counts).
     """
     from nodeprobe.data.batching import collate, make_batches
     from nodeprobe.tasks import check_task, classification_splits
@@ -100,7 +103,7 @@ def load_eval_set(
     if task == "mlm":
         from nodeprobe.train.pretrain import PretrainData, build_eval_batches
 
-        corp = PretrainData.load(data, None, max_len)
+        corp = corpus if corpus is not None else PretrainData.load(data, None, max_len)
         seqs = corp.heldout[:limit] if limit else corp.heldout
         if not seqs:
             raise NodeprobeError("--task mlm: the held-out evaluation set is empty")

@@ -100,6 +100,32 @@ def plot_bars(labels: Sequence[str], values: Sequence[float], path: str | Path, 
     return _save(fig, path)
 
 
+def plot_scatter(x: Sequence[float], y: Sequence[float], path: str | Path, title: str, xlabel: str = "",
+                 ylabel: str = "", logx: bool = False, line: tuple[Sequence[float], Sequence[float]] | None = None,
+                 line_label: str = "", diagonal: bool = False) -> Path | None:
+    """A scatter of points, optionally with a line over it (e.g. binned means) and the y = x diagonal."""
+    plt = _plt()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(x, y, s=6, alpha=0.4, color="#4C72B0", linewidths=0)
+    if line is not None:
+        ax.plot(line[0], line[1], color="#C44E52", marker="o", ms=4, label=line_label or None)
+        if line_label:
+            ax.legend(fontsize=8)
+    if diagonal:
+        lo = min(min(x, default=0), min(y, default=0))
+        hi = max(max(x, default=1), max(y, default=1))
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def plot_matrix(matrix, labels: Sequence[str], path: str | Path, title: str, cbar: str = "similarity") -> Path | None:
     """A square ``[P, P]`` matrix (e.g. one head's token similarity) with token labels on both axes."""
     plt = _plt()

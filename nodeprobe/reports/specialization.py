@@ -101,19 +101,7 @@ class SpecializationReport:
 
     def find_unit(self, spec: str) -> UnitRow:
         """A unit by name: ``12`` / ``node 12`` (nodes), ``L3H5`` / ``3.5`` / ``3,5`` (heads)."""
-        s = str(spec).strip().lower().replace("node", "").strip()
-        try:
-            if self.level == "node":
-                key = (int(s),)
-            else:
-                if s.startswith("l") and "h" in s:
-                    a, b = s[1:].split("h", 1)
-                else:
-                    a, b = s.replace(",", ".").split(".", 1)
-                key = (int(a), int(b))
-        except ValueError:
-            want = "a node number" if self.level == "node" else "a head like L3H5 or 3.5"
-            raise NodeprobeError(f"--unit {spec}: expected {want}") from None
+        key = parse_unit(self.level, spec)
         for u in self.units:
             if u.index == key:
                 return u
@@ -128,8 +116,43 @@ class SpecializationReport:
         return d
 
 
-def resolve_specialization(level: str, site: str | None, layer: int | None, n_layers: int) -> tuple[str, list[int]]:
-    """Validate ``--level/--site/--layer``; return ``(site, layers)`` (layers: the blocks studied)."""
+def parse_unit(level: str, spec: str, n_layers: int | None = None, n_heads: int | None = None,
+               d_model: int | None = None) -> tuple[int, ...]:
+    """``--unit``: ``12`` / ``node 12`` → ``(12,)``; ``L3H5`` / ``3.5`` / ``3,5`` → ``(3, 5)``; range-checked
+    when the sizes are given.
+
+    Example:
+        >>> parse_unit("head", "L1H3"), parse_unit("node", "7")
+        ((1, 3), (7,))
+    """
+    s = str(spec).strip().lower().replace("node", "").strip()
+    try:
+        if level == "node":
+            key: tuple[int, ...] = (int(s),)
+        else:
+            if s.startswith("l") and "h" in s:
+                a, b = s[1:].split("h", 1)
+            else:
+                a, b = s.replace(",", ".").split(".", 1)
+            key = (int(a), int(b))
+    except ValueError:
+        want = "a node number like 12" if level == "node" else "a head like L3H5 or 3.5"
+        raise NodeprobeError(f"--unit {spec}: expected {want}") from None
+    if level == "node" and d_model is not None and not 0 <= key[0] < d_model:
+        raise NodeprobeError(f"--unit {spec}: the model has nodes 0–{d_model - 1}")
+    if level == "head" and n_layers is not None and not 0 <= key[0] < n_layers:
+        raise NodeprobeError(f"--unit {spec}: the model has blocks 0–{n_layers - 1}")
+    if level == "head" and n_heads is not None and not 0 <= key[1] < n_heads:
+        raise NodeprobeError(f"--unit {spec}: the model has heads 0–{n_heads - 1}")
+    return key
+
+
+def resolve_specialization(level: str, site: str | None, layer: int | None,
+                           n_layers: int | None) -> tuple[str, list[int]]:
+    """Validate ``--level/--site/--layer``; return ``(site, layers)`` (layers: the blocks studied).
+
+    With ``n_layers=None`` only the level/site combination is checked (before a model is loaded).
+    """
     if level not in ("node", "head"):
         raise NodeprobeError(f"--level {level}: expected node or head")
     if site is None:
@@ -140,7 +163,7 @@ def resolve_specialization(level: str, site: str | None, layer: int | None, n_la
         raise NodeprobeError(f"--level head lives at --site z (head outputs), not --site {site}")
     if level == "node" and site == "z":
         raise NodeprobeError("--site z holds heads: use --level head (nodes live at --site readout or resid)")
-    if layer is not None and not (isinstance(layer, int) and 0 <= layer < n_layers):
+    if layer is not None and n_layers is not None and not (isinstance(layer, int) and 0 <= layer < n_layers):
         raise NodeprobeError(f"--layer {layer}: the model has blocks 0–{n_layers - 1}")
     if site == "readout":
         if layer is not None:
@@ -148,9 +171,12 @@ def resolve_specialization(level: str, site: str | None, layer: int | None, n_la
         return site, []
     if site == "resid":
         if layer is None:
-            raise NodeprobeError(f"--site resid needs --layer (a block 0–{n_layers - 1})")
+            blocks = f"0–{n_layers - 1}" if n_layers is not None else "number"
+            raise NodeprobeError(f"--site resid needs --layer (a block {blocks})")
         return site, [layer]
-    return site, list(range(n_layers)) if layer is None else [layer]
+    if layer is not None:
+        return site, [layer]
+    return site, list(range(n_layers)) if n_layers is not None else []
 
 
 def _family(name: str, stats, names: list[str], K: int) -> FamilySummary:
