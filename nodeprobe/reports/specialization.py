@@ -245,12 +245,11 @@ def specialization_report(
         else:
             cache.check_site("resid")
             l = layers[0]
-            if model is None:
-                raise NodeprobeError("--site resid needs the model (the readout path after block l)")
-
             def compute():
                 from nodeprobe.reports.lens import resid_node_predictions
 
+                if model is None:
+                    raise NodeprobeError("--site resid needs the model (the readout path after block l)")
                 X = cache.resid(l + 1)
                 mu = cache.means(f"resid.{l + 1}") if mode == "mean" else None
                 return {"preds": resid_node_predictions(model, X, mode, mu, progress=progress).T.contiguous()}

@@ -1,0 +1,222 @@
+"""The report commands end to end through ``nodeprobe.cli.main`` on tiny saved models:
+JSON that parses for every command; bad input → one line on stderr, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from _tiny_models import tiny_hf
+from nodeprobe.cli import main
+
+LIMIT = ["--limit", "48"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fewrel_once():
+    """Tokenise FewRel once per module (~3 s a time on a busy CPU); every command still builds its
+    evaluation set, cache and report for real from the (memoised) splits."""
+    import nodeprobe.tasks as tasks
+
+    real = tasks.classification_splits
+    memo = {}
+
+    def memoised(task, data, tokenizer, **kw):
+        key = (task, str(data), tokenizer.vocab_size, tuple(sorted(kw.items())))
+        if key not in memo:
+            memo[key] = real(task, data, tokenizer, **kw)
+        return memo[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tasks, "classification_splits", memoised)
+        yield
+
+
+def _save(hf, out, vocab):
+    hf.save_pretrained(out)
+    shutil.copy(vocab, out / "vocab.txt")
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, shared_data):
+    """Tiny random classifier (16 FewRel relations) and masked LM, with the bert-base-uncased vocab."""
+    root = tmp_path_factory.mktemp("models")
+    vocab = shared_data / "tokenizer" / "bert-base-uncased-vocab.txt"
+    return {
+        "cls": _save(tiny_hf("cls", seed=0, vocab_size=30522, num_labels=16), root / "cls", vocab),
+        "cls2": _save(tiny_hf("cls", seed=1, vocab_size=30522, num_labels=16), root / "cls2", vocab),
+        "mlm": _save(tiny_hf("mlm", seed=0, vocab_size=30522), root / "mlm", vocab),
+    }
+
+
+@pytest.fixture(scope="module")
+def mlm_data(tmp_path_factory, shared_data):
+    """A small pre-training corpus in the shared-data layout (heads of the real files)."""
+    d = tmp_path_factory.mktemp("mlmdata")
+    for sub in ("wikitext-2", "dbpedia", "tokenizer"):
+        (d / sub).mkdir()
+    shutil.copy(shared_data / "tokenizer" / "bert-base-uncased-vocab.txt", d / "tokenizer")
+    for name, n in (("wiki.test.raw", 60_000), ("wiki.valid.tokens", 30_000)):
+        (d / "wikitext-2" / name).write_bytes((shared_data / "wikitext-2" / name).read_bytes()[:n])
+    for name in ("test.csv", "val.csv"):
+        lines = (shared_data / "dbpedia" / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        (d / "dbpedia" / name).write_text("".join(lines[:30]), encoding="utf-8")
+    return d
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def load_json(path):
+    d = json.loads(path.read_text())
+    assert set(d) == {"schema", "settings", "result"}
+    return d
+
+
+def test_cache_then_reports_reuse_it(models, shared_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ["--model", models["cls"], "--data", shared_data, *LIMIT]
+    rc, out, err = run(capsys, "cache", *common, "--sites", "readout,z,resid", "--json", tmp_path / "cache.json")
+    assert rc == 0, err
+    c = load_json(tmp_path / "cache.json")
+    assert c["schema"] == "nodeprobe.cache/1" and c["result"]["built"] and c["result"]["n_items"] == 48
+    cache_dir = tmp_path / c["result"]["path"]
+    assert cache_dir.parent == tmp_path / "runs" / "cache" and (cache_dir / "manifest.json").is_file()
+
+    rc, out, err = run(capsys, "specialization", *common, "--json", tmp_path / "spec.json", "--plot", tmp_path / "plots",
+                       "--tau-recall", "0.2", "--tau-lift", "1.0", "--min-count", "2", "--unit", "3")
+    assert rc == 0, err
+    s = load_json(tmp_path / "spec.json")
+    assert s["schema"] == "nodeprobe.specialization/1" and s["settings"]["cache"] == c["result"]["path"]
+    r = s["result"]
+    assert r["level"] == "node" and r["site"] == "readout" and len(r["units"]) == 16 and r["n_classes"] == 16
+    assert {"acc", "n_outputs", "n_learned", "snr", "learned", "learned_names"} <= set(r["units"][0])
+    assert r["families"][0]["n_units"] == 16
+    assert "Unit node 3" in out and "Symmetry breaking" in out
+    assert (tmp_path / "plots" / "specialization_lambda_hist.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "runs" / "cache").iterdir()) == [cache_dir.name]  # reused
+
+    rc, out, err = run(capsys, "specialization", *common, "--level", "head", "--layer", "1", "--json", tmp_path / "h.json",
+                       "--unit", "L1H2", "--top", "2")
+    assert rc == 0, err
+    h = load_json(tmp_path / "h.json")["result"]
+    assert [u["unit"] for u in h["units"]] == [f"L1H{i}" for i in range(4)] and h["layers"] == [1]
+    assert (cache_dir / "derived" / "heads-isolate-zero-L1.safetensors").is_file()
+
+    rc, out, err = run(capsys, "specialization", *common, "--site", "resid", "--layer", "0", "--mode", "mean",
+                       "--json", tmp_path / "r.json")
+    assert rc == 0, err
+    assert load_json(tmp_path / "r.json")["result"]["families"][0]["name"] == "nodes of block 0"
+
+
+def test_cooperation_hull_blocks(models, shared_data, tmp_path, capsys):
+    common = ["--model", models["cls"], "--data", shared_data, *LIMIT, "--cache", tmp_path / "c"]
+    rc, out, err = run(capsys, "cooperation", *common, "--R", "3", "--grid", "1,2,4,16", "--json", tmp_path / "co.json",
+                       "--plot", tmp_path / "p")
+    assert rc == 0, err
+    co = load_json(tmp_path / "co.json")["result"]
+    assert [r["n"] for r in co["rows"]] == [1, 2, 4, 16] and co["R"] == 3 and "n_star" in co
+    assert (tmp_path / "p" / "cooperation_gain.png").is_file()
+
+    rc, out, err = run(capsys, "hull", *common, "--n", "1", "--top", "3", "--unit", "5", "--json", tmp_path / "h1.json",
+                       "--plot", tmp_path / "p")
+    assert rc == 0, err
+    h1 = load_json(tmp_path / "h1.json")["result"]
+    assert h1["kind"] == "single" and len(h1["rows"]) == 16 and len(h1["farthest_below"]) == 3
+    assert all(r["acc"] <= r["ub_data"] + 1e-9 <= r["ub_unbounded"] + 2e-9 for r in h1["rows"])
+
+    rc, out, err = run(capsys, "hull", *common, "--nodes", "12,4", "--json", tmp_path / "h2.json")
+    assert rc == 0, err
+    h2 = load_json(tmp_path / "h2.json")["result"]
+    assert h2["kind"] == "set" and h2["rows"][0]["nodes"] == [12, 4] and isinstance(h2["reachable_data"], list)
+
+    rc, out, err = run(capsys, "blocks", *common, "--probe-epochs", "3", "--json", tmp_path / "b.json", "--plot", tmp_path / "p")
+    assert rc == 0, err
+    b = load_json(tmp_path / "b.json")["result"]
+    assert [r["name"] for r in b["rows"]] == ["embeddings", "block 0", "block 1"]
+    assert b["rows"][-1]["lens_accuracy"] == pytest.approx(b["baseline_accuracy"])
+
+
+def test_apt(models, mlm_data, tmp_path, capsys):
+    rc, out, err = run(capsys, "apt", "--model", models["mlm"], "--data", mlm_data, "--cache", tmp_path / "c",
+                       "--min-count", "2", "--probe", "--probe-epochs", "2", "--json", tmp_path / "apt.json",
+                       "--plot", tmp_path / "p")
+    assert rc == 0, err
+    a = load_json(tmp_path / "apt.json")
+    r = a["result"]
+    assert a["schema"] == "nodeprobe.apt/1" and r["n_items"] > 0 and len(r["blocks"]) == 3
+    assert r["blocks"][-1]["accuracy"] == pytest.approx(r["accuracy"])
+    assert {"id", "token", "count", "apt", "corpus_count"} <= set(r["tokens"][0])
+    assert (tmp_path / "p" / "apt_vs_frequency.png").is_file()
+
+
+BAD = [
+    (["specialization", "--level", "neuron"], "--level neuron"),
+    (["specialization", "--site", "resid"], "--site resid needs --layer"),
+    (["specialization", "--site", "resid", "--layer", "9"], "--layer 9"),
+    (["specialization", "--level", "head", "--site", "readout"], "--level head"),
+    (["specialization", "--tau-recall", "1.5"], "--tau-recall"),
+    (["specialization", "--tau-lift", "-1"], "--tau-lift"),
+    (["specialization", "--min-count", "0"], "--min-count"),
+    (["specialization", "--mode", "median"], "--mode median"),
+    (["specialization", "--level", "head", "--unit", "L9H0"], "--unit L9H0"),
+    (["specialization", "--layer", "1"], "--layer applies"),
+    (["hull", "--nodes", "1,99"], "--nodes 99"),
+    (["hull", "--nodes", ","], "empty"),
+    (["hull", "--nodes", "3,3"], "repeated"),
+    (["hull", "--n", "0"], "--n 0"),
+    (["hull", "--n", "17"], "--n 17"),
+    (["hull"], "either --nodes"),
+    (["hull", "--n", "1", "--nodes", "2"], "either --nodes"),
+    (["cooperation", "--grid", "0,1"], "--grid"),
+    (["cooperation", "--R", "0"], "--R 0"),
+    (["apt", "--task", "fewrel"], "APT is a masked-LM metric"),
+    (["cache", "--sites", "readout,attn"], "--sites"),
+    (["blocks", "--probe-fraction", "1.5"], "--probe-fraction"),
+]
+
+
+@pytest.mark.parametrize("args,msg", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_one_line_exit_2_nothing_written(args, msg, models, shared_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cmd, rest = args[0], args[1:]
+    extra = [] if cmd == "cache" else ["--json", tmp_path / "out.json", "--plot", tmp_path / "plots"]
+    if cmd == "cache":
+        extra = ["--json", tmp_path / "out.json"]
+    rc, out, err = run(capsys, cmd, "--model", models["cls"], "--data", shared_data, *LIMIT, *rest, *extra)
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nodeprobe: error: ") and msg in lines[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no JSON, no plots, no cache
+
+
+def test_mismatched_cache_refused(models, shared_data, tmp_path, capsys):
+    cache = tmp_path / "c"
+    rc, _, err = run(capsys, "cache", "--model", models["cls"], "--data", shared_data, *LIMIT, "--sites", "readout",
+                     "--out", cache)
+    assert rc == 0, err
+    before = (cache / "manifest.json").read_text()
+    for model, limit, what in ((models["cls2"], "48", "another model"), (models["cls"], "40", "other data")):
+        rc, out, err = run(capsys, "hull", "--model", model, "--data", shared_data, "--limit", limit, "--n", "1",
+                           "--cache", cache, "--json", tmp_path / "h.json")
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and what in err and "--rebuild" in err
+        assert not (tmp_path / "h.json").exists() and (cache / "manifest.json").read_text() == before
+    rc, _, err = run(capsys, "hull", "--model", models["cls2"], "--data", shared_data, *LIMIT, "--n", "1",
+                     "--cache", cache, "--rebuild", "--json", tmp_path / "h.json")
+    assert rc == 0, err and (tmp_path / "h.json").is_file()
