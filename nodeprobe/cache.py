@@ -133,8 +133,21 @@ def _key_of_hook(name: str) -> str:
 
 
 # ---------------------------------------------------------------------- build
+def _is_cache_file(p: Path) -> bool:
+    n = p.name
+    return (n in (MANIFEST, "readout.safetensors", "classes.json", "derived")
+            or (n.startswith("shard-") and n.endswith(".safetensors")) or (n.startswith(".") and ".tmp" in n))
+
+
 def _clear(out: Path) -> None:
-    """Remove a previous cache's files (manifest first: an interruption leaves 'absent')."""
+    """Remove a previous cache's files (manifest first: an interruption leaves 'absent').
+
+    A directory holding anything else is refused: ``--cache`` never deletes files it did not write.
+    """
+    foreign = sorted(p.name for p in out.iterdir() if not _is_cache_file(p))
+    if foreign:
+        raise NodeprobeError(f"--cache {out}: not a nodeprobe cache (it holds {foreign[0]}…); "
+                             "give a new or empty directory")
     (out / MANIFEST).unlink(missing_ok=True)
     for p in list(out.glob("shard-*.safetensors")) + [out / "readout.safetensors", out / "classes.json"]:
         p.unlink(missing_ok=True)

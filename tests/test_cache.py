@@ -187,6 +187,11 @@ def test_bad_inputs(cls_setup, tmp_path):
     f.write_text("x")
     with pytest.raises(NodeprobeError, match="is a file"):
         get_or_build_cache(model, es, "readout", f)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(NodeprobeError, match="not a nodeprobe cache"):
+        get_or_build_cache(model, es, "readout", tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "manifest.json").write_text("{not json")
     with pytest.raises(NodeprobeError, match="unreadable manifest"):
