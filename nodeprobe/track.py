@@ -91,9 +91,10 @@ def find_checkpoints(sources: str | os.PathLike | Sequence[str | os.PathLike], *
                      seed: int = 0) -> list[Checkpoint]:
     """Checkpoints of ``sources``, sorted by step.
 
-    Each source is a run directory with ``snapshots/step-N/`` (all of them), or a model
-    directory whose step is read from its ``state.json`` (a training ``checkpoint/``), its name
-    (``step-120``, ``epoch-3``) or, for ``final/``, the run's ``pretrain.json``/``finetune.json``.
+    Each source is a run directory with ``snapshots/step-N/`` (all of them), a run directory
+    without snapshots (its ``final/``, e.g. a fine-tuning run), or a model directory whose step is
+    read from its ``state.json`` (a training ``checkpoint/``), its name (``step-120``,
+    ``epoch-3``) or, for ``final/``, the run's ``pretrain.json``/``finetune.json``.
     Without a step 0, ``random_init`` adds a seeded random init of the first checkpoint's
     architecture at step 0.
     """
@@ -107,7 +108,9 @@ def find_checkpoints(sources: str | os.PathLike | Sequence[str | os.PathLike], *
         if snaps:
             for q in snaps:
                 out.append(Checkpoint(int(q.name.split("-")[1]), q, q.name))
-        elif _is_model_dir(p):
+        elif _is_model_dir(p) or (p.is_dir() and _is_model_dir(p / "final")):
+            if not _is_model_dir(p):  # a run without snapshots (fine-tuning): its final model
+                p = p / "final"
             s = _dir_step(p)
             if s is None:
                 raise NodeprobeError(f"--run {p}: cannot tell the training step of this model directory "

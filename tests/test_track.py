@@ -155,6 +155,7 @@ def test_find_checkpoints_model_dirs(run, tmp_path):
     cks = find_checkpoints([snaps / "step-0000005", final])
     assert [c.step for c in cks] == [0, 5, 30] and cks[0].path is None and "random init" in cks[0].label
     assert [c.step for c in find_checkpoints([final], random_init=False)] == [30]
+    assert [c.step for c in find_checkpoints([final.parent])] == [0, 30]      # a run dir without snapshots
     m0 = load_checkpoint_model(cks[0], "mlm")
     m0b = load_checkpoint_model(cks[0], "mlm")
     assert torch.equal(m0.hf.bert.embeddings.word_embeddings.weight, m0b.hf.bert.embeddings.word_embeddings.weight)
@@ -212,3 +213,30 @@ def test_cli_track(run, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("nodeprobe: error:") and err.count("\n") == 1, err
     assert not math.isnan(d["result"]["steps"][-1]["accuracy"])
+
+
+def test_cli_track_fewrel_finetune_run(shared_data, tmp_path, capsys):
+    """A fine-tuning run (final/ only) on FewRel: a seeded random init is added as step 0."""
+    from transformers import BertForSequenceClassification
+
+    from _heads_tiny import tiny_config
+    from nodeprobe.cli import main
+    from nodeprobe.data import load_tokenizer
+
+    tok = load_tokenizer(shared_data / "tokenizer" / "bert-base-uncased-vocab.txt")
+    cfg = tiny_config(tok.vocab_size, tok.pad_id)
+    cfg.num_labels = 16
+    cfg.max_position_embeddings = 128
+    torch.manual_seed(0)
+    run_dir = tmp_path / "ft"
+    BertForSequenceClassification(cfg).save_pretrained(run_dir / "final")
+    tok.save_pretrained(run_dir / "final")
+    (run_dir / "finetune.json").write_text(json.dumps({"steps": 7}))
+    js = tmp_path / "t.json"
+    assert main(["track", "--run", str(run_dir), "--task", "fewrel", "--data", str(shared_data),
+                 "--max-items", "48", "--json", str(js)]) == 0
+    d = json.loads(js.read_text())["result"]
+    assert [s["step"] for s in d["steps"]] == [0, 7] and d["n_items"] == 48 and d["n_classes"] == 16
+    assert d["steps"][0]["label"].startswith("random init") and d["steps"][0]["mean_apt"] is None
+    assert (run_dir / "track-fewrel" / "steps" / "step-0000007.json").is_file()
+    assert "⟨APT⟩" not in capsys.readouterr().out

@@ -113,10 +113,8 @@ def top_tokens_view(study) -> Group:
     lines = [Text("Top token per head (most common token among its high-similarity pairs)", style="bold")]
     for b in study.similarity.blocks:
         line = Text(f"  block {b.layer}: ", style="bold")
-        seen: dict = {}
         for h, tk in enumerate(b.top_tokens):
             name = names.get(tk, "—") if tk is not None else "—"
-            seen[tk] = seen.get(tk, 0) + 1
             line.append(f"H{h}:", style="dim")
             line.append(_short(name, 12) + " ", style="cyan")
         lines.append(line)
