@@ -1,9 +1,15 @@
 """Head ablation and isolation reports (METHODS §2), single heads and all-heads sweeps.
 
-The sweep never reruns blocks below the hooked block (METHODS §7): for each batch it runs the
-embeddings once, then for each block ``l`` evaluates every head's ablation by resuming at
-``blocks.{l}.hook_resid_pre`` (``HookedBert.forward(start_at_layer=l, residual=…)``) and moves the
-clean residual one block up.  Results are identical to one full forward per head.
+The sweep never reruns blocks below the hooked block (METHODS §7), nor the part of the hooked
+block that the ablation cannot change: for each batch it runs the embeddings once, then for each
+block ``l`` computes the clean head outputs ``z`` once (ablating a head's ``z`` leaves the block's
+queries, keys, values and pattern unchanged), and for every head finishes block ``l`` from the
+ablated ``z`` (``HookedBlock.finish``: ``W_O``, LayerNorms, MLP), resumes above it
+(``HookedBert.forward(start_at_layer=l + 1, residual=…)``) and runs the last block only at the rows
+the readout reads (``readout_rows=True``: [CLS], or the modified positions of MLM).  Then it moves
+the clean residual one block up.  Predictions and losses equal one full forward per head (argmax
+identical; losses to float rounding, ~1e-7 relative); ``tests/test_fast_paths.py`` checks it and
+``bench/run.py`` (P3) times it against that baseline.
 
 Example:
     >>> rep = ablate(model, eval_set, layer=5, head=3)              # doctest: +SKIP
@@ -12,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -168,9 +175,47 @@ class SweepReport:
 
 
 @torch.no_grad()
+def head_sweep_logits(model, input_ids: Tensor, attention_mask: Tensor, positions: Tensor | None,
+                      fills) -> Iterator[tuple[int | None, int | None, Tensor]]:
+    """Logits of one batch with each head's ``z`` replaced in turn, without rerunning what cannot change.
+
+    ``fills[l][h]`` maps the clean ``z`` of block l, ``[B, P, H, Dh]``, to its ablated copy (the
+    function of an :func:`~nodeprobe.hooks.ablate_head` / :func:`~nodeprobe.hooks.isolate_head`
+    hook pair).  Yields ``(l, h, logits)`` for every head, block by block, then
+    ``(None, None, logits)`` of the clean model.  Logits are what ``forward`` returns (``[n, V]``
+    at ``positions`` for MLM, ``[B, K]`` for a classifier) and equal those of a full forward with
+    the hook (see the module docstring for how they are computed).
+
+    Example:
+        >>> fills = [[ablate_head(l, h)[1] for h in range(12)] for l in range(6)]    # doctest: +SKIP
+        >>> for l, h, logits in head_sweep_logits(model, ids, attn, None, fills): ...  # doctest: +SKIP
+    """
+    L = model.spec.n_layers
+    x = model.embed(input_ids)
+    mask = model.extended_mask(attention_mask, x.dtype)
+    rows = model.readout_rows_of(input_ids.shape[0], positions, input_ids.device)
+    for l in range(L):
+        block = model.blocks[l]
+        z = block.attend(x, mask)  # clean head outputs of block l, [B, P, H, Dh]
+        x_rows = x[rows.b, rows.p] if rows is not None and l == L - 1 else None
+        for h, fill in enumerate(fills[l]):
+            z_abl = fill(z)  # on the full [B, P, H, Dh], exactly as the hook sees it
+            if l < L - 1:
+                logits = model(start_at_layer=l + 1, residual=block.finish(x, z_abl), attention_mask=attention_mask,
+                               positions=positions, readout_rows=True)
+            elif x_rows is not None:  # the last block: only the rows the readout reads
+                logits = model.head(block.finish(x_rows, z_abl[rows.b, rows.p]), positions)
+            else:
+                logits = model.head(block.finish(x, z_abl), positions)
+            yield l, h, logits
+        x = block.finish(x, z)
+    yield None, None, model.head(x, positions)
+
+
+@torch.no_grad()
 def sweep_heads(model, eval_set: EvalSet, mode: str = "zero", isolate: bool = False,
                 means: dict[int, Tensor] | None = None, progress: bool = False) -> SweepReport:
-    """Every head of every block ablated (or isolated) in turn; resumes from cached residuals.
+    """Every head of every block ablated (or isolated) in turn (:func:`head_sweep_logits` per batch).
 
     Example:
         >>> rep = sweep_heads(model, eval_set)        # doctest: +SKIP
@@ -187,23 +232,19 @@ def sweep_heads(model, eval_set: EvalSet, mode: str = "zero", isolate: bool = Fa
     correct = np.zeros((L, H))
     loss = np.zeros((L, H))
     base_correct, base_loss = 0.0, 0.0
+    factory = isolate_head if isolate else ablate_head
+    fills = [[factory(l, h, mode, means[l] if mode == "mean" else None)[1] for h in range(H)] for l in range(L)]
     for b in track_items(eval_set.batches, len(eval_set.batches), "head sweep", enabled=progress):
-        ids, attn = b.input_ids.to(dev), b.attention_mask.to(dev)
         pos = b.positions.to(dev) if b.positions is not None else None
         t = b.targets.to(dev)
-        x = model.embed(ids)
-        mask = model.extended_mask(attn, x.dtype)
-        for l in range(L):
-            for h in range(H):
-                fn = (isolate_head if isolate else ablate_head)(l, h, mode, means[l] if mode == "mean" else None)
-                with model.hooks(fwd_hooks=[fn]):
-                    logits = model(start_at_layer=l, residual=x, attention_mask=attn, positions=pos).float()
+        for l, h, logits in head_sweep_logits(model, b.input_ids.to(dev), b.attention_mask.to(dev), pos, fills):
+            logits = logits.float()
+            if l is None:  # the clean model
+                base_correct += float((logits.argmax(-1) == t).sum())
+                base_loss += float(F.cross_entropy(logits, t, reduction="sum"))
+            else:
                 correct[l, h] += float((logits.argmax(-1) == t).sum())
                 loss[l, h] += float(F.cross_entropy(logits, t, reduction="sum"))
-            x = model.blocks[l](x, mask)
-        logits = model.head(x, pos).float()
-        base_correct += float((logits.argmax(-1) == t).sum())
-        base_loss += float(F.cross_entropy(logits, t, reduction="sum"))
     N = eval_set.n_items
     return SweepReport(
         task=eval_set.task, mode=mode, isolate=isolate, n_items=N,

@@ -34,6 +34,12 @@ name                                shape                           what
 Attention runs through PyTorch's fused ``scaled_dot_product_attention`` unless a hook is attached
 to ``hook_attn_scores`` or ``hook_pattern`` of that block; then it runs eagerly, so a hook that edits
 the pattern always takes effect (never a silent no-op).
+
+``forward(..., readout_rows=True)`` computes the last block only at the rows the readout uses
+([CLS] of a classifier; ``positions`` of a masked LM): keys and values still come from every
+position, but queries, ``W_O``, LayerNorms and the MLP run on those rows only (rows are
+independent, so the outputs are the same up to float rounding).  A block with a hook attached
+always runs in full, so hooks see their usual ``[B, P, ...]`` shapes.
 """
 
 from __future__ import annotations
@@ -87,6 +93,49 @@ class ModelSpec:
             raise NodeprobeError(f"{what} {head}: the model has heads 0–{self.n_heads - 1}")
 
 
+@dataclass(frozen=True, eq=False)
+class Rows:
+    """Selected ``(batch, position)`` rows of a ``[B, P, ...]`` activation, in a fixed order.
+
+    ``b``, ``p``: ``[n]`` indices (``x[rows.b, rows.p]`` is ``[n, ...]``); ``slot``/``width`` lay the
+    rows out per item as ``[B, width]`` (row i at ``[b[i], slot[i]]``), which is how attention
+    runs their queries against the keys of their own item.
+
+    Example:
+        >>> r = Rows.from_positions(torch.tensor([[False, True, True], [True, False, False]]))
+        >>> r.b.tolist(), r.p.tolist(), r.slot.tolist(), r.width
+        ([0, 0, 1], [1, 2, 0], [0, 1, 0], 2)
+    """
+
+    b: Tensor
+    p: Tensor
+    slot: Tensor
+    width: int
+
+    @classmethod
+    def first(cls, batch: int, device: torch.device | str = "cpu") -> "Rows":
+        """Position 0 ([CLS]) of every item: what a classifier reads out."""
+        b = torch.arange(batch, device=device)
+        zero = torch.zeros_like(b)
+        return cls(b, zero, zero, 1)
+
+    @classmethod
+    def from_positions(cls, positions: Tensor | tuple[Tensor, Tensor]) -> "Rows":
+        """From a bool mask ``[B, P]`` (row-major, the order of ``x[mask]``) or an index pair ``(b, p)``."""
+        if isinstance(positions, (tuple, list)):
+            b, p = (t.reshape(-1).long() for t in positions)
+        else:
+            b, p = torch.nonzero(positions, as_tuple=True)
+        if b.numel() == 0:
+            return cls(b, p, b, 0)
+        counts = torch.bincount(b)
+        order = torch.argsort(b, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.empty_like(b)
+        slot[order] = torch.arange(b.numel(), device=b.device) - starts[b[order]]
+        return cls(b, p, slot, int(counts.max()))
+
+
 class HookedAttention(nn.Module):
     """Self-attention of one BERT block with per-head hook points (weights stay in the HF layer)."""
 
@@ -108,9 +157,14 @@ class HookedAttention(nn.Module):
             for hp in (self.hook_pattern, self.hook_attn_scores)
         )
 
-    def forward(self, hf_self_attn: nn.Module, x: Float[Tensor, "B P D"], mask: Tensor | None):
+    def forward(self, hf_self_attn: nn.Module, x: Float[Tensor, "B P D"], mask: Tensor | None,
+                rows: Rows | None = None):
+        """Head outputs ``z`` ``[B, P, H, Dh]``; with ``rows``, only at those rows ``[n, H, Dh]``
+        (queries of the rows against keys/values of every position; no hook points are called)."""
         B, P, _ = x.shape
         H, Dh = self.n_heads, self.d_head
+        if rows is not None:
+            return self._rows(hf_self_attn, x, mask, rows)
         q = self.hook_q(hf_self_attn.query(x).view(B, P, H, Dh)).transpose(1, 2)
         k = self.hook_k(hf_self_attn.key(x).view(B, P, H, Dh)).transpose(1, 2)
         v = self.hook_v(hf_self_attn.value(x).view(B, P, H, Dh)).transpose(1, 2)
@@ -127,6 +181,21 @@ class HookedAttention(nn.Module):
         else:
             z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop, scale=Dh**-0.5)
         return self.hook_z(z.transpose(1, 2))  # [B, P, H, Dh]
+
+    def _rows(self, hf_self_attn: nn.Module, x: Tensor, mask: Tensor | None, rows: Rows) -> Tensor:
+        B, P, _ = x.shape
+        H, Dh = self.n_heads, self.d_head
+        n = rows.b.numel()
+        k = hf_self_attn.key(x).view(B, P, H, Dh).transpose(1, 2)
+        v = hf_self_attn.value(x).view(B, P, H, Dh).transpose(1, 2)
+        q = hf_self_attn.query(x[rows.b, rows.p]).view(n, H, Dh)
+        qp = q.new_zeros(B, rows.width, H, Dh)  # the rows' queries, per item (unused slots: 0)
+        qp[rows.b, rows.slot] = q
+        training = hf_self_attn.training
+        p_drop = hf_self_attn.dropout.p if training else 0.0
+        z = F.scaled_dot_product_attention(qp.transpose(1, 2), k, v, attn_mask=mask, dropout_p=p_drop,
+                                           scale=Dh**-0.5)  # [B, H, width, Dh]
+        return z.transpose(1, 2)[rows.b, rows.slot]  # [n, H, Dh]
 
 
 class HookedBlock(nn.Module):
@@ -145,12 +214,41 @@ class HookedBlock(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: Float[Tensor, "B P D"], mask: Tensor | None) -> Float[Tensor, "B P D"]:
-        layer = self._hf
+    def has_hooks(self) -> bool:
+        """Whether any hook (forward, pre-forward or backward) is attached to a hook point of this block."""
+        return any(
+            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+            for m in self.modules() if isinstance(m, HookPoint)
+        )
+
+    def forward(self, x: Float[Tensor, "B P D"], mask: Tensor | None, rows: Rows | None = None) -> Tensor:
+        """The block's output ``[B, P, D]``; with ``rows`` only at those rows, ``[n, D]``.
+
+        With ``rows`` and no hook on this block, only keys/values run on every position; with a
+        hook attached the block runs in full (hooks see ``[B, P, ...]``) and the rows are selected.
+        """
+        if rows is not None and not self.has_hooks():
+            return self.finish(x[rows.b, rows.p], self.attend(x, mask, rows))
         x = self.hook_resid_pre(x)
-        z = self.attn(layer.attention.self, x, mask)
+        out = self.finish(x, self.attend(x, mask))
+        return out if rows is None else out[rows.b, rows.p]
+
+    def attend(self, x: Float[Tensor, "B P D"], mask: Tensor | None, rows: Rows | None = None) -> Tensor:
+        """Head outputs ``z`` ``[B, P, H, Dh]`` (``hook_z``) of the block with input ``x``
+        (``hook_resid_pre`` is not called); with ``rows``, ``[n, H, Dh]`` at those rows."""
+        return self.attn(self._hf.attention.self, x, mask, rows)
+
+    def finish(self, x: Tensor, z: Tensor) -> Tensor:
+        """The rest of the block from its input ``x`` and head outputs ``z``: ``W_O``, residual +
+        LayerNorm, MLP, residual + LayerNorm.  ``x`` ``[..., D]`` and ``z`` ``[..., H, Dh]`` share
+        their leading axes (``[B, P]``, or ``[n]`` rows: every row is computed on its own).
+
+        A head sweep computes ``z`` once per block and calls ``finish`` with each head's ablated
+        copy: ablating a head's ``z`` leaves the block's queries, keys, values and pattern as they are.
+        """
+        layer = self._hf
         out = layer.attention.output
-        attn_out = self.hook_attn_out(out.dense(z.reshape(*z.shape[:2], -1)))
+        attn_out = self.hook_attn_out(out.dense(z.flatten(-2)))
         x = self.hook_resid_mid(out.LayerNorm(out.dropout(attn_out) + x))
         pre = self.mlp.hook_pre(layer.intermediate.dense(x))
         post = self.mlp.hook_post(layer.intermediate.intermediate_act_fn(pre))
@@ -295,6 +393,7 @@ class HookedBert(HookedRootModule):
         start_at_layer: int | None = None,
         residual: Float[Tensor, "B P D"] | None = None,
         stop_at_layer: int | None = None,
+        readout_rows: bool = False,
     ) -> Tensor:
         """Run the model.
 
@@ -309,6 +408,10 @@ class HookedBert(HookedRootModule):
                 ``blocks.{start}.hook_resid_pre`` (used by head sweeps, METHODS §7).
             stop_at_layer: return the residual stream entering this block (``[B, P, D]``);
                 ``stop_at_layer = n_layers`` returns the last block's output.
+            readout_rows: compute the last block only at the rows the head reads ([CLS] of a
+                classifier, ``positions`` of a masked LM; see :meth:`readout_rows_of`): same
+                outputs up to float rounding, less work.  No effect with ``stop_at_layer``, for a
+                bare encoder, for an MLM without ``positions``, or when the last block has a hook.
 
         Returns:
             MLM ``[B, P, V]`` (or ``[n, V]`` with ``positions``); classifier ``[B, K]``;
@@ -334,21 +437,36 @@ class HookedBert(HookedRootModule):
             x, start = residual, start_at_layer
         mask = self.extended_mask(attention_mask, x.dtype if x.is_floating_point() else dtype)
         stop = self.spec.n_layers if stop_at_layer is None else stop_at_layer
-        for block in self.blocks[start:stop]:
-            x = block(x, mask)
+        rows = self.readout_rows_of(x.shape[0], positions, x.device) if readout_rows and stop_at_layer is None else None
+        for l in range(start, stop):
+            x = self.blocks[l](x, mask, rows if l == stop - 1 else None)
         if stop_at_layer is not None:
             return x
         return self.head(x, positions)
 
-    def head(self, x: Float[Tensor, "B P D"], positions: Tensor | None = None) -> Tensor:
-        """Apply the task head to the last hidden state (the logit lens applies it to any block)."""
+    def readout_rows_of(self, batch: int, positions: Tensor | None = None, device=None) -> Rows | None:
+        """The rows of the last hidden state the head reads: [CLS] of every item (classifier), the
+        ``positions`` (MLM, in the order of ``x[positions]``), or None (every row is needed)."""
+        if self.task == "cls":
+            return Rows.first(batch, device or "cpu")
+        if self.task == "mlm" and positions is not None:
+            return Rows.from_positions(positions)
+        return None
+
+    def head(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
+        """Apply the task head to the last hidden state (the logit lens applies it to any block).
+
+        ``x`` is ``[B, P, D]``, or only the rows the head reads (:meth:`readout_rows_of`): ``[n, D]``
+        at ``positions`` (MLM) or ``[B, D]`` at [CLS] (classifier).
+        """
+        rows_given = x.dim() == 2
         if self.task == "mlm":
-            if positions is not None:
+            if positions is not None and not rows_given:
                 x = x[positions]
             pred = self.hf.cls.predictions
             return pred.decoder(self.readout.hook_in(pred.transform(x)))
         if self.task == "cls":
-            pooled = self.readout.hook_in(self.bert.pooler(x))
+            pooled = self.readout.hook_in(self.bert.pooler(x[:, None] if rows_given else x))
             return self.hf.classifier(self.hf.dropout(pooled))
         if self.bert.pooler is not None:
             self.readout.hook_in(self.bert.pooler(x))
