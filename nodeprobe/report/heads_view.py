@@ -148,7 +148,9 @@ def render_segments(reports: Sequence) -> None:
     """Each text's segments, one per line, alternating colours; the boundary token in bold."""
     for k, rep in enumerate(reports):
         seg = rep.segmentation
-        heads = ", ".join(f"L{l}H{h}" for l, h in seg.heads)
+        heads = ", ".join(f"L{l}H{h}" for l, h in seg.heads[:12])
+        if len(seg.heads) > 12:
+            heads += f", … ({len(seg.heads)} heads)"
         console.print(kv_table(f"Segments{f' of text {k + 1}' if len(reports) > 1 else ''}", [
             ("heads", f"{heads} ({rep.heads_from})"), ("rule", f"positions receiving ≥ {seg.min_ratio:g}× uniform "
                                                        "attention from these heads end a segment"),
@@ -160,6 +162,10 @@ def render_segments(reports: Sequence) -> None:
             if (e - 1) in seg.boundaries:
                 line.append(f"   ⟂ {rep.tokens[e - 1]} ×{float(seg.received[e - 1]):.1f}", style="bold")
             console.print(line)
+        text_pos = [p for s, e in seg.segments for p in range(s, e)]
+        top = sorted(text_pos, key=lambda p: -float(seg.received[p]))[:5]
+        console.print(Text("  most attended text positions (× uniform): " + ", ".join(
+            f"{rep.tokens[p]}@{p} {float(seg.received[p]):.2f}" for p in top), style="dim"))
 
 
 def _num(v):
