@@ -68,11 +68,11 @@ def mlm_data(tmp_path_factory, shared_data):
     for sub in ("wikitext-2", "dbpedia", "tokenizer"):
         (d / sub).mkdir()
     shutil.copy(shared_data / "tokenizer" / "bert-base-uncased-vocab.txt", d / "tokenizer")
-    for name, n in (("wiki.test.raw", 60_000), ("wiki.valid.tokens", 30_000)):
+    for name, n in (("wiki.test.raw", 30_000), ("wiki.valid.tokens", 15_000)):
         (d / "wikitext-2" / name).write_bytes((shared_data / "wikitext-2" / name).read_bytes()[:n])
     for name in ("test.csv", "val.csv"):
         lines = (shared_data / "dbpedia" / name).read_text(encoding="utf-8").splitlines(keepends=True)
-        (d / "dbpedia" / name).write_text("".join(lines[:30]), encoding="utf-8")
+        (d / "dbpedia" / name).write_text("".join(lines[:20]), encoding="utf-8")
     return d
 
 
