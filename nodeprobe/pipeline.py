@@ -36,6 +36,7 @@ class Context:
     minilm: bool
     results: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    loaded: dict = field(default_factory=dict)  # models, eval sets and caches shared by stages
 
     def out(self, name: str) -> Path:
         return self.reports / f"{name}.json"
@@ -124,12 +125,131 @@ def stage_ablate_all(ctx: Context) -> dict:
     return to_jsonable(rep)
 
 
+# ---------------------------------------------------------------------- report stages
+@dataclass
+class Loaded:
+    """A model with its evaluation set and activation cache (built once per reproduction)."""
+
+    model: object
+    eval_set: object
+    cache: object
+
+
+def _analysed(ctx: Context, key: str) -> Loaded:
+    """Model + eval set + cache for ``key``: ``mlm`` (pre-trained, held-out Wikipedia), ``fewrel``
+    (fine-tuned) or ``minilm`` (MiniLM fine-tuned); caches live in ``runs/<preset>/cache/<key>``."""
+    if key in ctx.loaded:
+        return ctx.loaded[key]
+    from nodeprobe.cache import get_or_build_cache
+    from nodeprobe.evaluate import load_eval_set
+
+    run, task = {"mlm": ("pretrain", "mlm"), "fewrel": ("finetune", "fewrel"),
+                 "minilm": ("finetune_minilm", "fewrel")}[key]
+    model, tok = _load(ctx, run, task)
+    ft = ctx.preset.finetune
+    limit = ctx.preset.mlm_eval_sequences if task == "mlm" else None
+    es = load_eval_set(task, tok, ctx.data, limit=limit, seed=ctx.seed, n_train=ft.n_train, n_test=ft.n_test,
+                       max_len=min(128, model.spec.max_len))
+    cache = get_or_build_cache(model, es, ("readout", "resid"), ctx.runs / "cache" / key, progress=True)
+    ctx.loaded[key] = Loaded(model, es, cache)
+    return ctx.loaded[key]
+
+
+def _report(ctx: Context, key: str, fn, figs=None) -> dict:
+    """Compute a report on ``key``'s cache, draw its figures into the reports folder, return its JSON."""
+    from nodeprobe.report.jsonio import to_jsonable
+
+    L = _analysed(ctx, key)
+    rep = fn(L)
+    if figs is not None:
+        figs(rep, ctx.reports)
+    return to_jsonable(rep)
+
+
+def _specialization(key: str, level: str, label: str):
+    from nodeprobe.report import figures
+    from nodeprobe.reports import specialization_report
+
+    def stage(ctx: Context) -> dict:
+        site = "readout" if level == "node" else "z"
+        return _report(ctx, key, lambda L: specialization_report(
+            L.cache, level=level, site=site, model=L.model, eval_set=L.eval_set, progress=True),
+            lambda rep, d: figures.specialization(rep, d, label, prefix=f"{key}_{level}_specialization"))
+    return stage
+
+
+def stage_apt(ctx: Context) -> dict:
+    from nodeprobe.report import figures
+    from nodeprobe.reports import apt_report
+    from nodeprobe.reports.lens import ProbeSettings
+    from nodeprobe.train.pretrain import PretrainData
+
+    counts = PretrainData.load(ctx.data).counts
+    return _report(ctx, "mlm", lambda L: apt_report(L.cache, L.model, counts, probe=ProbeSettings(seed=ctx.seed),
+                                                    device=ctx.device, progress=True),
+                   lambda rep, d: figures.apt(rep, d, prefix="mlm_apt"))
+
+
+def _blocks(key: str, label: str):
+    def stage(ctx: Context) -> dict:
+        from nodeprobe.report import figures
+        from nodeprobe.reports import blocks_report
+        from nodeprobe.reports.lens import ProbeSettings
+
+        return _report(ctx, key, lambda L: blocks_report(L.cache, L.model, probe=ProbeSettings(seed=ctx.seed),
+                                                          device=ctx.device, progress=True),
+                       lambda rep, d: figures.blocks(rep, d, label, prefix=f"{key}_blocks"))
+    return stage
+
+
+def _cooperation(key: str, label: str):
+    def stage(ctx: Context) -> dict:
+        from nodeprobe.report import figures
+        from nodeprobe.reports import cooperation_report
+
+        return _report(ctx, key, lambda L: cooperation_report(L.cache, R=ctx.preset.cooperation_repeats, seed=ctx.seed),
+                       lambda rep, d: figures.cooperation(rep, d, label, prefix=f"{key}_cooperation"))
+    return stage
+
+
+def _hull(key: str, label: str, n: int):
+    def stage(ctx: Context) -> dict:
+        from nodeprobe.report import figures
+        from nodeprobe.reports import hull_report
+
+        return _report(ctx, key, lambda L: hull_report(L.cache, n=n, R=ctx.preset.cooperation_repeats, seed=ctx.seed),
+                       lambda rep, d: figures.hull(rep, d, label, prefix=f"{key}_hull_n{n}"))
+    return stage
+
+
+def _needs(run: str, fn):
+    """Run ``fn`` only when the training stage ``run`` produced a model (e.g. MiniLM is optional)."""
+    def stage(ctx: Context):
+        if not (ctx.runs / run / "final").is_dir():
+            return None
+        return fn(ctx)
+    return stage
+
+
 STAGES: list[tuple[str, Callable]] = [
     ("pretrain", stage_pretrain),
     ("finetune", stage_finetune),
     ("finetune_scratch", stage_finetune_scratch),
     ("finetune_minilm", stage_finetune_minilm),
     ("ablate_all", stage_ablate_all),
+    ("mlm_node_specialization", _specialization("mlm", "node", "MLM readout nodes")),
+    ("mlm_head_specialization", _specialization("mlm", "head", "MLM heads")),
+    ("mlm_apt", stage_apt),
+    ("fewrel_node_specialization", _specialization("fewrel", "node", "FewRel readout nodes")),
+    ("fewrel_head_specialization", _specialization("fewrel", "head", "FewRel heads")),
+    ("fewrel_blocks", _blocks("fewrel", "FewRel")),
+    ("fewrel_cooperation", _cooperation("fewrel", "FewRel")),
+    ("fewrel_hull_n1", _hull("fewrel", "FewRel", 1)),
+    ("fewrel_hull_n2", _hull("fewrel", "FewRel", 2)),
+    ("minilm_node_specialization", _needs("finetune_minilm", _specialization("minilm", "node", "MiniLM readout nodes"))),
+    ("minilm_blocks", _needs("finetune_minilm", _blocks("minilm", "MiniLM FewRel"))),
+    ("minilm_cooperation", _needs("finetune_minilm", _cooperation("minilm", "MiniLM FewRel"))),
+    ("minilm_hull_n1", _needs("finetune_minilm", _hull("minilm", "MiniLM FewRel", 1))),
 ]
 
 

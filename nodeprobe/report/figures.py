@@ -1,0 +1,96 @@
+"""The PNG figures of each report, shared by the CLI (``--plot DIR``) and ``reproduce``.
+
+Each function takes a report dataclass, a folder, a label for titles and a file-name prefix, and
+returns the paths written (empty without matplotlib).
+
+Example:
+    >>> cooperation(rep, Path("plots"), "fewrel")          # doctest: +SKIP
+    [PosixPath('plots/cooperation_precision.png'), PosixPath('plots/cooperation_gain.png')]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nodeprobe.report.plots import plot_bars, plot_curves, plot_scatter
+
+
+def _kept(*paths) -> list[Path]:
+    return [p for p in paths if p is not None]
+
+
+def specialization(rep, d: Path, label: str, prefix: str = "specialization") -> list[Path]:
+    """|Λ| histogram and owners per class of the last unit family."""
+    fam = rep.families[-1]
+    sizes = list(range(max(fam.size_hist, default=0) + 1))
+    out = [plot_bars([str(s) for s in sizes], [fam.size_hist.get(s, 0) for s in sizes], d / f"{prefix}_lambda_hist.png",
+                     f"|Λ| of {fam.name} ({label})", "units")]
+    own = fam.owners[:40]
+    if own:
+        out.append(plot_bars([o.name[:18] for o in own], [o.n_units for o in own], d / f"{prefix}_owners.png",
+                             f"Units that learned each class — {fam.name} ({label})", "units"))
+    return _kept(*out)
+
+
+def apt(rep, d: Path, prefix: str = "apt") -> list[Path]:
+    """APT vs frequency (scatter + binned means), ⟨APT⟩ and clusters along blocks."""
+    import numpy as np
+
+    toks = [t for t in rep.tokens if t.corpus_count > 0]
+    centers = [float(np.sqrt(b.lo * b.hi)) for b in rep.bins if b.mean_apt is not None]
+    means = [b.mean_apt for b in rep.bins if b.mean_apt is not None]
+    rho = rep.spearman_rho if rep.spearman_rho is not None else float("nan")
+    out = [plot_scatter([t.corpus_count for t in toks], [t.apt for t in toks], d / f"{prefix}_vs_frequency.png",
+                        f"APT vs corpus frequency (ρ = {rho:.2f})", "corpus count", "APT", logx=True,
+                        line=(centers, means), line_label="binned mean")]
+    x = [b.stage for b in rep.blocks]
+    series = {"logit lens ⟨APT⟩": (x, [b.mean_apt if b.mean_apt is not None else float("nan") for b in rep.blocks])}
+    if rep.probe:
+        series["probe ⟨APT⟩"] = (x, [b.probe_mean_apt if b.probe_mean_apt is not None else float("nan")
+                                     for b in rep.blocks])
+    out.append(plot_curves(series, d / f"{prefix}_along_blocks.png", "⟨APT⟩ along blocks (0 = embeddings)",
+                           "stage", "⟨APT⟩"))
+    out.append(plot_curves({"clusters": (x, [b.n_clusters for b in rep.blocks])}, d / f"{prefix}_clusters_along_blocks.png",
+                           "Strong-match clusters along blocks", "stage", "clusters"))
+    return _kept(*out)
+
+
+def cooperation(rep, d: Path, label: str, prefix: str = "cooperation") -> list[Path]:
+    """Accuracy, mean precision P and 1/|O| against n; gains G and G∪ against n."""
+    n = [r.n for r in rep.rows]
+    a = plot_curves({"accuracy": (n, [r.acc for r in rep.rows]), "P (mean precision)": (n, [r.precision for r in rep.rows]),
+                     "1/|O| (random guess)": (n, [r.inv_outputs for r in rep.rows])},
+                    d / f"{prefix}_precision.png", f"Random node sets ({label}); n* = {rep.n_star}", "nodes n", "",
+                    logx=True, errors={"accuracy": [r.acc_std for r in rep.rows],
+                                       "P (mean precision)": [r.precision_std for r in rep.rows]})
+    b = plot_curves({"G = |Λ_S| − Σ|Λ_i|": (n, [r.gain for r in rep.rows]),
+                     "G∪ = |Λ_S| − |∪Λ_i|": (n, [r.union_gain for r in rep.rows]),
+                     "|Λ_S|": (n, [r.n_learned for r in rep.rows])},
+                    d / f"{prefix}_gain.png", f"Cooperation gain ({label})", "nodes n", "classes", logx=True,
+                    errors={"G = |Λ_S| − Σ|Λ_i|": [r.gain_std for r in rep.rows],
+                            "G∪ = |Λ_S| − |∪Λ_i|": [r.union_gain_std for r in rep.rows],
+                            "|Λ_S|": [r.n_learned_std for r in rep.rows]})
+    return _kept(a, b)
+
+
+def hull(rep, d: Path, label: str, prefix: str = "hull") -> list[Path]:
+    """Achieved accuracy against the data-range bound (one bar chart for a single node set)."""
+    if rep.kind == "set":
+        r = rep.rows[0]
+        return _kept(plot_bars(["acc", "UB data", "UB ℝⁿ"], [r.acc, r.ub_data or 0.0, r.ub_unbounded or 0.0],
+                               d / f"{prefix}_set.png", f"Node set ({label}): achieved vs bound", "accuracy"))
+    rows = [r for r in rep.rows if r.ub_data is not None]
+    what = "single nodes" if rep.kind == "single" else "random node sets"
+    return _kept(plot_scatter([r.ub_data for r in rows], [r.acc for r in rows], d / f"{prefix}_{rep.kind}.png",
+                              f"Achieved accuracy vs data-range bound ({what}, {label})", "UB (data range)", "accuracy",
+                              diagonal=True))
+
+
+def blocks(rep, d: Path, label: str, prefix: str = "blocks") -> list[Path]:
+    """Accuracy along blocks (logit lens and probe)."""
+    x = [r.stage for r in rep.rows]
+    series = {"logit lens": (x, [r.lens_accuracy for r in rep.rows])}
+    if rep.probe:
+        series["probe"] = (x, [r.probe_accuracy for r in rep.rows])
+    return _kept(plot_curves(series, d / f"{prefix}_accuracy.png", f"Accuracy along blocks ({label}; 0 = embeddings)",
+                             "stage", "accuracy"))
