@@ -21,13 +21,6 @@ from nodeprobe.cache import (
 from nodeprobe.errors import NodeprobeError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 @pytest.fixture(scope="module")
 def cls_setup():

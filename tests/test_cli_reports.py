@@ -7,20 +7,12 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from _tiny_models import tiny_hf
 from nodeprobe.cli import main
 
 LIMIT = ["--limit", "48"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -29,14 +29,6 @@ H, DH, D, L = 12, 4, 48, 6
 CLASSES = {"mlm": BertForMaskedLM, "cls": BertForSequenceClassification, "base": BertModel}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls: one intra-op thread is ~100x faster than several on a shared, busy CPU."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 def make_hf(task: str, seed: int = 0):
     torch.manual_seed(seed)

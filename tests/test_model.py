@@ -53,14 +53,6 @@ def maxdiff(a, b) -> float:
     return float((a - b).detach().abs().max())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls: one intra-op thread is ~100x faster than several on a shared, busy CPU."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 @pytest.fixture(scope="module")
 def models():

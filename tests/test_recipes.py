@@ -15,13 +15,6 @@ RECIPES = Path(__file__).resolve().parents[1] / "hooks"
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 def load_recipe(name: str):
     """Import ``hooks/<name>.py`` by path (``hooks`` is a folder of scripts, not a package)."""

@@ -38,13 +38,6 @@ from nodeprobe.reports.specialization import parse_unit, resolve_specialization
 LOW = dict(tau_recall=0.2, tau_lift=1.0, min_count=2)  # thresholds low enough that random units learn classes
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 @pytest.fixture(scope="module")
 def cls_case(tmp_path_factory):
