@@ -9,9 +9,10 @@ model is run once over the evaluation set and we record
   their learned sets (:func:`~nodeprobe.analysis.confusion.unit_stats_many`, τ_r = 0.5, τ_ℓ = 2,
   n_min = 5) and the family order parameters (:mod:`nodeprobe.analysis.track`);
 * **heads** (optional): every head *isolated* at the ``z`` site (all other heads of its block
-  ablated, METHODS §2), the rest of the network unchanged; the sweep resumes each block from the
-  cached ``resid_pre`` (METHODS §7), so blocks below are never rerun.  Same learned-set order
-  parameters, heads of a block as one family.
+  ablated, METHODS §2), the rest of the network unchanged; the sweep
+  (:func:`nodeprobe.ablation.head_sweep_logits`) never reruns the blocks below nor the attention
+  of the hooked block (METHODS §7).  Same learned-set order parameters, heads of a block as one
+  family.
 
 The random-init baseline is step 0 (pre-training writes ``snapshots/step-0000000``).  A list of
 model directories without a step 0 (e.g. a fine-tuning run) gets a seeded random-init model of the
@@ -262,9 +263,11 @@ def step_predictions(model, eval_set: EvalSet, *, heads: bool = True, mode: str 
                      means: dict | None = None, progress: bool = False) -> StepPredictions:
     """Clean predictions, the readout vectors, and (``heads``) the predictions of every head isolated.
 
-    The head sweep resumes each block from the clean ``resid_pre`` (METHODS §7); results equal
-    ``run_eval(model, es, fwd_hooks=[isolate_head(l, h, mode, …)])`` for every (l, h).
+    The head sweep is :func:`nodeprobe.ablation.head_sweep_logits`: the clean ``z`` of each block
+    once, each isolated head's block finished from it, the blocks above resumed from there
+    (METHODS §7); predictions equal ``run_eval(model, es, fwd_hooks=[isolate_head(l, h, …)])``.
     """
+    from nodeprobe.ablation import head_sweep_logits
     from nodeprobe.hooks import isolate_head
     from nodeprobe.report.progress import track_items
 
@@ -282,34 +285,31 @@ def step_predictions(model, eval_set: EvalSet, *, heads: bool = True, mode: str 
         from nodeprobe.ablation import head_means
 
         means = head_means(model, eval_set)
+    fills = [[isolate_head(l, h, mode, means[l] if mode == "mean" else None)[1] for h in range(H)]
+             for l in range(L)] if heads else [[] for _ in range(L)]
     dev = next(model.parameters()).device
     model.eval()
     preds, losses, readout, hp = [], [], [], []
     grabbed: list[torch.Tensor] = []
 
     def grab(x, hook=None):
-        grabbed.append(x.detach().float().cpu())
+        grabbed.append(x)
 
     for b in track_items(eval_set.batches, len(eval_set.batches), "step", enabled=progress):
         ids, attn = b.input_ids.to(dev), b.attention_mask.to(dev)
         pos = b.positions.to(dev) if b.positions is not None else None
-        x = model.embed(ids)
-        mask = model.extended_mask(attn, x.dtype)
         per = torch.empty(L, H, int(b.targets.numel()), dtype=torch.long) if heads else None
-        for l in range(L):
-            if heads:
-                for h in range(H):
-                    fn = isolate_head(l, h, mode, means[l] if mode == "mean" else None)
-                    with model.hooks(fwd_hooks=[fn]):
-                        logits = model(start_at_layer=l, residual=x, attention_mask=attn, positions=pos)
-                    per[l, h] = logits.float().argmax(-1).cpu()
-            x = model.blocks[l](x, mask)
         with model.hooks(fwd_hooks=[("readout.hook_in", grab)]):
-            logits = model.head(x, pos).float()
+            for l, h, logits in head_sweep_logits(model, ids, attn, pos, fills):
+                if l is not None:
+                    per[l, h] = logits.float().argmax(-1).cpu()
+                    grabbed.clear()
+        logits = logits.float()  # the clean model's, yielded last
         t = b.targets.to(dev)
         preds.append(logits.argmax(-1).cpu())
         losses.append(F.cross_entropy(logits, t, reduction="none").cpu())
-        readout.append(grabbed.pop())
+        readout.append(grabbed[-1].detach().float().cpu())
+        grabbed.clear()
         if heads:
             hp.append(per)
     return StepPredictions(torch.cat(preds), torch.cat(losses), torch.cat(readout),
