@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.report import figures
 
 MAX_TEXTS = 64
 
@@ -110,14 +111,10 @@ def register(app: typer.Typer) -> None:
             result["matrix"] = {"layer": layer, "head": head, "tokens": tokens, "values": matrix}
         write_report(json_path, "similarity", settings, result)
         if plot:
-            from nodeprobe.report.plots import plot_bars, plot_head_grid, plot_matrix
-
-            plot_head_grid(study.separators.share, Path(plot) / "separator_share.png",
-                           "attention share on separators", cbar="share")
-            plot_bars([str(b.layer) for b in study.similarity.blocks],
-                      [b.uniqueness for b in study.similarity.blocks], Path(plot) / "head_uniqueness.png",
-                      "head uniqueness per block (distinct top tokens / H)", ylabel="uniqueness")
+            figures.head_study(study, Path(plot))
             if matrix is not None:
+                from nodeprobe.report.plots import plot_matrix
+
                 plot_matrix(matrix, tokens, Path(plot) / f"similarity_L{layer}H{head}.png",
                             f"head L{layer}H{head} similarity ({site})")
 
@@ -200,21 +197,6 @@ def register(app: typer.Typer) -> None:
         render_track(rep)
         write_report(json_path, "track", {"runs": [str(r) for r in run], "max_items": max_items, **rep.settings}, rep)
         if plot:
-            _plot_track(rep, Path(plot))
+            figures.track(rep, Path(plot))
 
 
-def _plot_track(rep, folder: Path) -> None:
-    from nodeprobe.report.plots import plot_curves
-
-    x = [s.step + 1 for s in rep.steps]
-    fams = [("nodes", [s.nodes for s in rep.steps])]
-    if rep.steps[0].heads is not None:
-        fams.append(("heads", [s.heads for s in rep.steps]))
-    perf = {"accuracy": (x, [s.accuracy for s in rep.steps])}
-    if rep.task == "mlm":
-        perf["⟨APT⟩"] = (x, [s.mean_apt for s in rep.steps])
-    plot_curves(perf, folder / "track_accuracy.png", f"accuracy over training ({rep.task})", "step + 1", "", logx=True)
-    for attr, label in (("mean_size", "mean |Λ| per unit"), ("mean_jaccard", "mean Jaccard overlap"),
-                        ("coverage", "coverage |∪Λ| / K")):
-        plot_curves({f: (x, [getattr(p, attr) for p in ps]) for f, ps in fams}, folder / f"track_{attr}.png",
-                    f"{label} over training", "step + 1", label, logx=True)

@@ -231,6 +231,36 @@ def _needs(run: str, fn):
     return stage
 
 
+def stage_track(ctx: Context) -> dict:
+    """Order parameters over the pre-training snapshots (nodes; MLM held-out items, capped)."""
+    from nodeprobe.report import figures
+    from nodeprobe.report.jsonio import to_jsonable
+    from nodeprobe.track import track, track_eval_set
+
+    model, tok = _load(ctx, "pretrain", "mlm")
+    run = ctx.runs / "pretrain"
+    es = track_eval_set("mlm", tok, ctx.data, max_items=ctx.preset.track_items, seed=ctx.seed, run_dir=run)
+    rep = track(run, es, out_dir=ctx.runs / "track", heads=False, seed=ctx.seed, device=ctx.device, progress=True)
+    figures.track(rep, ctx.reports, prefix="mlm_track")
+    return to_jsonable(rep)
+
+
+def _heads_study(key: str, run: str, model_src: str | None = None):
+    def stage(ctx: Context) -> dict:
+        from nodeprobe.cli_common import load_for_task
+        from nodeprobe.heads import study_heads
+        from nodeprobe.report import figures
+        from nodeprobe.report.jsonio import to_jsonable
+        from nodeprobe.train.pretrain import PretrainData
+
+        model, tok = load_for_task(model_src or str(ctx.runs / run / "final"), None, ctx.device)
+        texts = PretrainData.load(ctx.data).heldout[: ctx.preset.similarity_texts]
+        study = study_heads(model, tok, texts)
+        figures.head_study(study, ctx.reports, prefix=f"{key}_heads")
+        return to_jsonable(study)
+    return stage
+
+
 STAGES: list[tuple[str, Callable]] = [
     ("pretrain", stage_pretrain),
     ("finetune", stage_finetune),
@@ -250,6 +280,9 @@ STAGES: list[tuple[str, Callable]] = [
     ("minilm_blocks", _needs("finetune_minilm", _blocks("minilm", "MiniLM FewRel"))),
     ("minilm_cooperation", _needs("finetune_minilm", _cooperation("minilm", "MiniLM FewRel"))),
     ("minilm_hull_n1", _needs("finetune_minilm", _hull("minilm", "MiniLM FewRel", 1))),
+    ("mlm_track", stage_track),
+    ("mlm_heads_study", _heads_study("mlm", "pretrain")),
+    ("minilm_heads_study", _needs("finetune_minilm", _heads_study("minilm", "finetune_minilm", "minilm"))),
 ]
 
 

@@ -94,3 +94,33 @@ def blocks(rep, d: Path, label: str, prefix: str = "blocks") -> list[Path]:
         series["probe"] = (x, [r.probe_accuracy for r in rep.rows])
     return _kept(plot_curves(series, d / f"{prefix}_accuracy.png", f"Accuracy along blocks ({label}; 0 = embeddings)",
                              "stage", "accuracy"))
+
+
+def track(rep, d: Path, prefix: str = "track") -> list[Path]:
+    """Accuracy/⟨APT⟩ and the order parameters (mean |Λ|, Jaccard overlap, coverage) over training."""
+    x = [st.step + 1 for st in rep.steps]
+    fams = [("nodes", [st.nodes for st in rep.steps])]
+    if rep.steps[0].heads is not None:
+        fams.append(("heads", [st.heads for st in rep.steps]))
+    perf = {"accuracy": (x, [st.accuracy for st in rep.steps])}
+    if rep.task == "mlm":
+        perf["⟨APT⟩"] = (x, [st.mean_apt for st in rep.steps])
+    out = [plot_curves(perf, d / f"{prefix}_accuracy.png", f"accuracy over training ({rep.task})", "step + 1", "",
+                       logx=True)]
+    for attr, label in (("mean_size", "mean |Λ| per unit"), ("mean_jaccard", "mean Jaccard overlap"),
+                        ("coverage", "coverage |∪Λ| / K")):
+        out.append(plot_curves({f: (x, [getattr(p, attr) for p in ps]) for f, ps in fams}, d / f"{prefix}_{attr}.png",
+                               f"{label} over training", "step + 1", label, logx=True))
+    return _kept(*out)
+
+
+def head_study(study, d: Path, prefix: str = "") -> list[Path]:
+    """Separator attention share per head and head uniqueness per block."""
+    from nodeprobe.report.plots import plot_head_grid
+
+    pre = f"{prefix}_" if prefix else ""
+    a = plot_head_grid(study.separators.share, d / f"{pre}separator_share.png", "attention share on separators",
+                       cbar="share")
+    b = plot_bars([str(b.layer) for b in study.similarity.blocks], [b.uniqueness for b in study.similarity.blocks],
+                  d / f"{pre}head_uniqueness.png", "head uniqueness per block (distinct top tokens / H)", "uniqueness")
+    return _kept(a, b)

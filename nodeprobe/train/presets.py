@@ -108,6 +108,8 @@ class Preset:
     minilm_finetune: FinetuneSettings | None = None
     mlm_eval_sequences: int = 2000  # held-out sequences evaluated by the MLM analyses
     cooperation_repeats: int = 20
+    track_items: int = 3000  # masked positions per snapshot in `track`
+    similarity_texts: int = 32  # held-out sequences for the head vector-space study
     notes: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -143,6 +145,8 @@ PRESETS: dict[str, Preset] = {
         minilm_finetune=None,
         mlm_eval_sequences=60,
         cooperation_repeats=5,
+        track_items=300,
+        similarity_texts=8,
     ),
 }
 
