@@ -158,7 +158,7 @@ def _training_claims(results: dict) -> list[Claim]:
                 f"step 0: mean |Λ| {base['nodes']['mean_size']:.3f}, Jaccard {base['nodes']['mean_jaccard']:.3f}; "
                 f"step {last['step']}: mean |Λ| {last['nodes']['mean_size']:.3f}, Jaccard {last['nodes']['mean_jaccard']:.3f}; "
                 f"first breaking step: {brk}", _v(brk is not None), "mlm_track.json"))
-    for stage, who in [("mlm_heads_study", "pre-trained BERT (cpu preset)"), ("minilm_heads_study", "MiniLM-L6")]:
+    for stage, who in [("mlm_heads_study", "pre-trained BERT"), ("minilm_heads_study", "MiniLM-L6")]:
         h = results.get(stage)
         if h:
             sep = h.get("separators") or {}
@@ -178,7 +178,7 @@ def _training_claims(results: dict) -> list[Claim]:
 
 def _fewrel_claims(results: dict) -> list[Claim]:
     out = []
-    for stage, who in [("fewrel_blocks", "BERT (cpu preset)"), ("minilm_blocks", "MiniLM-L6")]:
+    for stage, who in [("fewrel_blocks", "BERT"), ("minilm_blocks", "MiniLM-L6")]:
         rows = _get(results, stage, "rows")
         if rows:
             lens = ", ".join(f"{x['lens_accuracy']:.2f}" for x in rows)
@@ -186,7 +186,7 @@ def _fewrel_claims(results: dict) -> list[Claim]:
             ok = rows[-1]["lens_accuracy"] > rows[0]["lens_accuracy"]
             out.append(Claim(f"Fine-tuned accuracy grows along the blocks — {who}", "rises block by block",
                              f"logit lens {lens}; probe {probe}", _v(ok), f"{stage}.json"))
-    for stage, who in [("fewrel_cooperation", "BERT (cpu preset)"), ("minilm_cooperation", "MiniLM-L6")]:
+    for stage, who in [("fewrel_cooperation", "BERT"), ("minilm_cooperation", "MiniLM-L6")]:
         r = results.get(stage)
         if r:
             g = r.get("first_positive_gain")
