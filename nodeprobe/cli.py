@@ -61,6 +61,8 @@ def pretrain(
     size = custom_size(p.model, n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_ff=d_ff)
     settings = replace(p.pretrain, **{k: v for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size).items() if v is not None})
     check_positive(epochs=epochs, batch_size=batch_size, max_steps=max_steps)
+    if resume and overwrite:
+        raise NodeprobeError("--resume and --overwrite contradict each other: give one of them")
     if lr is not None and not lr > 0:
         raise NodeprobeError(f"--lr {lr}: expected a positive learning rate")
     check_writable(json_path)
@@ -100,6 +102,8 @@ def finetune(
     from nodeprobe.train.presets import get_preset
 
     check_positive(epochs=epochs, batch_size=batch_size, n_train=n_train, n_test=n_test)
+    if resume and overwrite:
+        raise NodeprobeError("--resume and --overwrite contradict each other: give one of them")
     if precision is not None and precision not in ("fp32", "bf16"):
         raise NodeprobeError(f"--precision {precision}: expected fp32 or bf16")
     p = get_preset(preset)

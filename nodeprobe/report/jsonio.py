@@ -94,5 +94,7 @@ def check_writable(path: str | Path | None, flag: str = "--json") -> None:
         probe = probe.parent
     if p.is_dir():
         raise NodeprobeError(f"{flag} {p}: is a directory; give a file path")
+    if not probe.is_dir():
+        raise NodeprobeError(f"{flag} {p}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK):
         raise NodeprobeError(f"{flag} {p}: {probe} is not writable")

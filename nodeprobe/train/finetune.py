@@ -47,6 +47,19 @@ def evaluate_classifier(model, dataset, device, batch_size: int = 64, precision:
     return {"accuracy": correct / max(n, 1), "loss": loss_sum / max(n, 1), "n": n}
 
 
+def _check_weights(src: Path, model) -> None:
+    """Read the safetensors weights once so that a truncated or corrupt file is a one-line error."""
+    st = Path(src) / "model.safetensors"
+    if not st.is_file():
+        return
+    from safetensors.torch import load_file
+
+    try:
+        load_file(str(st))
+    except Exception as e:
+        raise NodeprobeError(f"--model {model}: unreadable model.safetensors ({type(e).__name__})") from None
+
+
 def finetune(
     out_dir: str | Path,
     model: str | Path | None,
@@ -97,6 +110,7 @@ def finetune(
            "seed": seed, "precision": precision, "train": train.source, "n_train": len(train),
            "n_test": len(test), "K": K}
     run_fp = loop.fingerprint(run)
+    _check_weights(src, model)  # a broken checkpoint fails before --out is touched
     loop.prepare_out_dir(out_dir, run_fp, resume, overwrite)
     if resume and (out_dir / "finetune.json").is_file():
         return json.loads((out_dir / "finetune.json").read_text())

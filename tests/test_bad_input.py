@@ -1,0 +1,224 @@
+"""Bad input across the training, ablation, reproduction, head-study and cache commands.
+
+One row per case (``tests/test_cli_reports.py`` covers the report commands' own options).  Every
+row asserts: exit code 2, stderr is exactly one line ``nodeprobe: error: …`` naming the bad value,
+no traceback, and nothing written (the tmp dir listing is unchanged; the ``--json`` path does not
+exist).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from _tiny_models import tiny_hf
+from nodeprobe.cli import main
+
+VOCAB_SIZE = 30522
+
+
+def _save(hf, out, vocab=None):
+    hf.save_pretrained(out)
+    if vocab is not None:
+        shutil.copy(vocab, out / "vocab.txt")
+    return out
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory, shared_data):
+    """Tiny saved models (2 blocks, 4 heads, d_model 16) and broken variants, built once."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("bad_input")
+    vocab = shared_data / "tokenizer" / "bert-base-uncased-vocab.txt"
+    cls = _save(tiny_hf("cls", seed=0, vocab_size=VOCAB_SIZE, num_labels=16), root / "cls", vocab)
+    mlm = _save(tiny_hf("mlm", seed=0, vocab_size=VOCAB_SIZE), root / "mlm", vocab)
+
+    nocfg = root / "nocfg"
+    shutil.copytree(cls, nocfg)
+    (nocfg / "config.json").unlink()
+
+    gpt2 = root / "gpt2"
+    shutil.copytree(cls, gpt2)
+    cfg = json.loads((gpt2 / "config.json").read_text())
+    cfg["model_type"] = "gpt2"
+    cfg["architectures"] = ["GPT2LMHeadModel"]
+    (gpt2 / "config.json").write_text(json.dumps(cfg))
+
+    trunc = root / "trunc"
+    shutil.copytree(cls, trunc)
+    w = (trunc / "model.safetensors").read_bytes()
+    (trunc / "model.safetensors").write_bytes(w[: len(w) // 2])
+
+    emptyvocab = root / "emptyvocab"
+    shutil.copytree(cls, emptyvocab)
+    (emptyvocab / "vocab.txt").write_text("")
+
+    badvocab = root / "badvocab"  # 60 embeddings, the 30522-token vocab
+    _save(tiny_hf("cls", seed=0, num_labels=16), badvocab, vocab)
+
+    fewrel = json.loads((shared_data / "fewrel" / "val_wiki.json").read_text())
+    rel = next(iter(fewrel))
+    small = {r: items[:20] for r, items in list(fewrel.items())[:4]}
+    item = dict(small[rel][3])
+    item["h"] = [item["h"][0], item["h"][1], [[len(item["tokens"]) + 7]]]
+    small[rel][3] = item
+    badfewrel = root / "badfewrel.json"
+    badfewrel.write_text(json.dumps(small))
+
+    data = root / "data"  # a small pre-training corpus in the shared-data layout
+    for sub in ("wikitext-2", "tokenizer", "dbpedia"):
+        (data / sub).mkdir(parents=True)
+    shutil.copy(vocab, data / "tokenizer")
+    for name, n in (("wiki.test.raw", 30_000), ("wiki.valid.tokens", 15_000)):
+        (data / "wikitext-2" / name).write_bytes((shared_data / "wikitext-2" / name).read_bytes()[:n])
+    for name in ("test.csv", "val.csv"):
+        lines = (shared_data / "dbpedia" / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        (data / "dbpedia" / name).write_text("".join(lines[:20]), encoding="utf-8")
+    return {"cls": cls, "mlm": mlm, "nocfg": nocfg, "gpt2": gpt2, "trunc": trunc, "emptyvocab": emptyvocab,
+            "badvocab": badvocab, "badfewrel": badfewrel, "data": data, "shared": shared_data}
+
+
+TINY = ["--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--d-ff", "32", "--batch-size", "8"]
+PT = ["pretrain", "--preset", "smoke", "--data", "{data}", "--out", "{tmp}/run"]
+FT = ["finetune", "--model", "{cls}", "--task", "fewrel", "--data", "{shared}", "--out", "{tmp}/ft", "--n-train", "4",
+      "--n-test", "2"]
+AB = ["ablate", "--model", "{cls}", "--data", "{shared}", "--limit", "16"]
+SIM = ["similarity", "--model", "{mlm}", "--text", "the cat sat on the mat"]
+SEG = ["segment", "--model", "{mlm}", "--text", "the cat sat on the mat. the dog ran."]
+CA = ["cache", "--model", "{cls}", "--data", "{shared}", "--limit", "16", "--out", "{tmp}/cache"]
+
+
+def _setup_other_run(tmp):
+    """An --out folder holding a run made with other sizes (its run.json fingerprint differs)."""
+    d = tmp / "run"
+    (d / "checkpoint").mkdir(parents=True)
+    (d / "run.json").write_text(json.dumps({"fingerprint": "0123456789abcdef", "run": {"size": {"n_layers": 4}}}))
+    (d / "checkpoint" / "state.json").write_text(json.dumps({"step": 3, "epoch": 0, "tokens": 1, "seconds": 1.0,
+                                                             "run": "0123456789abcdef"}))
+
+
+def _setup_file(tmp):
+    (tmp / "afile").write_text("x")
+
+
+def _setup_dir(tmp):
+    (tmp / "adir").mkdir()
+
+
+P = pytest.param
+CASES = [
+    # ---------------------------------------------------------------- pretrain
+    P(PT + ["--preset", "huge"], "--preset huge", None, id="pretrain-unknown-preset"),
+    P(PT + ["--d-model", "32", "--n-heads", "3"], "--n-heads 3", None, id="pretrain-heads-not-dividing-d-model"),
+    P(PT + ["--epochs", "0"], "--epochs 0", None, id="pretrain-epochs-0"),
+    P(PT + ["--batch-size", "-4"], "--batch-size -4", None, id="pretrain-negative-batch-size"),
+    P(PT + ["--max-steps", "0"], "--max-steps 0", None, id="pretrain-max-steps-0"),
+    P(PT + ["--lr", "-0.1"], "--lr -0.1", None, id="pretrain-negative-lr"),
+    P(PT + ["--precision", "fp8"], "--precision fp8", None, id="pretrain-precision-fp8"),
+    P(PT + ["--n-layers", "0"], "--n-layers 0", None, id="pretrain-n-layers-0"),
+    P(PT + ["--epochs", "two"], "'--epochs'", None, id="pretrain-epochs-not-int-usage"),
+    P(PT + ["--bogus"], "--bogus", None, id="pretrain-unknown-option-usage"),
+    P(PT + ["--device", "cuda"] if not torch.cuda.is_available() else PT + ["--device", "cuda:99"], "--device cuda",
+      None, id="pretrain-device-cuda-no-gpu"),
+    P(PT + ["--device", "tpu"], "--device tpu", None, id="pretrain-device-tpu"),
+    P(PT + TINY + ["--json", "{tmp}/adir"], "adir", _setup_dir, id="pretrain-json-is-directory"),
+    P(PT + TINY + ["--json", "{tmp}/afile/out.json"], "afile", _setup_file, id="pretrain-json-under-a-file"),
+    P(PT + TINY + ["--resume"], "--out", _setup_other_run, id="pretrain-resume-other-architecture"),
+    P(PT + TINY, "--out", _setup_other_run, id="pretrain-out-holds-run-no-resume"),
+    P(PT + TINY + ["--resume", "--overwrite"], "--resume", _setup_other_run, id="pretrain-resume-with-overwrite"),
+    P(["pretrain", "--preset", "smoke", "--data", "{tmp}/nodata", "--out", "{tmp}/run"] + TINY, "nodata", None,
+      id="pretrain-data-missing"),
+    # ---------------------------------------------------------------- finetune
+    P(FT + ["--task", "xyz"], "--task xyz", None, id="finetune-task-xyz"),
+    P(FT + ["--task", "mlm"], "--task mlm", None, id="finetune-task-mlm"),
+    P(FT + ["--epochs", "0"], "--epochs 0", None, id="finetune-epochs-0"),
+    P(FT + ["--preset", "nope"], "--preset nope", None, id="finetune-unknown-preset"),
+    P(FT + ["--precision", "fp16"], "--precision fp16", None, id="finetune-precision-fp16"),
+    P(FT + ["--model", "{tmp}/missing"], "missing", None, id="finetune-model-missing"),
+    P(FT + ["--model", "{nocfg}"], "config.json", None, id="finetune-model-without-config"),
+    P(FT + ["--model", "{gpt2}"], "gpt2", None, id="finetune-model-type-gpt2"),
+    P(FT + ["--model", "{trunc}"], "trunc", None, id="finetune-truncated-safetensors"),
+    P(FT + ["--model", "{emptyvocab}"], "vocab", None, id="finetune-empty-vocab"),
+    P(FT + ["--data", "{badfewrel}"], "word index", None, id="finetune-fewrel-bad-entity-index"),
+    P(FT + ["--device", "cuda:7"], "--device cuda:7", None, id="finetune-device-missing-gpu"),
+    P(FT + ["--resume", "--overwrite"], "--resume", None, id="finetune-resume-with-overwrite"),
+    # ---------------------------------------------------------------- ablate
+    P(AB + ["--layer", "9", "--head", "0"], "blocks 0–1", None, id="ablate-layer-9-of-2"),
+    P(AB + ["--layer", "0", "--head", "12"], "--head 12", None, id="ablate-head-12-of-4"),
+    P(AB + ["--layer", "-1", "--head", "0"], "--layer -1", None, id="ablate-negative-layer"),
+    P(AB + ["--all", "--limit", "-5"], "--limit -5", None, id="ablate-negative-limit"),
+    P(AB + ["--all", "--mode", "half"], "--mode half", None, id="ablate-mode-half"),
+    P(AB + ["--all", "--layer", "0"], "--all", None, id="ablate-all-with-layer"),
+    P(AB + ["--layer", "0"], "--head", None, id="ablate-layer-without-head"),
+    P(AB + ["--layer", "one", "--head", "0"], "'--layer'", None, id="ablate-layer-not-int-usage"),
+    P(AB + ["--all", "--task", "xyz"], "--task xyz", None, id="ablate-task-xyz"),
+    P(AB + ["--all", "--json", "{tmp}/adir"], "adir", _setup_dir, id="ablate-json-is-directory"),
+    P(AB + ["--all", "--model", "{badvocab}"], "embeddings", None, id="ablate-vocab-not-matching-embeddings"),
+    P(AB + ["--all", "--model", "{gpt2}"], "gpt2", None, id="ablate-model-type-gpt2"),
+    P(AB + ["--all", "--model", "{trunc}"], "trunc", None, id="ablate-truncated-safetensors"),
+    P(AB + ["--all", "--data", "{badfewrel}"], "word index", None, id="ablate-fewrel-bad-entity-index"),
+    P(["ablate", "--all"], "--model", None, id="ablate-missing-model-usage"),
+    # ---------------------------------------------------------------- reproduce
+    P(["reproduce", "--preset", "nope", "--runs", "{tmp}/runs", "--reports", "{tmp}/reports"], "--preset nope", None,
+      id="reproduce-unknown-preset"),
+    P(["reproduce", "--device", "cuda:9", "--runs", "{tmp}/runs", "--reports", "{tmp}/reports"], "--device cuda:9",
+      None, id="reproduce-device-missing-gpu"),
+    P(["reproduce", "--data", "{tmp}/nodata", "--runs", "{tmp}/runs", "--reports", "{tmp}/reports"], "nodata", None,
+      id="reproduce-data-missing"),
+    # ---------------------------------------------------------------- similarity / segment / track
+    P(SIM + ["--layer", "9", "--head", "0"], "blocks 0–1", None, id="similarity-layer-9-of-2"),
+    P(SIM + ["--layer", "0", "--head", "12"], "--head 12", None, id="similarity-head-12"),
+    P(SIM + ["--layer", "0"], "--head", None, id="similarity-layer-without-head"),
+    P(["similarity", "--model", "{mlm}", "--text", "  "], "--text", None, id="similarity-empty-text"),
+    P(["similarity", "--model", "{mlm}", "--text-file", "{tmp}/none.txt"], "none.txt", None,
+      id="similarity-text-file-missing"),
+    P(SIM + ["--max-texts", "0"], "--max-texts 0", None, id="similarity-max-texts-0"),
+    P(SIM + ["--model", "{nocfg}"], "config.json", None, id="similarity-model-without-config"),
+    P(SEG + ["--max-texts", "0"], "--max-texts 0", None, id="segment-max-texts-0"),
+    P(SEG + ["--layer", "5", "--head", "0"], "blocks 0–1", None, id="segment-layer-5-of-2"),
+    P(["track", "--run", "{tmp}/norun"], "norun", None, id="track-run-missing"),
+    # ---------------------------------------------------------------- cache
+    P(CA + ["--dtype", "int8"], "--dtype int8", None, id="cache-dtype-int8"),
+    P(CA + ["--shard-batches", "0"], "--shard-batches 0", None, id="cache-shard-batches-0"),
+    P(CA + ["--task", "xyz"], "--task xyz", None, id="cache-task-xyz"),
+    P(CA + ["--batch-size", "big"], "'--batch-size'", None, id="cache-batch-size-not-int-usage"),
+    P(CA + ["--model", "{emptyvocab}"], "vocab", None, id="cache-empty-vocab"),
+    P(CA + ["--json", "{tmp}/afile/c.json"], "afile", _setup_file, id="cache-json-under-a-file"),
+]
+
+
+def _listing(root):
+    out = []
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(dirpath, name)
+            out.append((os.path.relpath(p, root), os.path.getsize(p) if name in files else -1))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("args,msg,setup", CASES)
+def test_bad_input(args, msg, setup, fx, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if setup is not None:
+        setup(tmp_path)
+    subs = {k: str(v) for k, v in fx.items()}
+    subs["tmp"] = str(tmp_path)
+    argv = [a.format(**subs) for a in args]
+    json_path = argv[argv.index("--json") + 1] if "--json" in argv else None
+    before = _listing(tmp_path)
+    capsys.readouterr()
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert rc == 2, (rc, err)
+    assert "Traceback" not in err and "Traceback" not in out
+    assert len(lines) == 1 and lines[0].startswith("nodeprobe: error: "), err
+    assert msg in lines[0], err
+    assert _listing(tmp_path) == before
+    if json_path is not None and not os.path.isdir(json_path):
+        assert not os.path.exists(json_path)
