@@ -47,6 +47,8 @@ def pretrain(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps (resumable)."),
+    checkpoint_seconds: float = typer.Option(120.0, "--checkpoint-every-seconds", hidden=True,
+                                             help="Checkpoint at least this often (tests use small values)."),
     json_path: Optional[Path] = JsonOpt,
 ):
     """MLM pre-training of a BERT (15% modified, 80/10/10; decoder only at modified positions).
@@ -67,7 +69,8 @@ def pretrain(
         raise NodeprobeError(f"--lr {lr}: expected a positive learning rate")
     check_writable(json_path)
     summary = run(out or Path("runs") / preset / "pretrain", size, settings, data_dir=data, corpus=corpus, seed=seed,
-                  device=device, precision=precision, resume=resume, overwrite=overwrite, max_steps=max_steps)
+                  device=device, precision=precision, resume=resume, overwrite=overwrite, max_steps=max_steps,
+                  checkpoint_seconds=checkpoint_seconds)
     if "stopped_at" in summary:
         typer.echo(f"stopped at step {summary['stopped_at']} of {summary['total_steps']}; continue with --resume")
         return
