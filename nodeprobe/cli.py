@@ -232,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     cmd = typer.main.get_command(app)
     try:
-        cmd.main(args=args, prog_name="nodeprobe", standalone_mode=False)
+        rv = cmd.main(args=args, prog_name="nodeprobe", standalone_mode=False)
+        if rv == 130 and type(rv) is int:  # Typer turns Ctrl-C into Exit(130) and returns that code
+            raise KeyboardInterrupt
     except NodeprobeError as e:
         print(f"nodeprobe: error: {e.message}", file=sys.stderr)
         return 2
