@@ -110,8 +110,8 @@ def _specialization_claims(results: dict) -> list[Claim]:
         out.append(Claim(
             f"{what} each learn a small set of {cls}, different ones (symmetry breaking)",
             f"single units learn few {cls}; low overlap between units",
-            f"{learners}/{f['n_units']} units learn ≥ 1 ({mean_l:.2f} on average among them); coverage "
-            f"{f['coverage']:.3f} of {f['n_classes']} {cls}; mean Jaccard overlap {f['mean_jaccard']:.3f}",
+            f"{learners}/{f['n_units']} units learn ≥ 1 ({mean_l:.2f} on average among them); together they cover "
+            f"{f['n_covered']} of {f['n_classes']} {cls}; mean Jaccard overlap {f['mean_jaccard']:.3f}",
             _v(learners > 0 and small and broke), f"{stage}.json"))
     return out
 
