@@ -27,6 +27,15 @@ from nodeprobe.cli_common import (  # noqa: E402  (shared by every command modul
 )
 
 
+@app.callback()
+def _root(trust_pickle: bool = typer.Option(
+        False, "--trust-pickle", help="Allow loading pickled pytorch_model.bin weights (runs code from the file).")):
+    """Hooked BERT analyses: token/label specialization of heads and nodes, cooperation, hull bounds."""
+    from nodeprobe.cli_common import TRUST_PICKLE
+
+    TRUST_PICKLE["on"] = trust_pickle
+
+
 # ---------------------------------------------------------------------- training
 @app.command()
 def pretrain(

@@ -29,7 +29,10 @@ def quiet_hf() -> None:
         pass
 
 
-def load_for_task(model: str, task: str | None, device: str = "cpu", trust_pickle: bool = False):
+TRUST_PICKLE = {"on": False}  # set by `nodeprobe --trust-pickle …` (the app callback)
+
+
+def load_for_task(model: str, task: str | None, device: str = "cpu", trust_pickle: bool | None = None):
     """``(HookedBert, Tokenizer)`` for a command: the model's own vocab, checked against the model.
 
     ``task`` ``mlm`` needs a masked-LM head, ``fewrel``/``dbpedia`` a classifier; ``None`` takes
@@ -43,7 +46,8 @@ def load_for_task(model: str, task: str | None, device: str = "cpu", trust_pickl
     if task is not None:
         check_task(task)
         want = "mlm" if task == "mlm" else "cls"
-    m = load_model(model, task=want, device=device, trust_pickle=trust_pickle)
+    trust = TRUST_PICKLE["on"] if trust_pickle is None else trust_pickle
+    m = load_model(model, task=want, device=device, trust_pickle=trust)
     src = minilm_dir() if str(model).lower() in MINILM_ALIASES else Path(model)
     if (src / "vocab.txt").is_file():
         tok = load_tokenizer(src)

@@ -72,3 +72,17 @@ def test_malicious_trainer_state_refused(tmp_path):
         loop.load_checkpoint(tmp_path, hf, opt, sched, "fp")
     assert not marker.exists()
     assert json.loads((ck / "state.json").read_text())["step"] == 3  # left as it was
+
+
+def test_trust_pickle_flag_loads_a_benign_pickle(tmp_path, shared_data, capsys):
+    """`nodeprobe --trust-pickle …` is the explicit opt-in: a plain pickled state dict then loads."""
+    d = tmp_path / "benign"
+    hf = tiny_hf("cls", vocab_size=30522, num_labels=16)
+    hf.save_pretrained(d)
+    (d / "model.safetensors").unlink()
+    torch.save(hf.state_dict(), d / "pytorch_model.bin")
+    (d / "vocab.txt").write_bytes((shared_data / "tokenizer" / "bert-base-uncased-vocab.txt").read_bytes())
+    args = ["segment", "--model", str(d), "--text", "The cat sat. It slept."]
+    assert main(args) == 2  # refused without the flag
+    capsys.readouterr()
+    assert main(["--trust-pickle", *args]) == 0, capsys.readouterr().err
