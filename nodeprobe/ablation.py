@@ -5,11 +5,12 @@ block that the ablation cannot change: for each batch it runs the embeddings onc
 block ``l`` computes the clean head outputs ``z`` once (ablating a head's ``z`` leaves the block's
 queries, keys, values and pattern unchanged), and for every head finishes block ``l`` from the
 ablated ``z`` (``HookedBlock.finish``: ``W_O``, LayerNorms, MLP), resumes above it
-(``HookedBert.forward(start_at_layer=l + 1, residual=…)``) and runs the last block only at the rows
-the readout reads (``readout_rows=True``: [CLS], or the modified positions of MLM).  Then it moves
-the clean residual one block up.  Predictions and losses equal one full forward per head (argmax
-identical; losses to float rounding, ~1e-7 relative); ``tests/test_fast_paths.py`` checks it and
-``bench/run.py`` (P3) times it against that baseline.
+(``HookedBert.forward(start_at_layer=l + 1, residual=…)``) and runs the last block only at the
+rows the readout reads (``readout_rows=True``: [CLS], or the modified positions of MLM; those rows
+attend to every position without projecting all keys and values).  Then it moves the clean
+residual one block up.  Predictions equal one full forward per head (argmax identical) and losses
+agree to float rounding (≤ 1e-5); ``tests/test_fast_paths.py`` checks it and ``bench/run.py``
+(P3) times it against that baseline.
 
 Example:
     >>> rep = ablate(model, eval_set, layer=5, head=3)              # doctest: +SKIP
@@ -196,7 +197,7 @@ def head_sweep_logits(model, input_ids: Tensor, attention_mask: Tensor, position
     rows = model.readout_rows_of(input_ids.shape[0], positions, input_ids.device)
     for l in range(L):
         block = model.blocks[l]
-        z = block.attend(x, mask)  # clean head outputs of block l, [B, P, H, Dh]
+        z = block.attend(x, mask).contiguous()  # clean head outputs of block l, [B, P, H, Dh]
         x_rows = x[rows.b, rows.p] if rows is not None and l == L - 1 else None
         for h, fill in enumerate(fills[l]):
             z_abl = fill(z)  # on the full [B, P, H, Dh], exactly as the hook sees it

@@ -36,10 +36,11 @@ to ``hook_attn_scores`` or ``hook_pattern`` of that block; then it runs eagerly,
 the pattern always takes effect (never a silent no-op).
 
 ``forward(..., readout_rows=True)`` computes the last block only at the rows the readout uses
-([CLS] of a classifier; ``positions`` of a masked LM): keys and values still come from every
-position, but queries, ``W_O``, LayerNorms and the MLP run on those rows only (rows are
-independent, so the outputs are the same up to float rounding).  A block with a hook attached
-always runs in full, so hooks see their usual ``[B, P, ...]`` shapes.
+([CLS] of a classifier; ``positions`` of a masked LM): those rows attend to every position without
+projecting every position's keys and values (``HookedAttention._rows``), and ``W_O``, LayerNorms
+and the MLP run on those rows only.  The outputs are the same up to float rounding (≤ 1e-5 in the
+tests).  A block with a hook attached always runs in full, so hooks see their usual
+``[B, P, ...]`` shapes.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ class HookedAttention(nn.Module):
     def forward(self, hf_self_attn: nn.Module, x: Float[Tensor, "B P D"], mask: Tensor | None,
                 rows: Rows | None = None):
         """Head outputs ``z`` ``[B, P, H, Dh]``; with ``rows``, only at those rows ``[n, H, Dh]``
-        (queries of the rows against keys/values of every position; no hook points are called)."""
+        (the rows attend to every position of their item; no hook points are called)."""
         B, P, _ = x.shape
         H, Dh = self.n_heads, self.d_head
         if rows is not None:
@@ -183,19 +184,30 @@ class HookedAttention(nn.Module):
         return self.hook_z(z.transpose(1, 2))  # [B, P, H, Dh]
 
     def _rows(self, hf_self_attn: nn.Module, x: Tensor, mask: Tensor | None, rows: Rows) -> Tensor:
-        B, P, _ = x.shape
+        """Attention of the selected rows without projecting every position's keys and values.
+
+        Per head h, ``q_h·k_hj = (W_K,hᵀ q_h)·x_j + q_h·b_K,h``; the last term is the same for every
+        key j, so it cancels in the softmax; and ``Σ_j p_hj v_hj = W_V,h (Σ_j p_hj x_j) + b_V,h``
+        because the weights sum to 1.  Cost per item: O(H·P·D) plus O(D²) per row, instead of the
+        O(P·D²) of projecting all keys and values (equal up to float rounding).
+        """
+        B, P, D = x.shape
         H, Dh = self.n_heads, self.d_head
         n = rows.b.numel()
-        k = hf_self_attn.key(x).view(B, P, H, Dh).transpose(1, 2)
-        v = hf_self_attn.value(x).view(B, P, H, Dh).transpose(1, 2)
         q = hf_self_attn.query(x[rows.b, rows.p]).view(n, H, Dh)
-        qp = q.new_zeros(B, rows.width, H, Dh)  # the rows' queries, per item (unused slots: 0)
-        qp[rows.b, rows.slot] = q
-        training = hf_self_attn.training
-        p_drop = hf_self_attn.dropout.p if training else 0.0
-        z = F.scaled_dot_product_attention(qp.transpose(1, 2), k, v, attn_mask=mask, dropout_p=p_drop,
-                                           scale=Dh**-0.5)  # [B, H, width, Dh]
-        return z.transpose(1, 2)[rows.b, rows.slot]  # [n, H, Dh]
+        w_k = hf_self_attn.key.weight.view(H, Dh, D)
+        w_v = hf_self_attn.value.weight.view(H, Dh, D)
+        u = torch.einsum("nhe,hed->nhd", q, w_k) * (Dh**-0.5)  # [n, H, D]: scores of a row = u · x_j
+        up = u.new_zeros(B, rows.width, H, D)  # per item (unused slots: 0)
+        up[rows.b, rows.slot] = u
+        scores = torch.bmm(up.view(B, rows.width * H, D), x.transpose(1, 2))  # [B, width·H, P]
+        if mask is not None:
+            scores = scores + mask.view(B, 1, P)
+        pattern = F.softmax(scores, dim=-1)
+        if hf_self_attn.training:
+            pattern = F.dropout(pattern, p=hf_self_attn.dropout.p, training=True)
+        xbar = torch.bmm(pattern, x).view(B, rows.width, H, D)[rows.b, rows.slot]  # [n, H, D]
+        return torch.einsum("nhd,hed->nhe", xbar, w_v) + hf_self_attn.value.bias.view(H, Dh)  # [n, H, Dh]
 
 
 class HookedBlock(nn.Module):
@@ -224,8 +236,9 @@ class HookedBlock(nn.Module):
     def forward(self, x: Float[Tensor, "B P D"], mask: Tensor | None, rows: Rows | None = None) -> Tensor:
         """The block's output ``[B, P, D]``; with ``rows`` only at those rows, ``[n, D]``.
 
-        With ``rows`` and no hook on this block, only keys/values run on every position; with a
-        hook attached the block runs in full (hooks see ``[B, P, ...]``) and the rows are selected.
+        With ``rows`` and no hook on this block, nothing is computed at the other positions (the
+        rows still attend to them); with a hook attached the block runs in full (hooks see
+        ``[B, P, ...]``) and the rows are selected.
         """
         if rows is not None and not self.has_hooks():
             return self.finish(x[rows.b, rows.p], self.attend(x, mask, rows))
@@ -524,7 +537,7 @@ def load_hf(source: str | os.PathLike, task: Task | None = None, trust_pickle: b
         if not has_st and not trust_pickle:
             raise NodeprobeError(
                 f"model directory {path}: weights only as pickle (pytorch_model.bin); "
-                "convert to safetensors or pass --trust-pickle"
+                "convert to safetensors, or trust the file: `nodeprobe --trust-pickle …` / load_model(..., trust_pickle=True)"
             )
         archs = config.architectures or ["BertModel"]
         found = _ARCH_TASK.get(archs[0], "base")
