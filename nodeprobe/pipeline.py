@@ -45,6 +45,18 @@ class Context:
 VOLATILE = ("seconds", "tokens_per_s")
 
 
+def _drop_volatile(obj) -> None:
+    """Remove wall-clock fields nested anywhere in a stage result (e.g. per-step seconds of track)."""
+    if isinstance(obj, dict):
+        for key in VOLATILE:
+            obj.pop(key, None)
+        for v in obj.values():
+            _drop_volatile(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            _drop_volatile(v)
+
+
 def _stage(ctx: Context, name: str, fn: Callable[[Context], dict | None]) -> dict | None:
     """Run a stage unless its JSON exists; record its wall-clock time."""
     path = ctx.out(name)
@@ -60,6 +72,7 @@ def _stage(ctx: Context, name: str, fn: Callable[[Context], dict | None]) -> dic
     for key in VOLATILE:  # wall-clock figures go to timings.json: the stage JSON stays deterministic
         if key in res:
             ctx.timings[f"{name}.{key}"] = res.pop(key)
+    _drop_volatile(res)
     write_atomic(path, dumps(res))
     ctx.results[name] = json.loads(path.read_text())
     return ctx.results[name]
