@@ -132,9 +132,9 @@ PRESETS: dict[str, Preset] = {
         # matmuls (2.5x faster on avx512_bf16 CPUs), a 20x larger peak lr than the paper's 5e-5
         # with a short warm-up and linear decay to zero, Adam beta2 0.98 (RoBERTa).
         model=ModelSize(n_layers=6, d_model=192, n_heads=12, d_ff=768, dropout=0.0),
-        pretrain=PretrainSettings(epochs=5, lr=1e-3, warmup=0.04, precision="bf16"),
+        pretrain=PretrainSettings(epochs=8, lr=1e-3, warmup=0.04, precision="bf16"),
         finetune=FinetuneSettings(epochs=4, lr=2e-4, precision="bf16"),
-        minilm_finetune=FinetuneSettings(epochs=2, lr=1e-4, precision="bf16"),
+        minilm_finetune=FinetuneSettings(epochs=3, lr=1e-4, precision="bf16"),
         mlm_eval_sequences=2000,
     ),
     "smoke": Preset(
