@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nodeprobe.errors import NodeprobeError
 from nodeprobe.evaluate import EvalResult, EvalSet, run_eval
 from nodeprobe.hooks import ablate_head, isolate_head, z_name
 
@@ -39,7 +38,7 @@ def head_means(model, eval_set: EvalSet, layers: list[int] | None = None) -> dic
     Padding positions do not count; positions no item reaches get the mean over all positions.
     """
     layers = list(range(model.spec.n_layers)) if layers is None else layers
-    P = max(b.input_ids.shape[1] for b in eval_set.batches)
+    P = getattr(eval_set.batches, "max_width", None) or max(b.input_ids.shape[1] for b in eval_set.batches)
     H, Dh = model.spec.n_heads, model.spec.d_head
     sums = {l: torch.zeros(P, H, Dh, dtype=torch.float64) for l in layers}
     counts = torch.zeros(P, dtype=torch.float64)

@@ -38,6 +38,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -171,6 +172,16 @@ def _write_json_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _chunks(items, k: int):
+    """Consecutive lists of ``k`` items (the last one shorter) from any iterable, lazily."""
+    it = iter(items)
+    while True:
+        group = list(islice(it, k))
+        if not group:
+            return
+        yield group
+
+
 @torch.no_grad()
 def build_cache(
     model,
@@ -212,7 +223,7 @@ def build_cache(
         raise NodeprobeError(f"dtype {dt}: expected one of {', '.join(_DTYPES)}")
     if not isinstance(shard_batches, int) or shard_batches < 1:
         raise NodeprobeError(f"shard_batches={shard_batches!r}: expected a positive integer")
-    if not eval_set.batches:
+    if len(eval_set.batches) == 0:
         raise NodeprobeError("the evaluation set is empty: nothing to cache")
     spec = model.spec
     mfp = model_fp or model_fingerprint(model)
@@ -233,8 +244,9 @@ def build_cache(
     shards: list[dict] = []
     shapes: dict[str, list[int]] = {}
     n_total = n_correct = 0
-    groups = [eval_set.batches[i : i + shard_batches] for i in range(0, len(eval_set.batches), shard_batches)]
-    for gi, group in enumerate(track_items(groups, len(groups), "cache", enabled=progress)):
+    n_groups = -(-len(eval_set.batches) // shard_batches)
+    groups = _chunks(eval_set.batches, shard_batches)  # one pass; a streamed set is read once
+    for gi, group in enumerate(track_items(groups, n_groups, "cache", enabled=progress)):
         sub = replace(eval_set, batches=group)
         res = run_eval(model, sub, cache=sc)
         kept = sc.stack(clear=True)

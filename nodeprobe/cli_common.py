@@ -15,6 +15,19 @@ TaskOpt = typer.Option("fewrel", "--task", help="mlm | fewrel | dbpedia")
 DeviceOpt = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N")
 JsonOpt = typer.Option(None, "--json", help="Also write the numbers as JSON to this path.")
 SeedOpt = typer.Option(0, "--seed", help="Seed of every random choice (masks, subsets, init).")
+TextOpt = typer.Option(
+    None, "--text",
+    help="--task mlm only: evaluate this whole text (.txt with blank-line-separated articles, WikiText .raw/.tokens, "
+         ".jsonl, parquet) instead of the held-out split, streamed: memory stays flat however large it is.",
+)
+
+
+def check_text(text, task: str) -> None:
+    """``--text``: one-line error unless ``task`` is mlm and the source exists (before anything loads)."""
+    if text is not None:
+        from nodeprobe.evaluate import check_text_source
+
+        check_text_source(text, task)
 
 
 def quiet_hf() -> None:

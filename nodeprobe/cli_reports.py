@@ -17,7 +17,7 @@ from typing import Optional
 import typer
 
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.cli_common import DataOpt, DeviceOpt, ModelOpt, check_positive
+from nodeprobe.cli_common import DataOpt, DeviceOpt, ModelOpt, TextOpt, check_positive, check_text
 from nodeprobe.report import figures
 
 SeedOpt = typer.Option(0, "--seed", help="Seed of the evaluation masks / subset and of every random choice.")
@@ -52,8 +52,11 @@ def _check_task(task: str) -> None:
 
 
 def _load(model: str, task: str, data, limit, seed: int, device: str, batch_size: int, cache: Path | None,
-          rebuild: bool, sites, validate=None, corpus=None, loaded=None):
-    """Model, eval set and cache (validated first; the cache is built only when everything is valid)."""
+          rebuild: bool, sites, validate=None, corpus=None, loaded=None, text=None):
+    """Model, eval set and cache (validated first; the cache is built only when everything is valid).
+
+    ``text``: ``--text``, a streamed MLM evaluation set over that whole text (instead of ``data``'s
+    held-out split)."""
     from nodeprobe.cache import get_or_build_cache
     from nodeprobe.cli import load_for_task
     from nodeprobe.evaluate import load_eval_set
@@ -62,13 +65,15 @@ def _load(model: str, task: str, data, limit, seed: int, device: str, batch_size
     if validate is not None:
         validate(m)
     es = load_eval_set(task, tok, data, limit=limit, seed=seed, batch_size=batch_size,
-                       max_len=min(128, m.spec.max_len), corpus=corpus)
+                       max_len=min(128, m.spec.max_len), corpus=None if text is not None else corpus, text=text)
     reader = get_or_build_cache(m, es, sites, cache, rebuild=rebuild, progress=True)
     return m, es, reader
 
 
-def _settings(reader, **kw) -> dict:
+def _settings(reader, text=None, **kw) -> dict:
     out = {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}
+    if text is not None:  # only with --text (the reports without it keep their keys)
+        out["text"] = str(text)
     out.update(cache=str(reader.path), model_fingerprint=reader.model_fingerprint,
                eval_fingerprint=reader.eval_fingerprint, source=reader.manifest["source"], n_items=reader.n_items)
     return out
@@ -88,6 +93,7 @@ def register(app: typer.Typer) -> None:
         model: str = ModelOpt,
         task: str = typer.Option("fewrel", "--task", help="mlm | fewrel | dbpedia"),
         data: Optional[Path] = DataOpt,
+        text: Optional[str] = TextOpt,
         sites: str = typer.Option("readout,z,resid", "--sites", help="Comma list of readout, z, resid."),
         limit: Optional[int] = LimitOpt,
         seed: int = SeedOpt,
@@ -107,18 +113,22 @@ def register(app: typer.Typer) -> None:
         from nodeprobe.report.views import render_cache
 
         _check_task(task)
+        check_text(text, task)
         want = parse_sites(sites)
         check_positive(limit=limit, batch_size=batch_size, shard_batches=shard_batches)
         if dtype not in _DTYPES:
             raise NodeprobeError(f"--dtype {dtype}: expected one of {', '.join(_DTYPES)}")
         _check_outputs(json_path, None)
         m, tok = load_for_task(model, task, device)
-        es = load_eval_set(task, tok, data, limit=limit, seed=seed, batch_size=batch_size, max_len=min(128, m.spec.max_len))
+        es = load_eval_set(task, tok, data, limit=limit, seed=seed, batch_size=batch_size, max_len=min(128, m.spec.max_len),
+                           text=text)
         reader = get_or_build_cache(m, es, want, out, rebuild=rebuild, progress=True, shard_batches=shard_batches, dtype=dtype)
         info = reader.describe()
         render_cache(info, reader.built)
-        write_report(json_path, "cache", {"model": model, "task": task, "sites": list(want), "limit": limit, "seed": seed},
-                     {**info, "built": reader.built})
+        cache_settings = {"model": model, "task": task, "sites": list(want), "limit": limit, "seed": seed}
+        if text is not None:
+            cache_settings["text"] = str(text)
+        write_report(json_path, "cache", cache_settings, {**info, "built": reader.built})
 
     # ------------------------------------------------------------------ specialization
     @app.command("specialization")
@@ -126,6 +136,7 @@ def register(app: typer.Typer) -> None:
         model: str = ModelOpt,
         task: str = typer.Option("fewrel", "--task", help="mlm | fewrel | dbpedia"),
         data: Optional[Path] = DataOpt,
+        text: Optional[str] = TextOpt,
         level: str = typer.Option("node", "--level", help="node | head"),
         site: Optional[str] = typer.Option(None, "--site", help="readout | resid | z (default: readout for nodes, z for heads)"),
         layer: Optional[int] = typer.Option(None, "--layer", help="resid: the block whose output is studied; head: one block (default all)."),
@@ -151,6 +162,7 @@ def register(app: typer.Typer) -> None:
         from nodeprobe.reports.specialization import parse_unit, resolve_specialization, specialization_report
 
         _check_task(task)
+        check_text(text, task)
         check_mode(mode)
         check_thresholds(tau_recall, tau_lift, min_count)
         check_positive(limit=limit, top=top, batch_size=batch_size)
@@ -165,11 +177,12 @@ def register(app: typer.Typer) -> None:
                 parse_unit(level, unit, m.spec.n_layers, m.spec.n_heads, m.spec.d_model)
 
         sites = ("readout", "resid") if the_site == "resid" else ("readout",)
-        m, es, reader = _load(model, task, data, limit, seed, device, batch_size, cache, rebuild, sites, validate)
+        m, es, reader = _load(model, task, data, limit, seed, device, batch_size, cache, rebuild, sites, validate,
+                              text=text)
         rep = specialization_report(reader, level=level, site=site, layer=layer, mode=mode, tau_recall=tau_recall,
                                     tau_lift=tau_lift, min_count=min_count, model=m, eval_set=es, progress=True)
         render_specialization(rep, top, rep.find_unit(unit) if unit is not None else None)
-        settings = _settings(reader, model=model, task=task, level=level, site=rep.site, layer=layer, mode=mode,
+        settings = _settings(reader, text=text, model=model, task=task, level=level, site=rep.site, layer=layer, mode=mode,
                              tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count, limit=limit, seed=seed)
         write_report(json_path, "specialization", settings, rep)
 
@@ -181,6 +194,7 @@ def register(app: typer.Typer) -> None:
         model: str = ModelOpt,
         task: str = typer.Option("mlm", "--task", help="mlm (APT is an MLM metric)"),
         data: Optional[Path] = DataOpt,
+        text: Optional[str] = TextOpt,
         min_count: int = typer.Option(5, "--min-count", help="Tokens with at least this many modified occurrences."),
         bins: int = typer.Option(10, "--bins", help="log10-frequency bins."),
         probe: bool = typer.Option(False, "--probe/--no-probe", help="Also a seeded linear probe per block."),
@@ -204,6 +218,7 @@ def register(app: typer.Typer) -> None:
         from nodeprobe.reports.lens import ProbeSettings
 
         _check_task(task)
+        check_text(text, task)
         if task != "mlm":
             raise NodeprobeError(f"--task {task}: APT is a masked-LM metric; use --task mlm")
         check_positive(min_count=min_count, bins=bins, probe_epochs=probe_epochs, limit=limit, top=top, batch_size=batch_size)
@@ -218,11 +233,11 @@ def register(app: typer.Typer) -> None:
         loaded = load_for_task(model, task, device)  # a bad model fails before the corpus is read
         corpus = PretrainData.load(data, None, min(128, loaded[0].spec.max_len))
         m, es, reader = _load(model, task, data, limit, seed, device, batch_size, cache, rebuild, ("readout", "resid"),
-                              corpus=corpus, loaded=loaded)
+                              corpus=corpus, loaded=loaded, text=text)
         rep = apt_report(reader, m, corpus.counts, min_count=min_count, n_bins=bins, probe=ps if probe else None,
                          cluster_threshold=cluster_threshold, top=top, device=device, progress=True)
         render_apt(rep, top)
-        settings = _settings(reader, model=model, task=task, min_count=min_count, bins=bins, probe=probe,
+        settings = _settings(reader, text=text, model=model, task=task, min_count=min_count, bins=bins, probe=probe,
                              probe_fraction=probe_fraction, probe_epochs=probe_epochs,
                              cluster_threshold=cluster_threshold, limit=limit, seed=seed)
         write_report(json_path, "apt", settings, rep)
@@ -235,6 +250,7 @@ def register(app: typer.Typer) -> None:
         model: str = ModelOpt,
         task: str = typer.Option("fewrel", "--task", help="mlm | fewrel | dbpedia"),
         data: Optional[Path] = DataOpt,
+        text: Optional[str] = TextOpt,
         mode: str = ModeOpt,
         R: int = typer.Option(20, "--R", help="Random node sets per n."),
         grid: Optional[str] = typer.Option(None, "--grid", help="Node counts (default METHODS §5: 1,2,3,4,6,…,768)."),
@@ -257,16 +273,18 @@ def register(app: typer.Typer) -> None:
         from nodeprobe.reports.cooperation import cooperation_report, parse_grid
 
         _check_task(task)
+        check_text(text, task)
         check_mode(mode)
         check_thresholds(tau_recall, tau_lift, min_count)
         check_positive(R=R, limit=limit, batch_size=batch_size)
         g = parse_grid(grid)
         _check_outputs(json_path, plot)
-        m, es, reader = _load(model, task, data, limit, seed, device, batch_size, cache, rebuild, ("readout",))
+        m, es, reader = _load(model, task, data, limit, seed, device, batch_size, cache, rebuild, ("readout",),
+                              text=text)
         rep = cooperation_report(reader, mode=mode, R=R, seed=seed, grid=g, tau_recall=tau_recall, tau_lift=tau_lift,
                                  min_count=min_count)
         render_cooperation(rep)
-        settings = _settings(reader, model=model, task=task, mode=mode, R=R, grid=list(rep.grid), tau_recall=tau_recall,
+        settings = _settings(reader, text=text, model=model, task=task, mode=mode, R=R, grid=list(rep.grid), tau_recall=tau_recall,
                              tau_lift=tau_lift, min_count=min_count, limit=limit, seed=seed)
         write_report(json_path, "cooperation", settings, rep)
 
@@ -278,6 +296,7 @@ def register(app: typer.Typer) -> None:
         model: str = ModelOpt,
         task: str = typer.Option("fewrel", "--task", help="mlm | fewrel | dbpedia"),
         data: Optional[Path] = DataOpt,
+        text: Optional[str] = TextOpt,
         nodes: Optional[str] = typer.Option(None, "--nodes", help="One node set, e.g. 12,40 (ranges 3-7)."),
         n: Optional[int] = typer.Option(None, "--n", help="1: every single node; k ≥ 2: --R random sets of k nodes."),
         R: int = typer.Option(20, "--R", help="Random node sets for --n k ≥ 2."),
@@ -304,6 +323,7 @@ def register(app: typer.Typer) -> None:
         from nodeprobe.reports.hull import check_hull_args, hull_report
 
         _check_task(task)
+        check_text(text, task)
         check_mode(mode)
         check_thresholds(tau_recall, tau_lift, min_count)
         check_positive(R=R, max_lp=max_lp, limit=limit, top=top, batch_size=batch_size)
@@ -319,11 +339,12 @@ def register(app: typer.Typer) -> None:
             if unit is not None and not 0 <= unit < m.spec.d_model:
                 raise NodeprobeError(f"--unit {unit}: the readout has nodes 0–{m.spec.d_model - 1}")
 
-        m, es, reader = _load(model, task, data, limit, seed, device, batch_size, cache, rebuild, ("readout",), validate)
+        m, es, reader = _load(model, task, data, limit, seed, device, batch_size, cache, rebuild, ("readout",), validate,
+                              text=text)
         rep = hull_report(reader, nodes=nodes, n=n, R=R, seed=seed, mode=mode, top=top, max_lp=max_lp,
                           tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
         render_hull(rep, top, unit)
-        settings = _settings(reader, model=model, task=task, nodes=nodes, n=n, R=R, mode=mode, max_lp=max_lp,
+        settings = _settings(reader, text=text, model=model, task=task, nodes=nodes, n=n, R=R, mode=mode, max_lp=max_lp,
                              tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count, limit=limit, seed=seed)
         write_report(json_path, "hull", settings, rep)
 
@@ -335,6 +356,7 @@ def register(app: typer.Typer) -> None:
         model: str = ModelOpt,
         task: str = typer.Option("fewrel", "--task", help="mlm | fewrel | dbpedia"),
         data: Optional[Path] = DataOpt,
+        text: Optional[str] = TextOpt,
         probe: bool = typer.Option(True, "--probe/--no-probe", help="Also a seeded linear probe per block."),
         probe_fraction: float = typer.Option(0.5, "--probe-fraction", help="Share of the items that train the probe."),
         probe_epochs: int = typer.Option(30, "--probe-epochs"),
@@ -354,14 +376,16 @@ def register(app: typer.Typer) -> None:
         from nodeprobe.reports.lens import ProbeSettings
 
         _check_task(task)
+        check_text(text, task)
         check_positive(probe_epochs=probe_epochs, limit=limit, batch_size=batch_size)
         ps = ProbeSettings(fraction=probe_fraction, epochs=probe_epochs, seed=seed)
         ps.check()
         _check_outputs(json_path, plot)
-        m, es, reader = _load(model, task, data, limit, seed, device, batch_size, cache, rebuild, ("readout", "resid"))
+        m, es, reader = _load(model, task, data, limit, seed, device, batch_size, cache, rebuild, ("readout", "resid"),
+                              text=text)
         rep = blocks_report(reader, m, probe=ps if probe else None, device=device, progress=True)
         render_blocks(rep)
-        settings = _settings(reader, model=model, task=task, probe=probe, probe_fraction=probe_fraction,
+        settings = _settings(reader, text=text, model=model, task=task, probe=probe, probe_fraction=probe_fraction,
                              probe_epochs=probe_epochs, limit=limit, seed=seed)
         write_report(json_path, "blocks", settings, rep)
 

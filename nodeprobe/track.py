@@ -256,6 +256,7 @@ class StepPredictions:
     losses: torch.Tensor  # [N]
     readout: torch.Tensor  # [N, d_model]
     head_preds: torch.Tensor | None  # [L, H, N] predictions with each head isolated
+    targets: torch.Tensor | None = None  # [N], collected in the same pass
 
 
 @torch.no_grad()
@@ -289,7 +290,7 @@ def step_predictions(model, eval_set: EvalSet, *, heads: bool = True, mode: str 
              for l in range(L)] if heads else [[] for _ in range(L)]
     dev = next(model.parameters()).device
     model.eval()
-    preds, losses, readout, hp = [], [], [], []
+    preds, losses, readout, hp, targets = [], [], [], [], []
     grabbed: list[torch.Tensor] = []
 
     def grab(x, hook=None):
@@ -306,6 +307,7 @@ def step_predictions(model, eval_set: EvalSet, *, heads: bool = True, mode: str 
                     grabbed.clear()
         logits = logits.float()  # the clean model's, yielded last
         t = b.targets.to(dev)
+        targets.append(b.targets)
         preds.append(logits.argmax(-1).cpu())
         losses.append(F.cross_entropy(logits, t, reduction="none").cpu())
         readout.append(grabbed[-1].detach().float().cpu())
@@ -313,7 +315,7 @@ def step_predictions(model, eval_set: EvalSet, *, heads: bool = True, mode: str 
         if heads:
             hp.append(per)
     return StepPredictions(torch.cat(preds), torch.cat(losses), torch.cat(readout),
-                           torch.cat(hp, dim=2) if heads else None)
+                           torch.cat(hp, dim=2) if heads else None, torch.cat(targets))
 
 
 def step_record(model, eval_set: EvalSet, *, heads: bool = True, mode: str = "zero", tau_recall: float = 0.5,
@@ -325,7 +327,7 @@ def step_record(model, eval_set: EvalSet, *, heads: bool = True, mode: str = "ze
 
     t0 = time.time()
     sp = step_predictions(model, eval_set, heads=heads, mode=mode, progress=progress)
-    y = eval_set.targets()
+    y = sp.targets if sp.targets is not None else eval_set.targets()
     K = eval_set.n_classes
     W, bias = model.readout_weights()
     X = sp.readout

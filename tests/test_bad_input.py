@@ -90,6 +90,7 @@ AB = ["ablate", "--model", "{cls}", "--data", "{shared}", "--limit", "16"]
 SIM = ["similarity", "--model", "{mlm}", "--text", "the cat sat on the mat"]
 SEG = ["segment", "--model", "{mlm}", "--text", "the cat sat on the mat. the dog ran."]
 CA = ["cache", "--model", "{cls}", "--data", "{shared}", "--limit", "16", "--out", "{tmp}/cache"]
+CAT = ["cache", "--model", "{mlm}", "--task", "mlm", "--out", "{tmp}/cache", "--json", "{tmp}/c.json"]
 
 
 def _setup_other_run(tmp):
@@ -107,6 +108,10 @@ def _setup_file(tmp):
 
 def _setup_dir(tmp):
     (tmp / "adir").mkdir()
+
+
+def _setup_latin1(tmp):
+    (tmp / "latin1.txt").write_bytes(b"caf\xe9 au lait\n\nan article\n")
 
 
 P = pytest.param
@@ -188,6 +193,11 @@ CASES = [
     P(CA + ["--batch-size", "big"], "'--batch-size'", None, id="cache-batch-size-not-int-usage"),
     P(CA + ["--model", "{emptyvocab}"], "vocab", None, id="cache-empty-vocab"),
     P(CA + ["--json", "{tmp}/afile/c.json"], "afile", _setup_file, id="cache-json-under-a-file"),
+    P(CA + ["--text", "{tmp}/afile"], "--task mlm", _setup_file, id="cache-text-with-task-fewrel"),
+    P(CAT + ["--text", "{tmp}/none.txt"], "none.txt: not found", None, id="cache-text-missing"),
+    P(CAT + ["--text", "{tmp}/adir"], "adir: is a directory", _setup_dir, id="cache-text-is-directory"),
+    P(CAT + ["--text", "{tmp}/latin1.txt"], "latin1.txt: text file is not UTF-8", _setup_latin1,
+      id="cache-text-not-utf8"),
 ]
 
 

@@ -181,6 +181,8 @@ BAD = [
     (["apt", "--task", "fewrel"], "APT is a masked-LM metric"),
     (["cache", "--sites", "readout,attn"], "--sites"),
     (["blocks", "--probe-fraction", "1.5"], "--probe-fraction"),
+    (["blocks", "--text", "some.txt"], "--text some.txt: evaluates masked-LM text; allowed only with --task mlm"),
+    (["apt", "--task", "mlm", "--text", "/nonexistent/none.txt"], "--text /nonexistent/none.txt: not found"),
 ]
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nodeprobe.data._io import PathLike, as_path, read_text, short
+from nodeprobe.data._io import PathLike, as_path, iter_lines, short
 from nodeprobe.data.tokenizer import Tokenizer, load_tokenizer
 from nodeprobe.errors import NodeprobeError
 
@@ -80,7 +80,7 @@ def _detok_wikitext(line: str, tokenized: bool) -> str:
 
 def _iter_wikitext(path: Path, tokenized: bool) -> Iterator[tuple[str, str]]:
     title, lines = "", []
-    for raw in read_text(path, "WikiText file").split("\n"):
+    for raw in iter_lines(path, "WikiText file"):
         s = raw.strip()
         if not s:
             continue
@@ -100,7 +100,7 @@ def _iter_wikitext(path: Path, tokenized: bool) -> Iterator[tuple[str, str]]:
 
 def _iter_txt(path: Path) -> Iterator[tuple[str, str]]:
     block: list[str] = []
-    for line in read_text(path, "text file").split("\n"):
+    for line in iter_lines(path, "text file"):
         if line.strip():
             block.append(line.strip())
         elif block:
@@ -111,7 +111,7 @@ def _iter_txt(path: Path) -> Iterator[tuple[str, str]]:
 
 
 def _iter_jsonl(path: Path, text_field: str) -> Iterator[tuple[str, str]]:
-    for lineno, line in enumerate(read_text(path, "JSONL file").split("\n"), 1):
+    for lineno, line in enumerate(iter_lines(path, "JSONL file"), 1):
         if not line.strip():
             continue
         try:
