@@ -65,6 +65,7 @@ def pretrain(
     Multi-GPU: run the same command under `accelerate launch` (see README)."""
     from nodeprobe.report.jsonio import check_writable, write_report
     from nodeprobe.report.render import render_training
+    from nodeprobe.train.dist import is_main_process
     from nodeprobe.train.presets import custom_size, get_preset
     from nodeprobe.train.pretrain import pretrain as run
 
@@ -80,6 +81,8 @@ def pretrain(
     summary = run(out or Path("runs") / preset / "pretrain", size, settings, data_dir=data, corpus=corpus, seed=seed,
                   device=device, precision=precision, resume=resume, overwrite=overwrite, max_steps=max_steps,
                   checkpoint_seconds=checkpoint_seconds)
+    if not is_main_process():  # another rank of `accelerate launch`: the main process reports
+        return
     if "stopped_at" in summary:
         typer.echo(f"stopped at step {summary['stopped_at']} of {summary['total_steps']}; continue with --resume")
         return
@@ -107,9 +110,12 @@ def finetune(
     overwrite: bool = typer.Option(False, "--overwrite"),
     json_path: Optional[Path] = JsonOpt,
 ):
-    """Fine-tune BertForSequenceClassification on FewRel (630/70 per relation) or DBpedia."""
+    """Fine-tune BertForSequenceClassification on FewRel (630/70 per relation) or DBpedia.
+
+    Multi-GPU: run the same command under `accelerate launch` (see README)."""
     from nodeprobe.report.jsonio import check_writable, write_report
     from nodeprobe.report.render import render_training
+    from nodeprobe.train.dist import is_main_process
     from nodeprobe.train.finetune import finetune as run
     from nodeprobe.train.presets import get_preset
 
@@ -124,6 +130,8 @@ def finetune(
     check_writable(json_path)
     summary = run(out, model, task=task, settings=settings, data_dir=data, seed=seed, from_scratch=from_scratch,
                   device=device, resume=resume, overwrite=overwrite)
+    if not is_main_process():
+        return
     render_training("finetune", summary)
     write_report(json_path, "finetune", {"task": task, "seed": seed}, summary)
 

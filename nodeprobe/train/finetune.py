@@ -47,6 +47,21 @@ def evaluate_classifier(model, dataset, device, batch_size: int = 64, precision:
     return {"accuracy": correct / max(n, 1), "loss": loss_sum / max(n, 1), "n": n}
 
 
+def _shard_cls_loss(runner, model, b, y, dev, precision):
+    """This process's part of the step's loss (rows ``rank::world``, summed, scaled by
+    ``world / batch size``) and the global mean (see ``pretrain._shard_mlm_loss``)."""
+    from nodeprobe.train.dist import shard_rows
+    from nodeprobe.train.pretrain import _autocast
+
+    rows, weight = shard_rows(int(y.shape[0]), runner.rank, runner.world)
+    rows_t = torch.tensor(rows)
+    with _autocast(dev, precision):
+        logits = model(b["input_ids"][rows_t].to(dev), b["attention_mask"][rows_t].to(dev))
+    scale = weight * runner.world / max(int(y.shape[0]), 1)
+    loss = F.cross_entropy(logits.float(), y[rows_t.to(y.device)], reduction="sum") * scale
+    return loss, runner.mean(loss.detach())
+
+
 def _check_weights(src: Path, model) -> None:
     """Read the safetensors weights once so that a truncated or corrupt file is a one-line error."""
     st = Path(src) / "model.safetensors"
@@ -75,15 +90,17 @@ def finetune(
     progress: bool = True,
     max_steps: int | None = None,
 ) -> dict:
-    """Fine-tune a sequence classifier; returns (and writes) the summary with per-epoch accuracy."""
-    from transformers import BertConfig, BertForSequenceClassification
+    """Fine-tune a sequence classifier; returns (and writes) the summary with per-epoch accuracy.
 
-    from nodeprobe.data.batching import collate, make_batches
+    Under ``accelerate launch`` (or ``torchrun``) every process runs this with the same arguments:
+    see :mod:`nodeprobe.train.dist`.
+    """
+    from transformers import BertConfig
+
     from nodeprobe.data.tokenizer import load_tokenizer
-    from nodeprobe.model import HookedBert, MINILM_ALIASES, minilm_dir, resolve_device
-    from nodeprobe.report.progress import training_progress
+    from nodeprobe.model import MINILM_ALIASES, minilm_dir, resolve_device
     from nodeprobe.tasks import check_task, classification_splits
-    from nodeprobe.train.pretrain import _autocast
+    from nodeprobe.train import dist
 
     settings = settings or FinetuneSettings(epochs=4)
     check_task(task)
@@ -111,10 +128,38 @@ def finetune(
            "n_test": len(test), "K": K}
     run_fp = loop.fingerprint(run)
     _check_weights(src, model)  # a broken checkpoint fails before --out is touched
-    loop.prepare_out_dir(out_dir, run_fp, resume, overwrite)
-    if resume and (out_dir / "finetune.json").is_file():
-        return json.loads((out_dir / "finetune.json").read_text())
-    loop.atomic_write_text(out_dir / "run.json", json.dumps({"fingerprint": run_fp, "run": run}, indent=2))
+    runner = dist.start(dev, precision)
+    try:
+        return _finetune(runner, out_dir, run, run_fp, src, model, tok, train, test, settings, seed, from_scratch,
+                         precision, resume, overwrite, progress, max_steps)
+    finally:
+        runner.close()
+
+
+def _finetune(runner, out_dir: Path, run: dict, run_fp: str, src: Path, model, tok, train, test, settings, seed: int,
+              from_scratch: bool, precision: str, resume: bool, overwrite: bool, progress: bool,
+              max_steps: int | None) -> dict:
+    """The body of :func:`finetune` in one process (``runner``: :mod:`nodeprobe.train.dist`)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from nodeprobe.data.batching import collate, make_batches
+    from nodeprobe.model import HookedBert
+    from nodeprobe.report.progress import training_progress
+    from nodeprobe.train.pretrain import _autocast
+
+    dev = runner.device
+    task, K = run["task"], run["K"]
+
+    def start_out_dir():  # the main process only: the others wait for it
+        loop.prepare_out_dir(out_dir, run_fp, resume, overwrite)
+        if resume and (out_dir / "finetune.json").is_file():
+            return json.loads((out_dir / "finetune.json").read_text())
+        loop.atomic_write_text(out_dir / "run.json", json.dumps({"fingerprint": run_fp, "run": run}, indent=2))
+        return None
+
+    done = runner.on_main(start_out_dir)
+    if done is not None:
+        return done
 
     torch.manual_seed(seed)
     labels = {"num_labels": K, "id2label": dict(enumerate(train.label_names)),
@@ -135,13 +180,17 @@ def finetune(
     opt = loop.make_optimizer(hf, settings.lr, settings.weight_decay)
     sched = loop.linear_schedule(opt, total, settings.warmup)
     prog = (loop.load_checkpoint(out_dir, hf, opt, sched, run_fp) if resume else None) or loop.Progress()
+    # under Accelerate a second view of the same weights trains (see pretrain); `hooked` evaluates
+    train_model, opt = runner.prepare(HookedBert(hf, "cls"), opt) if runner.accelerated else (hooked, opt)
+    main = runner.is_main
     log_path = out_dir / "log.jsonl"
     from nodeprobe.train.pretrain import _truncate_log
 
-    _truncate_log(log_path, prog.step)
+    if main:
+        _truncate_log(log_path, prog.step)
     t0 = time.time() - prog.seconds
     stop_at = total if max_steps is None else min(total, max_steps)
-    with training_progress(total, f"finetune {task}", enabled=progress) as bar:
+    with training_progress(total, f"finetune {task}", enabled=progress and main) as bar:
         bar.advance(prog.step)
         while prog.step < stop_at:
             epoch = prog.step // n_batches
@@ -153,28 +202,42 @@ def finetune(
                 idx = order[bi]
                 b = collate([train.input_ids[i] for i in idx], pad_id=tok.pad_id)
                 y = torch.tensor([train.labels[i] for i in idx], device=dev)
-                torch.manual_seed(loop.step_seed(seed, prog.step, "dropout"))
-                with _autocast(dev, precision):
-                    logits = hooked(b["input_ids"].to(dev), b["attention_mask"].to(dev))
-                loss = F.cross_entropy(logits.float(), y)
+                torch.manual_seed(loop.step_seed(seed, prog.step, runner.salt("dropout")))
+                if runner.world == 1:
+                    with _autocast(dev, precision):
+                        logits = train_model(b["input_ids"].to(dev), b["attention_mask"].to(dev))
+                    loss = shown = F.cross_entropy(logits.float(), y)
+                else:
+                    loss, shown = _shard_cls_loss(runner, train_model, b, y, dev, precision)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+                runner.backward(loss)
+                runner.clip(hf.parameters(), 1.0)
                 opt.step()
                 sched.step()
                 prog.step += 1
                 prog.tokens += int(b["attention_mask"].sum())
                 prog.seconds = time.time() - t0
-                bar.update(loss=float(loss.detach()), tps=prog.tokens / max(prog.seconds, 1e-9))
+                bar.update(loss=float(shown.detach()), tps=prog.tokens / max(prog.seconds, 1e-9))
                 if prog.step % n_batches == 0:
                     prog.epoch = epoch + 1
-                    ev = evaluate_classifier(hooked, test, dev, precision=precision)
-                    loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch + 1, "train_loss": float(loss.detach()),
-                                                 "test_accuracy": ev["accuracy"], "test_loss": ev["loss"]})
-                    loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
+                    if main:
+                        ev = evaluate_classifier(hooked, test, dev, precision=precision)
+                        loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch + 1,
+                                                     "train_loss": float(shown.detach()),
+                                                     "test_accuracy": ev["accuracy"], "test_loss": ev["loss"]})
+                        loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
     if prog.step < total:
-        loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
+        if main:
+            loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
+        runner.barrier()
         return {"stopped_at": prog.step, "total_steps": total}
+    return runner.on_main(lambda: _finish(runner, out_dir, hooked, hf, tok, test, dev, precision, log_path, src,
+                                          from_scratch, task, train, settings, seed, prog))
+
+
+def _finish(runner, out_dir, hooked, hf, tok, test, dev, precision, log_path, src, from_scratch, task, train, settings,
+            seed, prog) -> dict:
+    """Test evaluation, ``final/`` and ``finetune.json`` (the main process only)."""
     ev = evaluate_classifier(hooked, test, dev, precision=precision)
     with loop.atomic_dir(out_dir / "final") as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
@@ -196,5 +259,7 @@ def finetune(
         "test_loss": ev["loss"],
         "curve": [{"epoch": c["epoch"], "test_accuracy": c["test_accuracy"]} for c in curve],
     }
+    if runner.accelerated:
+        summary["processes"] = runner.world
     loop.atomic_write_text(out_dir / "finetune.json", json.dumps(summary, indent=2))
     return summary

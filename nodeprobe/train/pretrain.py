@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -181,15 +180,13 @@ def pretrain(
     """Pre-train a BERT with MLM; see the module docstring for what is written.
 
     ``max_steps`` stops early (the schedule still spans the full run) — used by interruption tests.
-    Returns the summary dict also written to ``pretrain.json``.
+    Returns the summary dict also written to ``pretrain.json``.  Under ``accelerate launch`` (or
+    ``torchrun``) every process runs this with the same arguments: see :mod:`nodeprobe.train.dist`.
     """
-    from transformers import BertForMaskedLM
-
-    from nodeprobe.data.batching import make_batches
-    from nodeprobe.data.masking import step_rng
-    from nodeprobe.model import HookedBert, resolve_device
-
     import transformers
+
+    from nodeprobe.model import resolve_device
+    from nodeprobe.train import dist
 
     transformers.utils.logging.disable_progress_bar()
     precision = precision or settings.precision
@@ -198,7 +195,24 @@ def pretrain(
         raise NodeprobeError(f"--precision {precision}: expected fp32 or bf16")
     dev = resolve_device(device)
     size.validate()
-    out_dir = Path(out_dir)
+    runner = dist.start(dev, precision)
+    try:
+        return _pretrain(runner, Path(out_dir), size, settings, data_dir, corpus, seed, precision, resume, overwrite,
+                         log_every, checkpoint_seconds, max_steps, progress)
+    finally:
+        runner.close()
+
+
+def _pretrain(runner, out_dir: Path, size, settings, data_dir, corpus, seed, precision, resume, overwrite, log_every,
+              checkpoint_seconds, max_steps, progress) -> dict:
+    """The body of :func:`pretrain` in one process (``runner``: :mod:`nodeprobe.train.dist`)."""
+    from transformers import BertForMaskedLM
+
+    from nodeprobe.data.batching import make_batches
+    from nodeprobe.data.masking import step_rng
+    from nodeprobe.model import HookedBert
+
+    dev = runner.device
     corp = PretrainData.load(data_dir, corpus, size.max_len, settings.heldout_every)
     tok = corp.tokenizer
     train_seqs = corp.train
@@ -210,11 +224,18 @@ def pretrain(
     run = PretrainRun(size=size, settings=settings, seed=seed, corpus=corp.fingerprint,
                       vocab_size=tok.vocab_size)
     run_fp = run.fingerprint()
-    loop.prepare_out_dir(out_dir, run_fp, resume, overwrite)
-    if (out_dir / "pretrain.json").is_file() and resume:
-        return json.loads((out_dir / "pretrain.json").read_text())
-    loop.atomic_write_text(out_dir / "run.json", json.dumps(
-        {"fingerprint": run_fp, "run": asdict(run), "corpus_source": corp.source}, indent=2, default=str))
+
+    def start_out_dir():  # the main process only: the others wait for it
+        loop.prepare_out_dir(out_dir, run_fp, resume, overwrite)
+        if (out_dir / "pretrain.json").is_file() and resume:
+            return json.loads((out_dir / "pretrain.json").read_text())
+        loop.atomic_write_text(out_dir / "run.json", json.dumps(
+            {"fingerprint": run_fp, "run": asdict(run), "corpus_source": corp.source}, indent=2, default=str))
+        return None
+
+    done = runner.on_main(start_out_dir)
+    if done is not None:
+        return done
 
     torch.manual_seed(seed)
     config = size.bert_config(tok.vocab_size)
@@ -228,12 +249,17 @@ def pretrain(
     sched = loop.linear_schedule(opt, total_steps, settings.warmup)
     prog = loop.load_checkpoint(out_dir, hf, opt, sched, run_fp) if resume else None
     prog = prog or loop.Progress()
+    # under Accelerate a second view of the same weights trains (prepare() wraps it, and with bf16
+    # patches its forward); `model` stays plain for the held-out evaluation, as in one process
+    train_model, opt = runner.prepare(HookedBert(hf, "mlm"), opt) if runner.accelerated else (model, opt)
+    main = runner.is_main
     log_path = out_dir / "log.jsonl"
-    _truncate_log(log_path, prog.step)
+    if main:
+        _truncate_log(log_path, prog.step)
     snapshots = set(loop.log_spaced_steps(total_steps))
     snapshots.add(0)
     eval_batches = build_eval_batches(heldout, tok, seed)
-    if prog.step == 0:
+    if prog.step == 0 and main:
         _snapshot(out_dir, hf, tok, 0)
 
     from nodeprobe.report.progress import training_progress
@@ -241,7 +267,7 @@ def pretrain(
     t_last_ckpt = time.time()
     t0 = time.time() - prog.seconds
     stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
-    with training_progress(total_steps, "pretrain", enabled=progress) as bar:
+    with training_progress(total_steps, "pretrain", enabled=progress and main) as bar:
         bar.advance(prog.step)
         while prog.step < stop_at:
             epoch = prog.step // batches_per_epoch
@@ -252,15 +278,18 @@ def pretrain(
                     break
                 ids, attn, modified, targets = mlm_batch([train_seqs[i] for i in order[bi]], tok,
                                                          rng=step_rng(seed, prog.step), rate=settings.mask_rate)
-                torch.manual_seed(loop.step_seed(seed, prog.step, "dropout"))
-                with _autocast(dev, precision):
-                    logits = model(ids.to(dev), attn.to(dev), positions=modified.to(dev))
-                loss = F.cross_entropy(logits.float(), targets.to(dev))
-                if not torch.isfinite(loss):
-                    raise NodeprobeError(f"pre-training diverged at step {prog.step} (loss {float(loss.detach())}); lower --lr")
+                torch.manual_seed(loop.step_seed(seed, prog.step, runner.salt("dropout")))
+                if runner.world == 1:
+                    with _autocast(dev, precision):
+                        logits = train_model(ids.to(dev), attn.to(dev), positions=modified.to(dev))
+                    loss = shown = F.cross_entropy(logits.float(), targets.to(dev))
+                else:
+                    loss, shown = _shard_mlm_loss(runner, train_model, ids, attn, modified, targets, dev, precision)
+                if not torch.isfinite(shown):
+                    raise NodeprobeError(f"pre-training diverged at step {prog.step} (loss {float(shown.detach())}); lower --lr")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+                runner.backward(loss)
+                runner.clip(hf.parameters(), 1.0)
                 opt.step()
                 sched.step()
                 prog.step += 1
@@ -268,26 +297,35 @@ def pretrain(
                 now = time.time()
                 prog.seconds = now - t0
                 tps = prog.tokens / max(prog.seconds, 1e-9)
-                bar.update(loss=float(loss.detach()), tps=tps)
-                if prog.step % log_every == 0 or prog.step == total_steps:
-                    loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch, "loss": round(float(loss.detach()), 5),
+                bar.update(loss=float(shown.detach()), tps=tps)
+                if main and (prog.step % log_every == 0 or prog.step == total_steps):
+                    loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch, "loss": round(float(shown.detach()), 5),
                                                  "lr": sched.get_last_lr()[0], "tokens": prog.tokens,
                                                  "tokens_per_s": round(tps, 1)})
-                if prog.step in snapshots:
+                if prog.step in snapshots and main:
                     _snapshot(out_dir, hf, tok, prog.step)
                 end_of_epoch = prog.step % batches_per_epoch == 0
                 if end_of_epoch:
                     prog.epoch = epoch + 1
-                    ev = evaluate_mlm(model, eval_batches, dev)
-                    loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch + 1, "heldout_accuracy": ev.accuracy,
-                                                 "heldout_loss": ev.loss, "heldout_n": ev.n})
-                if end_of_epoch or now - t_last_ckpt > checkpoint_seconds:
+                    if main:
+                        ev = evaluate_mlm(model, eval_batches, dev)
+                        loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch + 1, "heldout_accuracy": ev.accuracy,
+                                                     "heldout_loss": ev.loss, "heldout_n": ev.n})
+                if main and (end_of_epoch or now - t_last_ckpt > checkpoint_seconds):
                     loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
                     t_last_ckpt = time.time()
     if prog.step < total_steps:  # stopped early on purpose (max_steps)
-        loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
+        if main:
+            loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
+        runner.barrier()
         return {"stopped_at": prog.step, "total_steps": total_steps}
+    return runner.on_main(lambda: _finish(runner, out_dir, model, hf, tok, eval_batches, dev, log_path, run_fp, size,
+                                          settings, seed, precision, corp, train_seqs, heldout, prog))
 
+
+def _finish(runner, out_dir, model, hf, tok, eval_batches, dev, log_path, run_fp, size, settings, seed, precision, corp,
+            train_seqs, heldout, prog) -> dict:
+    """Held-out evaluation, ``final/`` and ``pretrain.json`` (the main process only)."""
     ev = evaluate_mlm(model, eval_batches, dev)
     final = out_dir / "final"
     with loop.atomic_dir(final) as tmp:
@@ -314,8 +352,27 @@ def pretrain(
         "heldout_curve": [{"epoch": c["epoch"], "accuracy": c["heldout_accuracy"]} for c in curve],
         "snapshots": sorted(int(p.name.split("-")[1]) for p in (out_dir / "snapshots").glob("step-*")),
     }
+    if runner.accelerated:
+        summary["processes"] = runner.world
     loop.atomic_write_text(out_dir / "pretrain.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _shard_mlm_loss(runner, model, ids, attn, modified, targets, dev, precision):
+    """This process's part of the step's loss: its rows of the global batch, the masked-token loss
+    summed and scaled by ``world / n_masked(global batch)`` so that the averaged gradient is the
+    gradient of the global mean; also the global mean itself (for logs and the divergence check)."""
+    from nodeprobe.train.dist import shard_rows
+
+    rows, weight = shard_rows(ids.shape[0], runner.rank, runner.world)
+    rows_t = torch.tensor(rows)
+    row_of_target = modified.nonzero()[:, 0]  # row-major, the order of `targets`
+    mine = targets[torch.isin(row_of_target, rows_t)]
+    with _autocast(dev, precision):
+        logits = model(ids[rows_t].to(dev), attn[rows_t].to(dev), positions=modified[rows_t].to(dev))
+    scale = weight * runner.world / max(int(targets.numel()), 1)
+    loss = F.cross_entropy(logits.float(), mine.to(dev), reduction="sum") * scale
+    return loss, runner.mean(loss.detach())
 
 
 def _snapshot(out_dir: Path, hf, tok, step: int) -> None:
