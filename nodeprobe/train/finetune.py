@@ -84,7 +84,7 @@ def finetune(
     seed: int = 0,
     from_scratch: bool = False,
     device: str = "cpu",
-    precision: str = "fp32",
+    precision: str | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -103,6 +103,9 @@ def finetune(
     from nodeprobe.train import dist
 
     settings = settings or FinetuneSettings(epochs=4)
+    precision = precision or settings.precision  # the settings' precision unless overridden
+    if precision not in ("fp32", "bf16"):
+        raise NodeprobeError(f"precision {precision!r}: allowed: fp32 or bf16")
     check_task(task)
     if task == "mlm":
         raise NodeprobeError("--task mlm: fine-tuning is for fewrel or dbpedia; use `nodeprobe pretrain` for MLM")
