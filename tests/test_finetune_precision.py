@@ -45,7 +45,9 @@ def test_settings_precision_is_used_and_overridable(tmp_path, tiny_model, shared
     _run(tmp_path / "bf16", tiny_model, shared_data, "bf16")
     _run(tmp_path / "override", tiny_model, shared_data, "bf16", precision="fp32")
     for name, want in (("fp32", "fp32"), ("bf16", "bf16"), ("override", "fp32")):
-        assert json.loads((tmp_path / name / "run.json").read_text())["run"]["precision"] == want, name
+        run = json.loads((tmp_path / name / "run.json").read_text())["run"]
+        summary = json.loads((tmp_path / name / "finetune.json").read_text())
+        assert run["precision"] == run["settings"]["precision"] == summary["settings"]["precision"] == want, name
     fp32, bf16, override = (_weights(tmp_path / n) for n in ("fp32", "bf16", "override"))
     # bf16 autocast changes the arithmetic, so the trained weights differ; the override is fp32 exactly
     assert any(not torch.equal(fp32[k], bf16[k]) for k in fp32)

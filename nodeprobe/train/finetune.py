@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -106,6 +106,7 @@ def finetune(
     precision = precision or settings.precision  # the settings' precision unless overridden
     if precision not in ("fp32", "bf16"):
         raise NodeprobeError(f"precision {precision!r}: allowed: fp32 or bf16")
+    settings = replace(settings, precision=precision)  # what is recorded is what runs
     check_task(task)
     if task == "mlm":
         raise NodeprobeError("--task mlm: fine-tuning is for fewrel or dbpedia; use `nodeprobe pretrain` for MLM")
