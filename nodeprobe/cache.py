@@ -47,7 +47,7 @@ from torch import Tensor
 from nodeprobe.errors import NodeprobeError
 
 SITES = ("readout", "z", "resid")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the eval-set fingerprint also hashes tensor shapes (a format-1 cache is refused: rebuild)
 MANIFEST = "manifest.json"
 DEFAULT_ROOT = Path("runs") / "cache"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

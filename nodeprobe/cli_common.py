@@ -16,14 +16,16 @@ DeviceOpt = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N")
 JsonOpt = typer.Option(None, "--json", help="Also write the numbers as JSON to this path.")
 SeedOpt = typer.Option(0, "--seed", help="Seed of every random choice (masks, subsets, init).")
 TextOpt = typer.Option(
-    None, "--text",
-    help="--task mlm only: evaluate this whole text (.txt with blank-line-separated articles, WikiText .raw/.tokens, "
-         ".jsonl, parquet) instead of the held-out split, streamed: memory stays flat however large it is.",
+    None, "--text-file",
+    help="--task mlm only: evaluate this whole text file (.txt with blank-line-separated articles, WikiText "
+         ".raw/.tokens, .jsonl, .parquet, or a parquet directory) instead of the held-out split, streamed: memory "
+         "stays flat however large it is.",
 )
 
 
 def check_text(text, task: str) -> None:
-    """``--text``: one-line error unless ``task`` is mlm and the source exists (before anything loads)."""
+    """``--text-file``: one-line error unless ``task`` is mlm and the file exists — the one check of
+    the source, before anything loads (``load_eval_set`` does not repeat it)."""
     if text is not None:
         from nodeprobe.evaluate import check_text_source
 

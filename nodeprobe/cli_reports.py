@@ -55,7 +55,7 @@ def _load(model: str, task: str, data, limit, seed: int, device: str, batch_size
           rebuild: bool, sites, validate=None, corpus=None, loaded=None, text=None):
     """Model, eval set and cache (validated first; the cache is built only when everything is valid).
 
-    ``text``: ``--text``, a streamed MLM evaluation set over that whole text (instead of ``data``'s
+    ``text``: ``--text-file`` (checked by ``check_text``), a streamed MLM evaluation set over that whole text (instead of ``data``'s
     held-out split)."""
     from nodeprobe.cache import get_or_build_cache
     from nodeprobe.cli import load_for_task
@@ -71,11 +71,14 @@ def _load(model: str, task: str, data, limit, seed: int, device: str, batch_size
 
 
 def _settings(reader, text=None, **kw) -> dict:
+    """A report's ``settings``: its options, ``text_file`` only with ``--text-file`` (the reports
+    without it keep their keys), then what the cache says (none for ``reader=None``: ``cache``)."""
     out = {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}
-    if text is not None:  # only with --text (the reports without it keep their keys)
-        out["text"] = str(text)
-    out.update(cache=str(reader.path), model_fingerprint=reader.model_fingerprint,
-               eval_fingerprint=reader.eval_fingerprint, source=reader.manifest["source"], n_items=reader.n_items)
+    if text is not None:
+        out["text_file"] = str(text)
+    if reader is not None:
+        out.update(cache=str(reader.path), model_fingerprint=reader.model_fingerprint,
+                   eval_fingerprint=reader.eval_fingerprint, source=reader.manifest["source"], n_items=reader.n_items)
     return out
 
 
@@ -125,9 +128,7 @@ def register(app: typer.Typer) -> None:
         reader = get_or_build_cache(m, es, want, out, rebuild=rebuild, progress=True, shard_batches=shard_batches, dtype=dtype)
         info = reader.describe()
         render_cache(info, reader.built)
-        cache_settings = {"model": model, "task": task, "sites": list(want), "limit": limit, "seed": seed}
-        if text is not None:
-            cache_settings["text"] = str(text)
+        cache_settings = _settings(None, text=text, model=model, task=task, sites=list(want), limit=limit, seed=seed)
         write_report(json_path, "cache", cache_settings, {**info, "built": reader.built})
 
     # ------------------------------------------------------------------ specialization

@@ -7,7 +7,7 @@ optional hooks and returns predictions, targets and per-item loss — never hold
 batch of activations (hooks that cache use :class:`nodeprobe.hooks.SiteCache`).
 
 The batches are a list (the task's test split, the held-out corpus) or, for an MLM text given as
-``text=`` (CLI ``--text``), a :class:`StreamedBatches`: re-iterable, re-reading the text on every
+``text=`` (CLI ``--text-file``), a :class:`StreamedBatches`: re-iterable, re-reading the text on every
 pass and never holding more than one buffer of sequences, so that a text larger than RAM can be
 evaluated (:func:`stream_eval_set`).  Every consumer only iterates ``batches`` and takes
 ``len(batches)``.
@@ -48,16 +48,23 @@ class EvalBatch:
 
 
 def _hash_batch(h, b: EvalBatch) -> None:
-    h.update(b.input_ids.numpy().tobytes())
-    h.update(b.targets.numpy().tobytes())
-    if b.positions is not None:
-        h.update(b.positions.numpy().tobytes())
+    for t in (b.input_ids, b.targets, b.positions):
+        if t is not None:  # the shape too: the same bytes in another [B, P] are another set
+            h.update(np.asarray(t.shape, dtype=np.int64).tobytes())
+            h.update(t.numpy().tobytes())
+
+
+def _hashed(batches: Iterable[EvalBatch], h) -> Iterator[EvalBatch]:
+    """Yield ``batches`` unchanged, feeding each one to the sha256 ``h`` first."""
+    for b in batches:
+        _hash_batch(h, b)
+        yield b
 
 
 def _fingerprint_batches(batches: Iterable[EvalBatch]) -> str:
     h = hashlib.sha256()
-    for b in batches:
-        _hash_batch(h, b)
+    for _ in _hashed(batches, h):
+        pass
     return h.hexdigest()[:16]
 
 
@@ -90,8 +97,7 @@ class StreamedBatches:
         self.what = what
         h = hashlib.sha256()
         n = items = width = 0
-        for b in make():
-            _hash_batch(h, b)
+        for b in _hashed(make(), h):
             n += 1
             items += int(b.targets.numel())
             width = max(width, int(b.input_ids.shape[1]))
@@ -104,8 +110,7 @@ class StreamedBatches:
     def __iter__(self) -> Iterator[EvalBatch]:
         h = hashlib.sha256()
         n = 0
-        for b in self._make():
-            _hash_batch(h, b)
+        for b in _hashed(self._make(), h):
             n += 1
             yield b
         if n != self._len or h.hexdigest()[:16] != self.fingerprint:
@@ -155,43 +160,47 @@ class EvalSet:
         return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
 
 
-def check_text_source(text, task: str = "mlm") -> str:
-    """Validate a ``--text`` source before anything is loaded; returns its format.
+TEXT_FILE_ALLOWED = "a text file (.txt, .raw, .tokens, .jsonl, .parquet) or a parquet directory"
 
-    One-line :class:`NodeprobeError` (naming the value and what is allowed) for a task other
-    than ``mlm``, a missing file, a directory without ``*.parquet`` files or an unreadable file.
-    Bad UTF-8 is found when the text is read (the counting pass of :func:`stream_eval_set`).
+
+def check_text_source(text, task: str = "mlm") -> str:
+    """Validate a ``--text-file`` source once, before anything is loaded; returns its format.
+
+    The CLI calls it (``cli_common.check_text``); :func:`load_eval_set` / :func:`stream_eval_set`
+    do not repeat it.  One-line :class:`NodeprobeError` (naming the value and what is allowed) for
+    a task other than ``mlm``, a path that does not exist (whatever its suffix: the option takes no
+    datasets hub name), a directory without ``*.parquet`` files or an unreadable file.  Bad UTF-8
+    is found when the text is read (the counting pass of :func:`stream_eval_set`).
 
     Example:
         >>> check_text_source("no/such.txt")
         Traceback (most recent call last):
         ...
-        nodeprobe.errors.NodeprobeError: --text no/such.txt: not found; allowed: a text file (.txt, .raw, .tokens, .jsonl, .parquet), a parquet directory or a datasets hub name such as wikimedia/wikipedia
+        nodeprobe.errors.NodeprobeError: --text-file no/such.txt: not found; allowed: a text file (.txt, .raw, .tokens, .jsonl, .parquet) or a parquet directory
     """
     import os
 
     from nodeprobe.data.text import _detect_format
 
-    allowed = ("a text file (.txt, .raw, .tokens, .jsonl, .parquet), a parquet directory or a datasets hub name "
-               "such as wikimedia/wikipedia")
+    allowed = TEXT_FILE_ALLOWED
     if task != "mlm":
-        raise NodeprobeError(f"--text {text}: evaluates masked-LM text; allowed only with --task mlm (got --task {task})")
+        raise NodeprobeError(f"--text-file {text}: evaluates masked-LM text; allowed only with --task mlm "
+                             f"(got --task {task})")
     if not isinstance(text, (str, os.PathLike)) or not str(text).strip():
-        raise NodeprobeError(f"--text {text!r}: expected a file path; allowed: {allowed}")
+        raise NodeprobeError(f"--text-file {text!r}: expected a file path; allowed: {allowed}")
     p = Path(text).expanduser()
     if p.is_dir():
         if not any(p.glob("*.parquet")):
-            raise NodeprobeError(f"--text {text}: is a directory without *.parquet files; allowed: {allowed}")
+            raise NodeprobeError(f"--text-file {text}: is a directory without *.parquet files; allowed: {allowed}")
     elif p.exists():
         try:
             with open(p, "rb"):
                 pass
         except OSError as e:
-            raise NodeprobeError(f"--text {text}: cannot read it ({e.strerror or e}); allowed: {allowed}") from None
-    try:
-        return _detect_format(text if isinstance(text, str) else p)
-    except NodeprobeError:
-        raise NodeprobeError(f"--text {text}: not found; allowed: {allowed}") from None
+            raise NodeprobeError(f"--text-file {text}: cannot read it ({e.strerror or e}); allowed: {allowed}") from None
+    else:
+        raise NodeprobeError(f"--text-file {text}: not found; allowed: {allowed}")
+    return _detect_format(p)
 
 
 def stream_eval_set(
@@ -230,7 +239,6 @@ def stream_eval_set(
     from nodeprobe.data.text import stream_sequences
     from nodeprobe.train.pretrain import mlm_batch
 
-    check_text_source(text)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise NodeprobeError(f"--limit {limit}: expected a positive number of items")
 
@@ -242,11 +250,11 @@ def stream_eval_set(
             x, a, m, t = mlm_batch(group, tokenizer, seed=seed)
             yield EvalBatch(x, a, t, m)
 
-    batches = StreamedBatches(make, what=f"--text {text}")
+    batches = StreamedBatches(make, what=f"--text-file {text}")
     if len(batches) == 0:
-        raise NodeprobeError(f"--text {text}: no text in it; allowed: a source with ≥ 1 non-empty article")
+        raise NodeprobeError(f"--text-file {text}: no text in it; allowed: a source with ≥ 1 non-empty article")
     if batches.n_items == 0:
-        raise NodeprobeError(f"--text {text}: its sequences have no maskable tokens")
+        raise NodeprobeError(f"--text-file {text}: its sequences have no maskable tokens")
     names = tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size))
     lim = f"[:{limit}]" if limit is not None else ""
     es = EvalSet("mlm", batches, names, f"mlm:text:{text}{lim}[streamed]", seed)
@@ -292,8 +300,10 @@ def load_eval_set(
     check_task(task)
     if limit is not None and limit < 1:
         raise NodeprobeError(f"--limit {limit}: expected a positive number of items")
-    if text is not None:
-        check_text_source(text, task)
+    if text is not None:  # the source itself was checked by the CLI (check_text_source), once
+        if task != "mlm":
+            raise NodeprobeError(f"--text-file {text}: evaluates masked-LM text; allowed only with --task mlm "
+                                 f"(got --task {task})")
         return stream_eval_set(text, tokenizer, limit=limit, seed=seed, batch_size=batch_size, max_len=max_len,
                                buffer_batches=buffer_batches)
     if task == "mlm":

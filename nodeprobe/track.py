@@ -256,7 +256,7 @@ class StepPredictions:
     losses: torch.Tensor  # [N]
     readout: torch.Tensor  # [N, d_model]
     head_preds: torch.Tensor | None  # [L, H, N] predictions with each head isolated
-    targets: torch.Tensor | None = None  # [N], collected in the same pass
+    targets: torch.Tensor  # [N], collected in the same pass
 
 
 @torch.no_grad()
@@ -327,7 +327,7 @@ def step_record(model, eval_set: EvalSet, *, heads: bool = True, mode: str = "ze
 
     t0 = time.time()
     sp = step_predictions(model, eval_set, heads=heads, mode=mode, progress=progress)
-    y = sp.targets if sp.targets is not None else eval_set.targets()
+    y = sp.targets
     K = eval_set.n_classes
     W, bias = model.readout_weights()
     X = sp.readout

@@ -7,9 +7,14 @@ mapped), then caps the address space at the current ``VmSize`` + ``headroom_mib`
 
 1. (controls) reads the big text whole the naive way (``open(p).read().split()``) and the old
    materialising way (``track_eval_set(text_file=…)``: a tokenised corpus, its sequences and every
-   batch in lists): both must raise ``MemoryError`` — the set really does not fit;
+   batch in lists): both must fail to fit — ``MemoryError``, or a native library aborting on the
+   failed allocation (SIGABRT), which counts as "did not fit" too;
 2. evaluates the same text streamed (``load_eval_set("mlm", tok, text=p)`` → ``run_eval``) and
-   writes an activation cache of it (``build_cache``): both must succeed.
+   writes an activation cache of it (``build_cache``): both must succeed;
+3. with ``cfg["flat"]``: a text with no blank line at all.  Read as one article (the cut at
+   ``MAX_ARTICLE_CHARS`` disabled) it does not fit (control); with the cut (``MAX_ARTICLE_CHARS``
+   set to ``cfg["flat_article_chars"]`` so that a piece fits the small headroom: the default 1 MiB
+   piece costs ~150 MB to tokenise) it is evaluated streamed.
 
 It prints one JSON line with what happened; the test asserts on it.
 """
@@ -50,6 +55,8 @@ def in_child(fn) -> str:
     attempt leaves behind (a grown heap, fragmented arenas) cannot shrink the parent's headroom."""
     import os
 
+    import signal
+
     codes = {"ok": 0, "MemoryError": 3}
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -57,6 +64,8 @@ def in_child(fn) -> str:
         os._exit(codes.get(r, 4))
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
+        if os.WTERMSIG(status) == signal.SIGABRT:  # a native allocator gave up: did not fit either
+            return "SIGABRT"
         return f"killed by signal {os.WTERMSIG(status)}"
     return {0: "ok", 3: "MemoryError"}.get(os.WEXITSTATUS(status), f"other error (exit {os.WEXITSTATUS(status)})")
 
@@ -118,6 +127,24 @@ def main(cfg: dict) -> dict:
     out["streamed"] = attempt(streamed)
     out.update(holder)
     out["streamed_cpu_s"] = time.process_time() - t
+
+    if cfg.get("flat"):
+        import nodeprobe.data.text as text_mod
+
+        def flat(chars):
+            def run():
+                text_mod.MAX_ARTICLE_CHARS = chars
+                es = load_eval_set("mlm", tok, text=cfg["flat"], **kw)
+                res = run_eval(model, es)
+                holder.update(flat_items=es.n_items, flat_eval_items=int(res.targets.numel()))
+            return run
+
+        t = time.process_time()
+        if cfg.get("controls", True):
+            out["flat_whole"] = in_child(flat(1 << 62))  # one article as large as the file
+        out["flat_streamed"] = attempt(flat(cfg["flat_article_chars"]))
+        out.update(holder)
+        out["flat_cpu_s"] = time.process_time() - t
     out["vm_after_mib"] = vm_size() / 2**20
     return out
 

@@ -193,11 +193,17 @@ CASES = [
     P(CA + ["--batch-size", "big"], "'--batch-size'", None, id="cache-batch-size-not-int-usage"),
     P(CA + ["--model", "{emptyvocab}"], "vocab", None, id="cache-empty-vocab"),
     P(CA + ["--json", "{tmp}/afile/c.json"], "afile", _setup_file, id="cache-json-under-a-file"),
-    P(CA + ["--text", "{tmp}/afile"], "--task mlm", _setup_file, id="cache-text-with-task-fewrel"),
-    P(CAT + ["--text", "{tmp}/none.txt"], "none.txt: not found", None, id="cache-text-missing"),
-    P(CAT + ["--text", "{tmp}/adir"], "adir: is a directory", _setup_dir, id="cache-text-is-directory"),
-    P(CAT + ["--text", "{tmp}/latin1.txt"], "latin1.txt: text file is not UTF-8", _setup_latin1,
-      id="cache-text-not-utf8"),
+    P(CA + ["--text-file", "{tmp}/afile"], "--task mlm", _setup_file, id="cache-text-file-with-task-fewrel"),
+    P(CAT + ["--text-file", "{tmp}/none.txt"], "none.txt: not found", None, id="cache-text-file-missing"),
+    P(CAT + ["--text-file", "data/notes.md"], "--text-file data/notes.md: not found; allowed: a text file "
+      "(.txt, .raw, .tokens, .jsonl, .parquet) or a parquet directory", None, id="cache-text-file-missing-md"),
+    P(CAT + ["--text-file", "corpus/mytext"], "--text-file corpus/mytext: not found; allowed: a text file",
+      None, id="cache-text-file-missing-no-suffix"),
+    P(["apt", "--model", "{mlm}", "--task", "mlm", "--text-file", "wikimedia/wikipedia"],
+      "--text-file wikimedia/wikipedia: not found", None, id="apt-text-file-hub-name"),
+    P(CAT + ["--text-file", "{tmp}/adir"], "adir: is a directory", _setup_dir, id="cache-text-file-is-directory"),
+    P(CAT + ["--text-file", "{tmp}/latin1.txt"], "latin1.txt: text file is not UTF-8", _setup_latin1,
+      id="cache-text-file-not-utf8"),
 ]
 
 

@@ -181,8 +181,8 @@ BAD = [
     (["apt", "--task", "fewrel"], "APT is a masked-LM metric"),
     (["cache", "--sites", "readout,attn"], "--sites"),
     (["blocks", "--probe-fraction", "1.5"], "--probe-fraction"),
-    (["blocks", "--text", "some.txt"], "--text some.txt: evaluates masked-LM text; allowed only with --task mlm"),
-    (["apt", "--task", "mlm", "--text", "/nonexistent/none.txt"], "--text /nonexistent/none.txt: not found"),
+    (["blocks", "--text-file", "some.txt"], "--text-file some.txt: evaluates masked-LM text; allowed only with --task mlm"),
+    (["apt", "--task", "mlm", "--text-file", "/nonexistent/none.txt"], "--text-file /nonexistent/none.txt: not found"),
 ]
 
 

@@ -6,10 +6,11 @@
   the materialised set of the same sequences, re-streams identically on every pass, and every
   consumer (``run_eval``, ``build_cache``, head means/sweeps, head isolation, ``step_record``) works
   on it;
-* ``--text`` end to end, and its bad input;
+* ``--text-file`` end to end, and its bad input;
+* a text without article breaks is cut into ≤ ``MAX_ARTICLE_CHARS`` articles (bounded memory);
 * under a capped address space (``RLIMIT_AS``) a text whose word list and whose materialised
   evaluation set both raise ``MemoryError`` is still evaluated and cached streamed
-  (``tests/_streaming_capped.py`` in a fresh process).
+  (``tests/_streaming_capped.py`` in a fresh process), and so is a text with no blank line.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from nodeprobe.data.masking import n_to_modify
 from nodeprobe.data.text import iter_articles, stream_sequences
 from nodeprobe.data.tokenizer import load_tokenizer
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.evaluate import _fingerprint_batches, load_eval_set, run_eval
+from nodeprobe.evaluate import _fingerprint_batches, check_text_source, load_eval_set, run_eval
 from nodeprobe.model import HookedBert
 from nodeprobe.track import mlm_eval_set_from_sequences
 
 MAX_LEN = 32  # the tiny models have 64 positions
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 
 
 @pytest.fixture(scope="module")
@@ -193,13 +195,20 @@ def test_streamed_set_rereads_and_checks_the_source(tok, small_text, tmp_path):
 def test_streamed_bad_input(tok, tmp_path):
     ok = tmp_path / "ok.txt"
     ok.write_text("some text\n")
-    with pytest.raises(NodeprobeError, match=r"--text .*ok\.txt.*--task mlm"):
+    with pytest.raises(NodeprobeError, match=r"--text-file .*ok\.txt.*--task mlm"):
         load_eval_set("fewrel", tok, text=ok)
-    with pytest.raises(NodeprobeError, match="none.txt: not found"):
-        load_eval_set("mlm", tok, text=tmp_path / "none.txt")
+    with pytest.raises(NodeprobeError, match=r"--text-file .*ok\.txt.*--task mlm"):
+        check_text_source(ok, "fewrel")
+    assert check_text_source(ok) == "txt"
+    # the CLI's one check: a path that does not exist is "not found", whatever it looks like
+    allowed = "allowed: a text file (.txt, .raw, .tokens, .jsonl, .parquet) or a parquet directory"
+    for missing in (tmp_path / "none.txt", "data/notes.md", "corpus/mytext", "wikimedia/wikipedia"):
+        with pytest.raises(NodeprobeError) as e:
+            check_text_source(missing)
+        assert str(e.value) == f"--text-file {missing}: not found; {allowed}"
     (tmp_path / "adir").mkdir()
     with pytest.raises(NodeprobeError, match="adir: is a directory"):
-        load_eval_set("mlm", tok, text=tmp_path / "adir")
+        check_text_source(tmp_path / "adir")
     bad = tmp_path / "latin1.txt"
     bad.write_bytes(b"caf\xe9 au lait\n")
     with pytest.raises(NodeprobeError, match=r"latin1\.txt: text file is not UTF-8 text \(bad byte at offset 3\)"):
@@ -208,6 +217,24 @@ def test_streamed_bad_input(tok, tmp_path):
     empty.write_text("\n \n")
     with pytest.raises(NodeprobeError, match="no text"):
         load_eval_set("mlm", tok, text=empty)
+
+
+@pytest.mark.parametrize("name", ["flat.txt", "flat.raw"])
+def test_text_without_breaks_is_cut(name, tmp_path, monkeypatch):
+    """A file with no blank line (.txt) / no heading (.raw) is cut into articles of about
+    ``MAX_ARTICLE_CHARS`` at line boundaries instead of one article as large as the file; a file
+    under the cap gives the one article it always did."""
+    import nodeprobe.data.text as text_mod
+
+    p = tmp_path / name
+    lines = [f"line {i} " + "word " * (i % 7) for i in range(400)]
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    whole = [t for _, t in iter_articles(p)]
+    assert len(whole) == 1 and whole[0].split("\n") == [x.strip() for x in lines]
+    monkeypatch.setattr(text_mod, "MAX_ARTICLE_CHARS", 1000)
+    parts = [t for _, t in iter_articles(p)]
+    assert len(parts) > 5 and "\n".join(parts) == whole[0]
+    assert all(len(t) + 1 >= 1000 and len(t) < 1000 + 60 for t in parts[:-1])  # cut at the first line past it
 
 
 # ---------------------------------------------------------------------- CLI
@@ -220,22 +247,22 @@ def test_cli_text(tok, small_text, tmp_path, capsys, monkeypatch, shared_data):
     tiny_hf("mlm", seed=0, vocab_size=30522).save_pretrained(mdir)
     shutil.copy(shared_data / "tokenizer" / "bert-base-uncased-vocab.txt", mdir / "vocab.txt")
     capsys.readouterr()
-    rc = main(["cache", "--model", str(mdir), "--task", "mlm", "--text", str(small_text), "--sites", "readout",
+    rc = main(["cache", "--model", str(mdir), "--task", "mlm", "--text-file", str(small_text), "--sites", "readout",
                "--out", str(tmp_path / "c"), "--json", str(tmp_path / "c.json")])
     err = capsys.readouterr().err
     assert rc == 0, err
     d = json.loads((tmp_path / "c.json").read_text())
     want = load_eval_set("mlm", tok, text=small_text, max_len=64)
-    assert d["settings"]["text"] == str(small_text)
+    assert d["settings"]["text_file"] == str(small_text) and "text" not in d["settings"]
     assert d["result"]["n_items"] == want.n_items and d["result"]["eval_fingerprint"] == want.fingerprint
     assert d["result"]["source"].endswith("[streamed]")
 
-    rc = main(["blocks", "--model", str(mdir), "--task", "mlm", "--text", str(small_text), "--no-probe",
+    rc = main(["blocks", "--model", str(mdir), "--task", "mlm", "--text-file", str(small_text), "--no-probe",
                "--cache", str(tmp_path / "c"), "--json", str(tmp_path / "b.json")])
     err = capsys.readouterr().err
     assert rc == 0, err
     b = json.loads((tmp_path / "b.json").read_text())
-    assert b["result"]["n_items"] == want.n_items and b["settings"]["text"] == str(small_text)
+    assert b["result"]["n_items"] == want.n_items and b["settings"]["text_file"] == str(small_text)
 
 
 # ---------------------------------------------------------------------- larger than the memory left
@@ -244,11 +271,15 @@ HEADROOM_MIB = 24  # the streamed run needs < 12 MiB more than the warmed-up pro
 WORDS_PER_ARTICLE = 126  # one sequence of max_len 128 per article
 
 
-def _write_articles(path: Path, words: list[str], n: int, seed: int) -> None:
+FLAT_ARTICLES = 1600  # lines of 126 words, one after the other: ~0.6 MB with no blank line
+FLAT_ARTICLE_CHARS = 3 * 380  # the cut used under the cap: ~3 lines per article
+
+
+def _write_articles(path: Path, words: list[str], n: int, seed: int, sep: str = "\n\n") -> None:
     rng = random.Random(seed)
     with open(path, "w", encoding="utf-8") as f:
         for _ in range(n):
-            f.write(" ".join(rng.choices(words, k=WORDS_PER_ARTICLE)) + "\n\n")
+            f.write(" ".join(rng.choices(words, k=WORDS_PER_ARTICLE)) + sep)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.exists("/proc/self/status"),
@@ -271,10 +302,12 @@ def test_text_larger_than_memory_left_is_streamed(tmp_path):
     (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     _write_articles(tmp_path / "small.txt", words, 200, seed=1)
     _write_articles(tmp_path / "big.txt", words, N_ARTICLES, seed=0)
+    _write_articles(tmp_path / "flat.txt", words, FLAT_ARTICLES, seed=2, sep="\n")  # no blank line at all
     cfg = {"vocab": str(tmp_path / "vocab.txt"), "small": str(tmp_path / "small.txt"), "big": str(tmp_path / "big.txt"),
            "out": str(tmp_path), "max_len": WORDS_PER_ARTICLE + 2, "batch_size": 16, "buffer_batches": 4,
-           "headroom_mib": HEADROOM_MIB}
-    env = dict(os.environ, MALLOC_ARENA_MAX="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+           "headroom_mib": HEADROOM_MIB,
+           "flat": str(tmp_path / "flat.txt"), "flat_article_chars": FLAT_ARTICLE_CHARS}
+    env = dict(os.environ, PYTHONPATH=str(REPO), MALLOC_ARENA_MAX="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
                MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")  # freed blocks go back to the OS
     proc = subprocess.run([sys.executable, str(HERE / "_streaming_capped.py"), json.dumps(cfg)], env=env,
                           capture_output=True, text=True, timeout=3000)
@@ -282,9 +315,14 @@ def test_text_larger_than_memory_left_is_streamed(tmp_path):
     assert proc.returncode == 0 and lines, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
     out = json.loads(lines[-1][len("RESULT "):])
     n_items = N_ARTICLES * n_to_modify(WORDS_PER_ARTICLE)
-    assert out["words"] == "MemoryError", out  # the text does not fit as a word list …
-    assert out["materialised"] == "MemoryError", out  # … nor as a materialised evaluation set
+    did_not_fit = ("MemoryError", "SIGABRT")  # a native library may abort on the failed allocation first
+    assert out["words"] in did_not_fit, out  # the text does not fit as a word list …
+    assert out["materialised"] in did_not_fit, out  # … nor as a materialised evaluation set
     assert out["streamed"] == "ok", out  # streamed, it is evaluated and cached completely
     assert out["is_streamed"] and out["n_batches"] == N_ARTICLES // 16
     assert out["n_items"] == out["eval_items"] == out["eval_preds"] == out["eval_losses"] == n_items
     assert out["cache_items"] == n_items and out["cache_shards"] == -(-(N_ARTICLES // 16) // 8)
+    # no blank line: as one article it does not fit; cut at MAX_ARTICLE_CHARS it is streamed
+    assert out["flat_whole"] in did_not_fit, out
+    assert out["flat_streamed"] == "ok", out
+    assert out["flat_items"] == out["flat_eval_items"] > FLAT_ARTICLES * n_to_modify(WORDS_PER_ARTICLE) * 0.9

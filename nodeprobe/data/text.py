@@ -14,6 +14,10 @@ Sources (``format=None`` picks by name):
                    ``config="20231101.en"`` (streams; needs network; not tested offline).
 =================  =========================================================================
 
+In both WikiText formats and ``txt``, an article reaching ``MAX_ARTICLE_CHARS`` (1 MiB of
+characters) is cut there, at a line boundary, so that memory stays bounded on a file without
+headings / blank lines (files with smaller articles are read as before).
+
 WikiText's ``@-@``, ``@,@``, ``@.@`` are detokenised (``3 @.@ 1`` → ``3.1``) in both WikiText
 formats. Text is WordPiece-encoded with ``encode_batch`` (no specials), one id array per article.
 
@@ -78,8 +82,21 @@ def _detok_wikitext(line: str, tokenized: bool) -> str:
     return line
 
 
+# An article is flushed once it holds this many characters (at a line boundary), so that a file
+# without article breaks (a .txt with no blank line, a .raw without `` = Title = `` headings) still
+# streams in bounded memory instead of becoming one article as large as the file.
+MAX_ARTICLE_CHARS = 1 << 20
+
+
 def _iter_wikitext(path: Path, tokenized: bool) -> Iterator[tuple[str, str]]:
-    title, lines = "", []
+    """``(title, text)`` per top-level `` = Title = `` section.
+
+    Documented choice: an article is cut into consecutive pieces (same title) once its text reaches
+    :data:`MAX_ARTICLE_CHARS` (1 MiB of characters, counted with the joining newlines), at a line
+    boundary, so that memory stays bounded on a file without headings; files whose articles are
+    all smaller give exactly the articles they always did.  (A single line is never split.)
+    """
+    title, lines, size = "", [], 0
     for raw in iter_lines(path, "WikiText file"):
         s = raw.strip()
         if not s:
@@ -88,24 +105,41 @@ def _iter_wikitext(path: Path, tokenized: bool) -> Iterator[tuple[str, str]]:
         if m:
             if lines:
                 yield title, "\n".join(lines)
-            title, lines = _detok_wikitext(m.group(1), False).strip(), []
+            title, lines, size = _detok_wikitext(m.group(1), False).strip(), [], 0
             continue
         sub = _ANY_HEADING.match(s)
         if sub:
             s = sub.group(1)
         lines.append(_detok_wikitext(" " + s + " ", tokenized).strip())
+        size += len(lines[-1]) + 1
+        if size >= MAX_ARTICLE_CHARS:
+            yield title, "\n".join(lines)
+            lines, size = [], 0
     if lines:
         yield title, "\n".join(lines)
 
 
 def _iter_txt(path: Path) -> Iterator[tuple[str, str]]:
+    """``("", text)`` per blank-line-separated block.
+
+    Documented choice: a block is cut into consecutive articles once it reaches
+    :data:`MAX_ARTICLE_CHARS` (1 MiB of characters, counted with the joining newlines), at a line
+    boundary, so that a file with no blank line streams in bounded memory instead of becoming one
+    article as large as the file; files whose blocks are all smaller give exactly the articles
+    they always did.  (A single line is never split.)
+    """
     block: list[str] = []
+    size = 0
     for line in iter_lines(path, "text file"):
         if line.strip():
             block.append(line.strip())
+            size += len(block[-1]) + 1
+            if size >= MAX_ARTICLE_CHARS:
+                yield "", "\n".join(block)
+                block, size = [], 0
         elif block:
             yield "", "\n".join(block)
-            block = []
+            block, size = [], 0
     if block:
         yield "", "\n".join(block)
 
@@ -442,10 +476,13 @@ def _encode_articles(
                 yield title, np.asarray(x, dtype=np.int32)
         buf.clear()
 
+    chars = 0
     for pair in pairs:
         buf.append(pair)
-        if len(buf) >= batch:
+        chars += len(pair[1])
+        if len(buf) >= batch or chars >= MAX_ARTICLE_CHARS:  # ≤ ~1 MiB of text tokenised at a time
             yield from flush()
+            chars = 0
     if buf:
         yield from flush()
 
