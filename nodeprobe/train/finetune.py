@@ -224,12 +224,15 @@ def _finetune(runner, out_dir: Path, run: dict, run_fp: str, src: Path, model, t
                 bar.update(loss=float(shown.detach()), tps=prog.tokens / max(prog.seconds, 1e-9))
                 if prog.step % n_batches == 0:
                     prog.epoch = epoch + 1
-                    if main:
+                    step_loss = float(shown.detach())
+
+                    def end_epoch(epoch=epoch, step_loss=step_loss) -> None:  # the main process only
                         ev = evaluate_classifier(hooked, test, dev, precision=precision)
-                        loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch + 1,
-                                                     "train_loss": float(shown.detach()),
+                        loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch + 1, "train_loss": step_loss,
                                                      "test_accuracy": ev["accuracy"], "test_loss": ev["loss"]})
                         loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
+
+                    runner.on_main(end_epoch)  # every rank waits; the main's errors reach them all
     if prog.step < total:
         if main:
             loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)

@@ -265,6 +265,24 @@ def _pretrain(runner, out_dir: Path, size, settings, data_dir, corpus, seed, pre
     from nodeprobe.report.progress import training_progress
 
     t_last_ckpt = time.time()
+
+    def main_work(step_loss: float, tps: float, epoch: int, end_of_epoch: bool, now: float) -> None:
+        """The main process's writes after a step: log line, snapshot, held-out evaluation, checkpoint."""
+        nonlocal t_last_ckpt
+        if prog.step % log_every == 0 or prog.step == total_steps:
+            loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch, "loss": round(step_loss, 5),
+                                         "lr": sched.get_last_lr()[0], "tokens": prog.tokens,
+                                         "tokens_per_s": round(tps, 1)})
+        if prog.step in snapshots:
+            _snapshot(out_dir, hf, tok, prog.step)
+        if end_of_epoch:
+            ev = evaluate_mlm(model, eval_batches, dev)
+            loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch + 1, "heldout_accuracy": ev.accuracy,
+                                         "heldout_loss": ev.loss, "heldout_n": ev.n})
+        if end_of_epoch or now - t_last_ckpt > checkpoint_seconds:
+            loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
+            t_last_ckpt = time.time()
+
     t0 = time.time() - prog.seconds
     stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
     with training_progress(total_steps, "pretrain", enabled=progress and main) as bar:
@@ -298,22 +316,15 @@ def _pretrain(runner, out_dir: Path, size, settings, data_dir, corpus, seed, pre
                 prog.seconds = now - t0
                 tps = prog.tokens / max(prog.seconds, 1e-9)
                 bar.update(loss=float(shown.detach()), tps=tps)
-                if main and (prog.step % log_every == 0 or prog.step == total_steps):
-                    loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch, "loss": round(float(shown.detach()), 5),
-                                                 "lr": sched.get_last_lr()[0], "tokens": prog.tokens,
-                                                 "tokens_per_s": round(tps, 1)})
-                if prog.step in snapshots and main:
-                    _snapshot(out_dir, hf, tok, prog.step)
                 end_of_epoch = prog.step % batches_per_epoch == 0
                 if end_of_epoch:
                     prog.epoch = epoch + 1
-                    if main:
-                        ev = evaluate_mlm(model, eval_batches, dev)
-                        loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch + 1, "heldout_accuracy": ev.accuracy,
-                                                     "heldout_loss": ev.loss, "heldout_n": ev.n})
-                if main and (end_of_epoch or now - t_last_ckpt > checkpoint_seconds):
-                    loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
-                    t_last_ckpt = time.time()
+                step_loss = float(shown.detach())
+                if runner.world == 1:
+                    main_work(step_loss, tps, epoch, end_of_epoch, now)
+                elif (prog.step % log_every == 0 or prog.step == total_steps or prog.step in snapshots
+                      or end_of_epoch):  # the same steps on every rank; the main's errors reach them all
+                    runner.on_main(lambda: main_work(step_loss, tps, epoch, end_of_epoch, now))
     if prog.step < total_steps:  # stopped early on purpose (max_steps)
         if main:
             loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
