@@ -509,6 +509,23 @@ def load_cache(path: str | Path, model=None, eval_set=None, *, model_fp: str | N
     return CacheReader(p, manifest)
 
 
+def cache_is_current(path: str | Path, model=None, eval_set=None, *, model_fp: str | None = None) -> bool:
+    """Whether ``path`` holds a complete cache of this format built from ``model`` and ``eval_set``.
+
+    For owners of a cache folder (``reproduce`` keeps one per model under ``runs/<preset>/cache/``)
+    that should rebuild rather than refuse a stale one.
+
+    Example:
+        >>> cache_is_current("no/such/cache")
+        False
+    """
+    try:
+        load_cache(path, model, eval_set, model_fp=model_fp)
+    except NodeprobeError:
+        return False
+    return True
+
+
 def get_or_build_cache(
     model,
     eval_set,

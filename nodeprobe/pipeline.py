@@ -153,7 +153,7 @@ def _analysed(ctx: Context, key: str) -> Loaded:
     (fine-tuned) or ``minilm`` (MiniLM fine-tuned); caches live in ``runs/<preset>/cache/<key>``."""
     if key in ctx.loaded:
         return ctx.loaded[key]
-    from nodeprobe.cache import get_or_build_cache
+    from nodeprobe.cache import MANIFEST, cache_is_current, get_or_build_cache
     from nodeprobe.evaluate import load_eval_set
 
     run, task = {"mlm": ("pretrain", "mlm"), "fewrel": ("finetune", "fewrel"),
@@ -163,7 +163,9 @@ def _analysed(ctx: Context, key: str) -> Loaded:
     limit = ctx.preset.mlm_eval_sequences if task == "mlm" else None
     es = load_eval_set(task, tok, ctx.data, limit=limit, seed=ctx.seed, n_train=ft.n_train, n_test=ft.n_test,
                        max_len=min(128, model.spec.max_len))
-    cache = get_or_build_cache(model, es, ("readout", "resid"), ctx.runs / "cache" / key, progress=True)
+    cdir = ctx.runs / "cache" / key  # reproduce owns it: a cache of an earlier model or format is rebuilt
+    stale = (cdir / MANIFEST).is_file() and not cache_is_current(cdir, model, es)
+    cache = get_or_build_cache(model, es, ("readout", "resid"), cdir, rebuild=stale, progress=True)
     ctx.loaded[key] = Loaded(model, es, cache)
     return ctx.loaded[key]
 

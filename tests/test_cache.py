@@ -12,6 +12,7 @@ import torch
 from _tiny_models import tiny_eval_set, tiny_model
 from nodeprobe.cache import (
     build_cache,
+    cache_is_current,
     get_or_build_cache,
     load_cache,
     model_fingerprint,
@@ -96,8 +97,10 @@ def test_refused_after_one_weight_changes(cls_setup, tmp_path):
     with pytest.raises(NodeprobeError, match="another model"):
         get_or_build_cache(other, es, "readout", d)
     assert (d / "manifest.json").read_text() == before  # refused: nothing rewritten
+    assert cache_is_current(d, model, es) and not cache_is_current(d, other, es)
     r = get_or_build_cache(other, es, "readout", d, rebuild=True)
     assert r.built and r.model_fingerprint == model_fingerprint(other)
+    assert cache_is_current(d, other, es) and not cache_is_current(d, model, es)
 
 
 def test_refused_after_data_changes(cls_setup, tmp_path):
@@ -109,6 +112,8 @@ def test_refused_after_data_changes(cls_setup, tmp_path):
         load_cache(d, model, es2)
     with pytest.raises(NodeprobeError, match="other data"):
         get_or_build_cache(model, es2, "readout", d)
+    assert cache_is_current(d, model, es) and not cache_is_current(d, model, es2)
+    assert not cache_is_current(tmp_path / "nothing", model, es)
 
 
 def test_interrupted_build_is_rebuilt(cls_setup, tmp_path, monkeypatch):
