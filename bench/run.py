@@ -51,7 +51,7 @@ SIZES = {
                  p3_per_layer=1, p3_repeats=2, p5_steps=4, p5_repeats=3, p6_repeats=3,
                  p7_limit=32, p7_repeats=2),
     "quick": dict(fewrel_limit=128, p3_limit=16, mlm_limit=24, p1_repeats=2, p1b_repeats=2,
-                  p2_n=10000, p2_dims=(192,), p2_cand_nodes=16, p2_dense_nodes=1, p2_repeats=2,
+                  p2_n=20000, p2_dims=(192,), p2_cand_nodes=16, p2_dense_nodes=1, p2_repeats=2,
                   p3_per_layer=1, p3_repeats=2, p5_steps=1, p5_repeats=2, p6_repeats=2,
                   p7_limit=None, p7_repeats=0),
 }
