@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _small_data import small_data_copy
 
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.train import dist
@@ -39,16 +39,7 @@ TINY_CLI = ["--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--d-ff", "3
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, shared_data):
     """A small copy of the shared data: enough Wikitext for a few MLM batches, a little DBpedia."""
-    d = tmp_path_factory.mktemp("acc_data")
-    for sub in ("wikitext-2", "tokenizer", "dbpedia"):
-        (d / sub).mkdir()
-    for name in ("test.csv", "val.csv"):
-        lines = (shared_data / "dbpedia" / name).read_text(encoding="utf-8").splitlines(keepends=True)
-        (d / "dbpedia" / name).write_text("".join(lines[:40]), encoding="utf-8")
-    shutil.copy(shared_data / "tokenizer" / "bert-base-uncased-vocab.txt", d / "tokenizer")
-    for name, n in (("wiki.test.raw", 60_000), ("wiki.valid.tokens", 15_000)):
-        (d / "wikitext-2" / name).write_bytes((shared_data / "wikitext-2" / name).read_bytes()[:n])
-    return d
+    return small_data_copy(tmp_path_factory.mktemp("acc_data"), shared_data, dbpedia_rows=40, wiki_test_bytes=60_000)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _small_data import small_data_copy
 
 pytestmark = pytest.mark.slow
 
@@ -21,16 +21,7 @@ TINY = ["--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--d-ff", "32", 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, shared_data):
-    d = tmp_path_factory.mktemp("pt_data")
-    for sub in ("wikitext-2", "tokenizer", "dbpedia"):
-        (d / sub).mkdir()
-    for name in ("test.csv", "val.csv"):
-        lines = (shared_data / "dbpedia" / name).read_text(encoding="utf-8").splitlines(keepends=True)
-        (d / "dbpedia" / name).write_text("".join(lines[:20]), encoding="utf-8")
-    shutil.copy(shared_data / "tokenizer" / "bert-base-uncased-vocab.txt", d / "tokenizer")
-    for name, n in (("wiki.test.raw", 200_000), ("wiki.valid.tokens", 15_000)):
-        (d / "wikitext-2" / name).write_bytes((shared_data / "wikitext-2" / name).read_bytes()[:n])
-    return d
+    return small_data_copy(tmp_path_factory.mktemp("pt_data"), shared_data, dbpedia_rows=20, wiki_test_bytes=200_000)
 
 
 def _cmd(out, data, *extra):
