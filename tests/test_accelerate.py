@@ -118,6 +118,17 @@ def test_missing_accelerate_is_a_one_line_error(monkeypatch):
     assert "pip install 'nodeprobe[multi-gpu]'" in e.value.message and "\n" not in e.value.message
 
 
+def test_is_main_process(monkeypatch):
+    for k in LAUNCH_VARS:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("RANK", "3")  # stray, no launcher: a plain run prints its summary
+    assert dist.is_main_process()
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert not dist.is_main_process()
+    monkeypatch.setenv("RANK", "0")
+    assert dist.is_main_process()
+
+
 def test_shard_rows_cover_the_batch_once():
     for n in (1, 2, 7, 32):
         for world in (1, 2, 3, 8):

@@ -62,7 +62,13 @@ def use_accelerate(env=None) -> bool:
 
 
 def is_main_process() -> bool:
-    """True except in the non-zero ranks of a multi-process launch (they print and write nothing)."""
+    """True except in the non-zero ranks of a multi-process launch (they print and write nothing);
+    a stray ``RANK`` in a plain single-process run does not count."""
+    try:
+        if not use_accelerate():
+            return True
+    except NodeprobeError:  # a contradictory launch environment: start() reports it
+        return True
     try:
         return int(os.environ.get("RANK", "0") or 0) == 0
     except ValueError:
