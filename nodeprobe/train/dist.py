@@ -103,6 +103,27 @@ def shard_rows(n: int, rank: int, world: int) -> tuple[list[int], float]:
     return (rows, 1.0) if rows else ([0], 0.0)
 
 
+def step_loss(runner, n_rows: int, n_items: int, forward):
+    """This process's loss for one training step, and the global mean loss (logs, divergence check).
+
+    ``forward(rows)`` runs the model on those rows of the step's batch (``None``: all of them) and
+    returns ``(logits [n, K], targets [n])`` of their scored items.  One process: the mean
+    cross-entropy, exactly as a plain loop computes it.  Several: rows ``rank::world``
+    (:func:`shard_rows`), the summed loss scaled by ``world / n_items`` so that the averaged
+    gradient is the gradient of the whole batch's mean.
+    """
+    import torch.nn.functional as F
+
+    if runner.world == 1:
+        logits, targets = forward(None)
+        loss = F.cross_entropy(logits.float(), targets)
+        return loss, loss
+    rows, weight = shard_rows(n_rows, runner.rank, runner.world)
+    logits, targets = forward(torch.tensor(rows))
+    loss = F.cross_entropy(logits.float(), targets, reduction="sum") * (weight * runner.world / max(n_items, 1))
+    return loss, runner.mean(loss.detach())
+
+
 class Plain:
     """One process, no Accelerate: the operations of the original single-process loop."""
 

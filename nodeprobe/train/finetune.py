@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.train import loop
+from nodeprobe.train import dist, loop
 from nodeprobe.train.presets import FinetuneSettings
 
 
@@ -45,21 +45,6 @@ def evaluate_classifier(model, dataset, device, batch_size: int = 64, precision:
     model.train(was)
     n = len(dataset)
     return {"accuracy": correct / max(n, 1), "loss": loss_sum / max(n, 1), "n": n}
-
-
-def _shard_cls_loss(runner, model, b, y, dev, precision):
-    """This process's part of the step's loss (rows ``rank::world``, summed, scaled by
-    ``world / batch size``) and the global mean (see ``pretrain._shard_mlm_loss``)."""
-    from nodeprobe.train.dist import shard_rows
-    from nodeprobe.train.pretrain import _autocast
-
-    rows, weight = shard_rows(int(y.shape[0]), runner.rank, runner.world)
-    rows_t = torch.tensor(rows)
-    with _autocast(dev, precision):
-        logits = model(b["input_ids"][rows_t].to(dev), b["attention_mask"][rows_t].to(dev))
-    scale = weight * runner.world / max(int(y.shape[0]), 1)
-    loss = F.cross_entropy(logits.float(), y[rows_t.to(y.device)], reduction="sum") * scale
-    return loss, runner.mean(loss.detach())
 
 
 def _check_weights(src: Path, model) -> None:
@@ -100,7 +85,6 @@ def finetune(
     from nodeprobe.data.tokenizer import load_tokenizer
     from nodeprobe.model import MINILM_ALIASES, minilm_dir, resolve_device
     from nodeprobe.tasks import check_task, classification_splits
-    from nodeprobe.train import dist
 
     settings = settings or FinetuneSettings(epochs=4)
     precision = precision or settings.precision  # the settings' precision unless overridden
@@ -207,12 +191,13 @@ def _finetune(runner, out_dir: Path, run: dict, run_fp: str, src: Path, model, t
                 b = collate([train.input_ids[i] for i in idx], pad_id=tok.pad_id)
                 y = torch.tensor([train.labels[i] for i in idx], device=dev)
                 torch.manual_seed(loop.step_seed(seed, prog.step, runner.salt("dropout")))
-                if runner.world == 1:
+                def forward(rows, x=b["input_ids"], a=b["attention_mask"], y=y):
+                    if rows is not None:  # this process's rows
+                        x, a, y = x[rows], a[rows], y[rows.to(y.device)]
                     with _autocast(dev, precision):
-                        logits = train_model(b["input_ids"].to(dev), b["attention_mask"].to(dev))
-                    loss = shown = F.cross_entropy(logits.float(), y)
-                else:
-                    loss, shown = _shard_cls_loss(runner, train_model, b, y, dev, precision)
+                        return train_model(x.to(dev), a.to(dev)), y
+
+                loss, shown = dist.step_loss(runner, int(y.shape[0]), int(y.shape[0]), forward)
                 opt.zero_grad(set_to_none=True)
                 runner.backward(loss)
                 runner.clip(hf.parameters(), 1.0)

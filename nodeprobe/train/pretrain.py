@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.train import loop
+from nodeprobe.train import dist, loop
 from nodeprobe.train.presets import ModelSize, PretrainSettings
 
 
@@ -186,7 +186,6 @@ def pretrain(
     import transformers
 
     from nodeprobe.model import resolve_device
-    from nodeprobe.train import dist
 
     transformers.utils.logging.disable_progress_bar()
     precision = precision or settings.precision
@@ -297,12 +296,14 @@ def _pretrain(runner, out_dir: Path, size, settings, data_dir, corpus, seed, pre
                 ids, attn, modified, targets = mlm_batch([train_seqs[i] for i in order[bi]], tok,
                                                          rng=step_rng(seed, prog.step), rate=settings.mask_rate)
                 torch.manual_seed(loop.step_seed(seed, prog.step, runner.salt("dropout")))
-                if runner.world == 1:
+                def forward(rows, ids=ids, attn=attn, modified=modified, targets=targets):
+                    if rows is not None:  # this process's rows; `targets` are in row-major order
+                        targets = targets[torch.isin(modified.nonzero()[:, 0], rows)]
+                        ids, attn, modified = ids[rows], attn[rows], modified[rows]
                     with _autocast(dev, precision):
-                        logits = train_model(ids.to(dev), attn.to(dev), positions=modified.to(dev))
-                    loss = shown = F.cross_entropy(logits.float(), targets.to(dev))
-                else:
-                    loss, shown = _shard_mlm_loss(runner, train_model, ids, attn, modified, targets, dev, precision)
+                        return train_model(ids.to(dev), attn.to(dev), positions=modified.to(dev)), targets.to(dev)
+
+                loss, shown = dist.step_loss(runner, ids.shape[0], int(targets.numel()), forward)
                 if not torch.isfinite(shown):
                     raise NodeprobeError(f"pre-training diverged at step {prog.step} (loss {float(shown.detach())}); lower --lr")
                 opt.zero_grad(set_to_none=True)
@@ -367,23 +368,6 @@ def _finish(runner, out_dir, model, hf, tok, eval_batches, dev, log_path, run_fp
         summary["processes"] = runner.world
     loop.atomic_write_text(out_dir / "pretrain.json", json.dumps(summary, indent=2))
     return summary
-
-
-def _shard_mlm_loss(runner, model, ids, attn, modified, targets, dev, precision):
-    """This process's part of the step's loss: its rows of the global batch, the masked-token loss
-    summed and scaled by ``world / n_masked(global batch)`` so that the averaged gradient is the
-    gradient of the global mean; also the global mean itself (for logs and the divergence check)."""
-    from nodeprobe.train.dist import shard_rows
-
-    rows, weight = shard_rows(ids.shape[0], runner.rank, runner.world)
-    rows_t = torch.tensor(rows)
-    row_of_target = modified.nonzero()[:, 0]  # row-major, the order of `targets`
-    mine = targets[torch.isin(row_of_target, rows_t)]
-    with _autocast(dev, precision):
-        logits = model(ids[rows_t].to(dev), attn[rows_t].to(dev), positions=modified[rows_t].to(dev))
-    scale = weight * runner.world / max(int(targets.numel()), 1)
-    loss = F.cross_entropy(logits.float(), mine.to(dev), reduction="sum") * scale
-    return loss, runner.mean(loss.detach())
 
 
 def _snapshot(out_dir: Path, hf, tok, step: int) -> None:
