@@ -250,9 +250,17 @@ def test_accelerate_launch_one_cpu_process_equals_plain(tmp_path, data, one_proc
 def test_two_cpu_processes_match_one(tmp_path, data, one_process_cli):
     """`accelerate launch --multi_gpu --num_processes 2 … --device cpu`: two gloo processes, each on
     half of every batch, end where one process on whole batches ends, up to summation order."""
-    out = tmp_path / "two"
-    r = _run([*_accelerate_cmd(), "--multi_gpu", "--num_processes", "2", "--main_process_port", str(_free_port()),
-              "-m", "nodeprobe", *_cli(out, data)])
+    # One retry, for the launcher's environment only: the free port can be taken between probe and
+    # bind, and gloo has been seen (once, in CI) to abort a rank at teardown. A second failure fails.
+    for attempt in (1, 2):
+        out = tmp_path / f"two{attempt}"
+        cmd = [*_accelerate_cmd(), "--multi_gpu", "--num_processes", "2", "--main_process_port", str(_free_port()),
+               "-m", "nodeprobe", *_cli(out, data)]
+        r = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+        flaky = "SIGABRT" in r.stderr or "address already in use" in r.stderr.lower()
+        if r.returncode == 0 or attempt == 2 or not flaky:
+            break
+    assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("held-out") == 1  # the summary table, from the main process only
     summary = json.loads((out / "pretrain.json").read_text())
     assert summary["processes"] == 2

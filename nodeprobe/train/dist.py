@@ -229,8 +229,12 @@ class Accelerated(Plain):
 
 
 def _destroy_process_group() -> None:
+    """At exit: wait for every rank, then tear the group down together (a rank that leaves while a
+    peer still uses the group can make gloo abort the process: "terminate called without an
+    active exception")."""
     try:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
     except Exception:  # pragma: no cover - best effort at exit
         pass
