@@ -56,7 +56,7 @@ def main(argv=None) -> None:
     from nodeprobe.data.tokenizer import load_tokenizer
     from nodeprobe.evaluate import EvalSet, _fingerprint_batches, load_eval_set
     from nodeprobe.model import HookedBert
-    from nodeprobe.tasks import data_root
+    from nodeprobe.data.tasks import data_root
     from nodeprobe.train.presets import get_preset
 
     torch.set_num_threads(args.threads)

@@ -94,7 +94,7 @@ class Context:
 
     @cached_property
     def data(self) -> Path:
-        from nodeprobe.tasks import data_root
+        from nodeprobe.data.tasks import data_root
 
         return data_root(self.args.data)
 
@@ -365,7 +365,7 @@ def p3(ctx: Context) -> Result:
     import torch
     import torch.nn.functional as F
 
-    from nodeprobe.ablation import sweep_heads
+    from nodeprobe.studies.ablation import sweep_heads
     from nodeprobe.hooks import ablate_head
 
     es, model = ctx.fewrel(ctx.size["p3_limit"]), ctx.cls_model
@@ -566,7 +566,7 @@ def p5(ctx: Context) -> Result:
 # ---------------------------------------------------------------------------------- P6
 def p6(ctx: Context) -> Result:
     from nodeprobe.cache import build_cache, load_cache
-    from nodeprobe.reports.cooperation import cooperation_report
+    from nodeprobe.studies.cooperation import cooperation_report
 
     es, model = ctx.fewrel_test, ctx.cls_model
     root = Path(tempfile.mkdtemp(prefix="nodeprobe-bench-p6-"))
@@ -601,7 +601,7 @@ def p7(ctx: Context) -> Result | None:
     if ctx.quick:  # every node's V-way envelope alone takes ~10 s at random init (see P7's notes)
         return None
     try:
-        from nodeprobe.track import step_predictions, step_record
+        from nodeprobe.studies.track import step_predictions, step_record
     except ImportError:
         return None
     import torch
@@ -847,7 +847,7 @@ def main(argv=None) -> int:
         r = TARGETS[k](ctx)
         ctx.log(f"  ({k}: {time.time() - t1:.1f} s)")
         if r is None:
-            why = "not in --quick" if args.quick else "nodeprobe.track is not importable"
+            why = "not in --quick" if args.quick else "nodeprobe.studies.track is not importable"
             print(f"{k}: skipped ({why})", flush=True)
             continue
         print(r.line(args.quick), flush=True)

@@ -117,7 +117,7 @@ def run(args, model_dir: Path) -> dict:
     from nodeprobe.hooks import ablate_head, isolate_head
     from nodeprobe.model import load_model
 
-    model = load_model(model_dir, task="mlm")  # HookedBert: checks the directory, one-line errors
+    model = load_model(model_dir, kind="mlm")  # HookedBert: checks the directory, one-line errors
     model.spec.check_layer(args.layer)
     model.spec.check_head(args.head)
     tok_dir = Path(args.tokenizer) if args.tokenizer else model_dir

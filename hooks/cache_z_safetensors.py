@@ -157,7 +157,7 @@ def run(args, tmp: Path) -> dict:
     tensors["lengths"] = torch.cat(lengths).to(torch.int64)
     metadata = {
         "model": "tiny" if args.tiny else str(args.model),
-        "task": spec.task,
+        "kind": spec.kind,
         "n_layers": str(spec.n_layers),
         "n_heads": str(spec.n_heads),
         "d_head": str(spec.d_head),

@@ -62,7 +62,7 @@ def load(args, tmp: Path):
     if args.tiny:
         return tiny_classifier(tmp)
     model_dir = Path(args.model).expanduser()
-    hf = load_hf(model_dir, task="cls")  # one-line errors for a wrong directory / head
+    hf = load_hf(model_dir, kind="cls")  # one-line errors for a wrong directory / head
     tok_dir = Path(args.tokenizer).expanduser() if args.tokenizer else model_dir
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)

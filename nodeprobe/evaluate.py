@@ -295,7 +295,7 @@ def load_eval_set(
         (True, 157)
     """
     from nodeprobe.data.batching import collate, make_batches
-    from nodeprobe.tasks import check_task, classification_splits
+    from nodeprobe.data.tasks import check_task, classification_splits
 
     check_task(task)
     if limit is not None and limit < 1:
@@ -366,14 +366,14 @@ def run_eval(model, eval_set: EvalSet, fwd_hooks=(), cache=None, device=None, pr
         >>> base = run_eval(model, es)                                             # doctest: +SKIP
         >>> abl = run_eval(model, es, fwd_hooks=[ablate_head(5, 3)])               # doctest: +SKIP
     """
-    from nodeprobe.report.progress import track_items
+    from nodeprobe.render.progress import track_items
 
     device = device or next(model.parameters()).device
     model.eval()
-    if eval_set.task != "mlm" and model.task != "cls":
-        raise NodeprobeError(f"--task {eval_set.task} needs a fine-tuned classifier; this model is a {model.task} model")
-    if eval_set.task == "mlm" and model.task != "mlm":
-        raise NodeprobeError(f"--task mlm needs a masked-LM checkpoint; this model is a {model.task} model")
+    if eval_set.task != "mlm" and model.kind != "cls":
+        raise NodeprobeError(f"--task {eval_set.task} needs a fine-tuned classifier; this model is a {model.kind} model")
+    if eval_set.task == "mlm" and model.kind != "mlm":
+        raise NodeprobeError(f"--task mlm needs a masked-LM checkpoint; this model is a {model.kind} model")
     K = eval_set.n_classes
     if model.spec.n_classes != K:
         raise NodeprobeError(

@@ -35,7 +35,7 @@ def _check_mode(mode: str, means) -> None:
     if mode not in ("zero", "mean"):
         raise NodeprobeError(f"--mode {mode}: expected zero or mean")
     if mode == "mean" and means is None:
-        raise NodeprobeError("--mode mean needs the eval-set means (nodeprobe.ablation.head_means for heads, the readout mean for nodes)")
+        raise NodeprobeError("--mode mean needs the eval-set means (nodeprobe.studies.ablation.head_means for heads, the readout mean for nodes)")
 
 
 def z_name(layer: int) -> str:
@@ -253,7 +253,7 @@ def attach(hf_model: nn.Module) -> Iterator["object"]:
         ...     out = hooked.run_with_hooks(input_ids=ids, fwd_hooks=[ablate_head(1, 0)])
         >>> out.logits                                                          # doctest: +SKIP
     """
-    from nodeprobe.attach import AttachedHooks
+    from nodeprobe.model.attach import AttachedHooks
 
     hooked = AttachedHooks(hf_model)
     try:

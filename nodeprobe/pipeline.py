@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.report.jsonio import dumps, to_jsonable, write_atomic
-from nodeprobe.report.render import console
+from nodeprobe.render.jsonio import dumps, to_jsonable, write_atomic
+from nodeprobe.render.tables import console
 
 
 @dataclass
@@ -120,15 +120,15 @@ def stage_finetune_minilm(ctx: Context) -> dict | None:
 
 # ---------------------------------------------------------------------- analysis stages
 def _load(ctx: Context, run: str, task: str):
-    from nodeprobe.cli import load_for_task
+    from nodeprobe.model import load_with_tokenizer
 
-    return load_for_task(str(ctx.runs / run / "final"), task, ctx.device)
+    return load_with_tokenizer(str(ctx.runs / run / "final"), task, ctx.device)
 
 
 def stage_ablate_all(ctx: Context) -> dict:
-    from nodeprobe.ablation import sweep_heads
+    from nodeprobe.studies.ablation import sweep_heads
     from nodeprobe.evaluate import load_eval_set
-    from nodeprobe.report.plots import plot_head_grid
+    from nodeprobe.render.plots import plot_head_grid
 
     model, tok = _load(ctx, "finetune", "fewrel")
     es = load_eval_set("fewrel", tok, ctx.data, seed=ctx.seed, n_test=ctx.preset.finetune.n_test,
@@ -172,7 +172,7 @@ def _analysed(ctx: Context, key: str) -> Loaded:
 
 def _report(ctx: Context, key: str, fn, figs=None) -> dict:
     """Compute a report on ``key``'s cache, draw its figures into the reports folder, return its JSON."""
-    from nodeprobe.report.jsonio import to_jsonable
+    from nodeprobe.render.jsonio import to_jsonable
 
     L = _analysed(ctx, key)
     rep = fn(L)
@@ -182,8 +182,8 @@ def _report(ctx: Context, key: str, fn, figs=None) -> dict:
 
 
 def _specialization(key: str, level: str, label: str):
-    from nodeprobe.report import figures
-    from nodeprobe.reports import specialization_report
+    from nodeprobe.render import figures
+    from nodeprobe.studies import specialization_report
 
     def stage(ctx: Context) -> dict:
         site = "readout" if level == "node" else "z"
@@ -194,9 +194,9 @@ def _specialization(key: str, level: str, label: str):
 
 
 def stage_apt(ctx: Context) -> dict:
-    from nodeprobe.report import figures
-    from nodeprobe.reports import apt_report
-    from nodeprobe.reports.lens import ProbeSettings
+    from nodeprobe.render import figures
+    from nodeprobe.studies import apt_report
+    from nodeprobe.studies.lens import ProbeSettings
     from nodeprobe.train.pretrain import PretrainData
 
     counts = PretrainData.load(ctx.data).counts
@@ -207,9 +207,9 @@ def stage_apt(ctx: Context) -> dict:
 
 def _blocks(key: str, label: str):
     def stage(ctx: Context) -> dict:
-        from nodeprobe.report import figures
-        from nodeprobe.reports import blocks_report
-        from nodeprobe.reports.lens import ProbeSettings
+        from nodeprobe.render import figures
+        from nodeprobe.studies import blocks_report
+        from nodeprobe.studies.lens import ProbeSettings
 
         return _report(ctx, key, lambda L: blocks_report(L.cache, L.model, probe=ProbeSettings(seed=ctx.seed),
                                                           device=ctx.device, progress=True),
@@ -219,8 +219,8 @@ def _blocks(key: str, label: str):
 
 def _cooperation(key: str, label: str):
     def stage(ctx: Context) -> dict:
-        from nodeprobe.report import figures
-        from nodeprobe.reports import cooperation_report
+        from nodeprobe.render import figures
+        from nodeprobe.studies import cooperation_report
 
         return _report(ctx, key, lambda L: cooperation_report(L.cache, R=ctx.preset.cooperation_repeats, seed=ctx.seed),
                        lambda rep, d: figures.cooperation(rep, d, label, prefix=f"{key}_cooperation"))
@@ -229,8 +229,8 @@ def _cooperation(key: str, label: str):
 
 def _hull(key: str, label: str, n: int):
     def stage(ctx: Context) -> dict:
-        from nodeprobe.report import figures
-        from nodeprobe.reports import hull_report
+        from nodeprobe.render import figures
+        from nodeprobe.studies import hull_report
 
         return _report(ctx, key, lambda L: hull_report(L.cache, n=n, R=ctx.preset.cooperation_repeats, seed=ctx.seed),
                        lambda rep, d: figures.hull(rep, d, label, prefix=f"{key}_hull_n{n}"))
@@ -248,9 +248,9 @@ def _needs(run: str, fn):
 
 def stage_track(ctx: Context) -> dict:
     """Order parameters over the pre-training snapshots (nodes; MLM held-out items, capped)."""
-    from nodeprobe.report import figures
-    from nodeprobe.report.jsonio import to_jsonable
-    from nodeprobe.track import track, track_eval_set
+    from nodeprobe.render import figures
+    from nodeprobe.render.jsonio import to_jsonable
+    from nodeprobe.studies.track import track, track_eval_set
 
     model, tok = _load(ctx, "pretrain", "mlm")
     run = ctx.runs / "pretrain"
@@ -262,13 +262,13 @@ def stage_track(ctx: Context) -> dict:
 
 def _heads_study(key: str, run: str, model_src: str | None = None):
     def stage(ctx: Context) -> dict:
-        from nodeprobe.cli_common import load_for_task
-        from nodeprobe.heads import study_heads
-        from nodeprobe.report import figures
-        from nodeprobe.report.jsonio import to_jsonable
+        from nodeprobe.model import load_with_tokenizer
+        from nodeprobe.studies.heads import study_heads
+        from nodeprobe.render import figures
+        from nodeprobe.render.jsonio import to_jsonable
         from nodeprobe.train.pretrain import PretrainData
 
-        model, tok = load_for_task(model_src or str(ctx.runs / run / "final"), None, ctx.device)
+        model, tok = load_with_tokenizer(model_src or str(ctx.runs / run / "final"), None, ctx.device)
         texts = PretrainData.load(ctx.data).heldout[: ctx.preset.similarity_texts]
         study = study_heads(model, tok, texts)
         figures.head_study(study, ctx.reports, prefix=f"{key}_heads")
@@ -305,8 +305,8 @@ def reproduce(preset: str, runs_dir: str | Path = "runs", reports_dir: str | Pat
               data_dir: str | Path | None = None, seed: int = 0, device: str = "cpu", minilm: bool = True) -> dict:
     """Run every stage of the reproduction for ``preset`` and write ``reports/<preset>/README.md``."""
     from nodeprobe.model import resolve_device
-    from nodeprobe.report.reproduction import write_readme
-    from nodeprobe.tasks import data_root
+    from nodeprobe.render.reproduction import write_readme
+    from nodeprobe.data.tasks import data_root
     from nodeprobe.train.presets import get_preset
 
     p = get_preset(preset)

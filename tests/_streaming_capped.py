@@ -78,7 +78,7 @@ def main(cfg: dict) -> dict:
     from nodeprobe.data.tokenizer import load_tokenizer
     from nodeprobe.evaluate import load_eval_set, run_eval
     from nodeprobe.model import HookedBert
-    from nodeprobe.track import track_eval_set
+    from nodeprobe.studies.track import track_eval_set
 
     torch.set_num_threads(1)
     t0 = time.process_time()

@@ -19,7 +19,7 @@ LIMIT = ["--limit", "48"]
 def fewrel_once():
     """Tokenise FewRel once per module (~3 s a time on a busy CPU); every command still builds its
     evaluation set, cache and report for real from the (memoised) splits."""
-    import nodeprobe.tasks as tasks
+    import nodeprobe.data.tasks as tasks
 
     real = tasks.classification_splits
     memo = {}

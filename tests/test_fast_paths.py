@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from _tiny_models import H, L, tiny_eval_set, tiny_model
-from nodeprobe.ablation import head_means, head_sweep_logits, sweep_heads
+from nodeprobe.studies.ablation import head_means, head_sweep_logits, sweep_heads
 from nodeprobe.analysis.readout import dense_node_predictions, node_predictions
 from nodeprobe.evaluate import run_eval
 from nodeprobe.hooks import SiteCache, ablate_head, isolate_head, z_name

@@ -1,4 +1,4 @@
-"""nodeprobe.reports on tiny random BERTs, cross-checked against direct computations:
+"""nodeprobe.studies on tiny random BERTs, cross-checked against direct computations:
 dense argmax per node + unit_stats, hand-masked vectors through the HF head modules, run_eval
 with isolate_head hooks, and the analysis functions called on the cached tensors."""
 
@@ -22,7 +22,7 @@ from nodeprobe.cache import build_cache
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.evaluate import run_eval
 from nodeprobe.hooks import isolate_head
-from nodeprobe.reports import (
+from nodeprobe.studies import (
     ProbeSettings,
     apt_report,
     blocks_report,
@@ -30,10 +30,10 @@ from nodeprobe.reports import (
     hull_report,
     specialization_report,
 )
-from nodeprobe.reports._common import parse_nodes
-from nodeprobe.reports.hull import check_hull_args
-from nodeprobe.reports.lens import lens_predictions, probe_predictions, probe_split
-from nodeprobe.reports.specialization import parse_unit, resolve_specialization
+from nodeprobe.studies._common import parse_nodes
+from nodeprobe.studies.hull import check_hull_args
+from nodeprobe.studies.lens import lens_predictions, probe_predictions, probe_split
+from nodeprobe.studies.specialization import parse_unit, resolve_specialization
 
 LOW = dict(tau_recall=0.2, tau_lift=1.0, min_count=2)  # thresholds low enough that random units learn classes
 
@@ -124,7 +124,7 @@ def test_heads_vs_run_eval_with_isolate_hooks(cls_case):
 def test_head_mean_mode_runs(cls_case):
     model, es, cache = cls_case
     rep = specialization_report(cache, level="head", layer=0, mode="mean", model=model, eval_set=es)
-    from nodeprobe.ablation import head_means
+    from nodeprobe.studies.ablation import head_means
 
     means = head_means(model, es, [0])
     preds = run_eval(model, es, fwd_hooks=[isolate_head(0, 2, "mean", means[0])]).preds

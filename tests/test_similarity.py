@@ -29,8 +29,8 @@ PAD, CLS, SEP, DOT, BANG = 0, 1, 2, 20, 21
 
 
 def test_docstring_examples():
-    import nodeprobe.analysis.track as track_mod
-    import nodeprobe.report.heads_view as view_mod
+    import nodeprobe.analysis.order_parameters as track_mod
+    import nodeprobe.render.heads_view as view_mod
 
     for mod in (sim, track_mod, view_mod):
         r = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
@@ -259,7 +259,7 @@ TEXT = "the cat sat on the mat. the dog was born in new york! he is big."
 
 def test_study_heads_on_a_model(tiny_dir):
     from nodeprobe.data import load_tokenizer
-    from nodeprobe.heads import head_matrix, segment, study_heads
+    from nodeprobe.studies.heads import head_matrix, segment, study_heads
     from nodeprobe.model import load_model
 
     m, tok = load_model(tiny_dir), load_tokenizer(tiny_dir)

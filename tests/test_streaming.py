@@ -37,7 +37,7 @@ from nodeprobe.data.tokenizer import load_tokenizer
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.evaluate import _fingerprint_batches, check_text_source, load_eval_set, run_eval
 from nodeprobe.model import HookedBert
-from nodeprobe.track import mlm_eval_set_from_sequences
+from nodeprobe.studies.track import mlm_eval_set_from_sequences
 
 MAX_LEN = 32  # the tiny models have 64 positions
 HERE = Path(__file__).resolve().parent
@@ -151,10 +151,10 @@ def test_streamed_matches_materialised(tok, model, small_text):
 
 def test_consumers_accept_a_streamed_set(tok, model, small_text, tmp_path):
     """Every consumer gives on the streamed set what it gives on the same batches as a list."""
-    from nodeprobe.ablation import head_means, sweep_heads
+    from nodeprobe.studies.ablation import head_means, sweep_heads
     from nodeprobe.cache import build_cache
-    from nodeprobe.reports.lens import head_isolation_predictions
-    from nodeprobe.track import step_record
+    from nodeprobe.studies.lens import head_isolation_predictions
+    from nodeprobe.studies.track import step_record
 
     st = load_eval_set("mlm", tok, text=small_text, seed=3, batch_size=8, max_len=MAX_LEN, limit=40)
     mat = mlm_eval_set_from_sequences(list(itertools.islice(stream_sequences(small_text, tok, max_len=MAX_LEN), 40)),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from nodeprobe.analysis.track import family_params, head_family_params, symmetry_breaking
+from nodeprobe.analysis.order_parameters import family_params, head_family_params, symmetry_breaking
 from nodeprobe.errors import NodeprobeError
 
 
@@ -53,7 +53,7 @@ def test_step_predictions_match_isolated_run_eval():
 
     from nodeprobe.evaluate import run_eval
     from nodeprobe.hooks import SiteCache, isolate_head
-    from nodeprobe.track import step_predictions
+    from nodeprobe.studies.track import step_predictions
 
     for task in ("mlm", "cls"):
         m = tiny_model(task)
@@ -74,7 +74,7 @@ def test_step_predictions_match_isolated_run_eval():
 def run(tmp_path_factory):
     from _heads_tiny import pattern_sequence, tiny_run
 
-    from nodeprobe.track import mlm_eval_set_from_sequences
+    from nodeprobe.studies.track import mlm_eval_set_from_sequences
 
     root, tok = tiny_run(tmp_path_factory.mktemp("tinyrun"), steps=(0, 5, 30))
     rng = random.Random(123)
@@ -83,7 +83,7 @@ def run(tmp_path_factory):
 
 
 def test_track_table_baseline_and_breaking(run, tmp_path):
-    from nodeprobe.track import track
+    from nodeprobe.studies.track import track
 
     root, tok, es = run
     rep = track(root, es, out_dir=tmp_path / "tr")
@@ -113,7 +113,7 @@ def test_track_table_baseline_and_breaking(run, tmp_path):
 
 
 def test_track_resumes_from_the_step_cache(run, tmp_path, monkeypatch):
-    import nodeprobe.track as tr
+    import nodeprobe.studies.track as tr
 
     root, tok, es = run
     out = tmp_path / "tr"
@@ -144,7 +144,7 @@ def test_track_resumes_from_the_step_cache(run, tmp_path, monkeypatch):
 
 
 def test_find_checkpoints_model_dirs(run, tmp_path):
-    from nodeprobe.track import find_checkpoints, load_checkpoint_model, track
+    from nodeprobe.studies.track import find_checkpoints, load_checkpoint_model, track
 
     root, tok, es = run
     snaps = root / "snapshots"
@@ -173,7 +173,7 @@ def test_find_checkpoints_model_dirs(run, tmp_path):
 
 
 def test_mlm_eval_set_max_items(run):
-    from nodeprobe.track import mlm_eval_set_from_sequences
+    from nodeprobe.studies.track import mlm_eval_set_from_sequences
 
     _, tok, es = run
     seqs = [s[: int(m.sum())] for b in es.batches for s, m in zip(b.input_ids.tolist(), b.attention_mask)]

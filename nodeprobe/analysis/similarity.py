@@ -1,7 +1,7 @@
 """Attention-head similarity analyses: attention to separators, segmentation, context similarity.
 
 Pure functions: tensors (torch or numpy) in, small dataclasses of numbers out; nothing prints or
-runs a model (``nodeprobe.heads`` collects the activations, ``nodeprobe.report.heads_view``
+runs a model (``nodeprobe.studies.heads`` collects the activations, ``nodeprobe.render.heads_view``
 renders).  Shapes follow :mod:`nodeprobe.model`: ``patterns[l]`` is ``blocks.{l}.attn.hook_pattern``
 ``[B, H, Q, K]``; ``vectors[l]`` is ``blocks.{l}.attn.hook_z`` (or ``hook_q``/``hook_k``/``hook_v``)
 ``[B, P, H, Dh]``; ``input_ids``/``attention_mask`` are ``[B, P]`` (mask 1 = real token).

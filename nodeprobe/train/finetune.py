@@ -84,7 +84,7 @@ def finetune(
 
     from nodeprobe.data.tokenizer import load_tokenizer
     from nodeprobe.model import MINILM_ALIASES, minilm_dir, resolve_device
-    from nodeprobe.tasks import check_task, classification_splits
+    from nodeprobe.data.tasks import check_task, classification_splits
 
     settings = settings or FinetuneSettings(epochs=4)
     precision = precision or settings.precision  # the settings' precision unless overridden
@@ -132,7 +132,7 @@ def _finetune(runner, out_dir: Path, run: dict, run_fp: str, src: Path, model, t
 
     from nodeprobe.data.batching import collate, make_batches
     from nodeprobe.model import HookedBert
-    from nodeprobe.report.progress import training_progress
+    from nodeprobe.render.progress import training_progress
     from nodeprobe.train.pretrain import _autocast
 
     dev = runner.device

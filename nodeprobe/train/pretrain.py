@@ -261,7 +261,7 @@ def _pretrain(runner, out_dir: Path, size, settings, data_dir, corpus, seed, pre
     if prog.step == 0 and main:
         _snapshot(out_dir, hf, tok, 0)
 
-    from nodeprobe.report.progress import training_progress
+    from nodeprobe.render.progress import training_progress
 
     t_last_ckpt = time.time()
 

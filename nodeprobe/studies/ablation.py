@@ -222,7 +222,7 @@ def sweep_heads(model, eval_set: EvalSet, mode: str = "zero", isolate: bool = Fa
         >>> rep.delta_accuracy.shape                   # doctest: +SKIP
         (6, 12)
     """
-    from nodeprobe.report.progress import track_items
+    from nodeprobe.render.progress import track_items
 
     L, H = model.spec.n_layers, model.spec.n_heads
     if mode == "mean" and means is None:

@@ -24,7 +24,7 @@ def _plt():
         return plt
     except ImportError:
         if not _warned:
-            from nodeprobe.report.render import console
+            from nodeprobe.render.tables import console
 
             console.print("[yellow]matplotlib is not installed (pip install 'nodeprobe[plot]'): skipping plots[/]")
             _warned = True

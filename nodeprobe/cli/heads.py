@@ -1,8 +1,8 @@
 """Head-study commands: ``similarity``, ``segment`` and ``track`` (registered by ``nodeprobe.cli``).
 
-Each command parses options, calls :mod:`nodeprobe.heads` / :mod:`nodeprobe.track`, renders with
-:mod:`nodeprobe.report.heads_view`, and writes JSON through ``write_report`` and PNGs through
-:mod:`nodeprobe.report.plots`.  Bad input raises :class:`NodeprobeError` (one line, exit 2).
+Each command parses options, calls :mod:`nodeprobe.studies.heads` / :mod:`nodeprobe.studies.track`, renders with
+:mod:`nodeprobe.render.heads_view`, and writes JSON through ``write_report`` and PNGs through
+:mod:`nodeprobe.render.plots`.  Bad input raises :class:`NodeprobeError` (one line, exit 2).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.report import figures
+from nodeprobe.render import figures
 
 MAX_TEXTS = 64
 
@@ -21,7 +21,7 @@ MAX_TEXTS = 64
 def _load_any(model: str, task: Optional[str], device: str):
     """``(HookedBert, Tokenizer)``: with ``--task`` as every command; without, whatever head the
     checkpoint has (masked LM, classifier or a bare encoder such as MiniLM)."""
-    from nodeprobe.cli_common import load_for_task
+    from nodeprobe.cli.options import load_for_task
 
     return load_for_task(model, task, device)
 
@@ -87,9 +87,9 @@ def register(app: typer.Typer) -> None:
         plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG plots into this folder (needs matplotlib)."),
     ):
         """Attention to separators and context similarity of every head (heat map of one head with --layer/--head)."""
-        from nodeprobe.heads import head_matrix, study_heads
-        from nodeprobe.report.heads_view import render_similarity
-        from nodeprobe.report.jsonio import check_writable, write_report
+        from nodeprobe.studies.heads import head_matrix, study_heads
+        from nodeprobe.render.heads_view import render_similarity
+        from nodeprobe.render.jsonio import check_writable, write_report
 
         for name, v in (("max-texts", max_texts), ("max-show", max_show)):
             if v < 1:
@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
         if plot:
             figures.head_study(study, Path(plot))
             if matrix is not None:
-                from nodeprobe.report.plots import plot_matrix
+                from nodeprobe.render.plots import plot_matrix
 
                 plot_matrix(matrix, tokens, Path(plot) / f"similarity_L{layer}H{head}.png",
                             f"head L{layer}H{head} similarity ({site})")
@@ -134,9 +134,9 @@ def register(app: typer.Typer) -> None:
         json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the segments as JSON to this path."),
     ):
         """Split a text into segments at the positions its separator-focused heads attend to."""
-        from nodeprobe.heads import segment as run
-        from nodeprobe.report.heads_view import render_segments
-        from nodeprobe.report.jsonio import check_writable, write_report
+        from nodeprobe.studies.heads import segment as run
+        from nodeprobe.render.heads_view import render_segments
+        from nodeprobe.render.jsonio import check_writable, write_report
 
         if max_texts < 1:
             raise NodeprobeError(f"--max-texts {max_texts}: expected a positive integer")
@@ -173,10 +173,10 @@ def register(app: typer.Typer) -> None:
     ):
         """Order parameters (accuracy, ⟨APT⟩, |Λ|, coverage, Jaccard of nodes and heads) at every snapshot; resumable."""
         from nodeprobe.data.tokenizer import load_tokenizer
-        from nodeprobe.report.heads_view import render_track
-        from nodeprobe.report.jsonio import check_writable, write_report
-        from nodeprobe.tasks import check_task, data_root
-        from nodeprobe.track import find_checkpoints, track as run_track, track_eval_set
+        from nodeprobe.render.heads_view import render_track
+        from nodeprobe.render.jsonio import check_writable, write_report
+        from nodeprobe.data.tasks import check_task, data_root
+        from nodeprobe.studies.track import find_checkpoints, track as run_track, track_eval_set
 
         check_task(task)
         for name, v in (("max-items", max_items), ("batch-size", batch_size)):

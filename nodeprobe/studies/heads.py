@@ -9,7 +9,7 @@ A *text* is a string (encoded as ``[CLS] … [SEP]``, cut at ``max_len``) or a l
 used as given (e.g. the held-out ``[CLS] … [SEP]`` sequences of the pre-training corpus).
 
 Example:
-    >>> model, tok = load_for_task("runs/cpu/pretrain/final", "mlm")          # doctest: +SKIP
+    >>> model, tok = load_with_tokenizer("runs/cpu/pretrain/final", "mlm")          # doctest: +SKIP
     >>> st = study_heads(model, tok, ["The cat sat. The dog ran!"])           # doctest: +SKIP
     >>> st.separators.separator_blocks, st.similarity.blocks[0].uniqueness    # doctest: +SKIP
 """

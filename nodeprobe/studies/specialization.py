@@ -5,9 +5,9 @@
   envelope, no O(N·K) pass per node).
 * ``level="node", site="resid", layer=l``: node i of ``blocks.{l}.hook_resid_post`` isolated,
   then the rest of the trained readout path (logit lens;
-  :func:`nodeprobe.reports.lens.resid_node_predictions`).
+  :func:`nodeprobe.studies.lens.resid_node_predictions`).
 * ``level="head"`` (site ``z``): head (l, h) isolated — every other head of block l ablated, the
-  rest of the network runs (:func:`nodeprobe.reports.lens.head_isolation_predictions`).
+  rest of the network runs (:func:`nodeprobe.studies.lens.head_isolation_predictions`).
 
 Per unit: accuracy, |O|, |Λ| with the learned class names, SNR, mean precision; per family of
 units (all readout nodes; all heads of one block): :func:`nodeprobe.analysis.symmetry_summary`.
@@ -22,7 +22,7 @@ import torch
 
 from nodeprobe.analysis import node_predictions, symmetry_summary, unit_stats_many
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.reports._common import check_cache_matches, check_mode, check_thresholds
+from nodeprobe.studies._common import check_cache_matches, check_mode, check_thresholds
 
 
 @dataclass
@@ -246,7 +246,7 @@ def specialization_report(
             cache.check_site("resid")
             l = layers[0]
             def compute():
-                from nodeprobe.reports.lens import resid_node_predictions
+                from nodeprobe.studies.lens import resid_node_predictions
 
                 if model is None:
                     raise NodeprobeError("--site resid needs the model (the readout path after block l)")
@@ -302,7 +302,7 @@ def _head_predictions(cache, model, eval_set, layers, mode, progress) -> dict[in
     if missing:
         if model is None or eval_set is None:
             raise NodeprobeError("--level head needs the model and the evaluation set (forward passes with heads isolated)")
-        from nodeprobe.reports.lens import head_isolation_predictions
+        from nodeprobe.studies.lens import head_isolation_predictions
 
         got = head_isolation_predictions(model, eval_set, missing, mode, progress=progress)
         for l, t in got.items():

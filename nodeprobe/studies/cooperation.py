@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from nodeprobe.analysis import DEFAULT_GRID, cooperation
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.reports._common import check_mode, check_thresholds
+from nodeprobe.studies._common import check_mode, check_thresholds
 
 
 @dataclass

@@ -44,39 +44,22 @@ def quiet_hf() -> None:
         pass
 
 
-TRUST_PICKLE = {"on": False}  # set by `nodeprobe --trust-pickle …` (the app callback)
+def trust_pickle() -> bool:
+    """``nodeprobe --trust-pickle …``: the root command's flag (kept on the click context, no global)."""
+    try:  # Typer >= 0.22 runs its own copy of click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover
+        from click import get_current_context
+    ctx = get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return bool(obj and obj.get("trust_pickle"))
 
 
-def load_for_task(model: str, task: str | None, device: str = "cpu", trust_pickle: bool | None = None):
-    """``(HookedBert, Tokenizer)`` for a command: the model's own vocab, checked against the model.
+def load_for_task(model: str, task: str | None, device: str = "cpu"):
+    """:func:`nodeprobe.model.load_with_tokenizer` with the command line's ``--trust-pickle``."""
+    from nodeprobe.model import load_with_tokenizer
 
-    ``task`` ``mlm`` needs a masked-LM head, ``fewrel``/``dbpedia`` a classifier; ``None`` takes
-    whatever head the checkpoint has (a bare encoder such as MiniLM included).
-    """
-    from nodeprobe.data.tokenizer import load_tokenizer
-    from nodeprobe.model import MINILM_ALIASES, load_model, minilm_dir
-    from nodeprobe.tasks import check_task
-
-    want = None
-    if task is not None:
-        check_task(task)
-        want = "mlm" if task == "mlm" else "cls"
-    trust = TRUST_PICKLE["on"] if trust_pickle is None else trust_pickle
-    m = load_model(model, task=want, device=device, trust_pickle=trust)
-    src = minilm_dir() if str(model).lower() in MINILM_ALIASES else Path(model)
-    if (src / "vocab.txt").is_file():
-        tok = load_tokenizer(src)
-    else:
-        from nodeprobe.tasks import data_root
-
-        tok = load_tokenizer(data_root(None) / "tokenizer" / "bert-base-uncased-vocab.txt")
-    if tok.vocab_size != m.spec.d_vocab:
-        raise NodeprobeError(
-            f"--model {model}: its vocab has {tok.vocab_size} tokens but the model has {m.spec.d_vocab} embeddings"
-        )
-    return m, tok
-
-
+    return load_with_tokenizer(model, task, device, trust_pickle=trust_pickle())
 
 
 def check_positive(**values) -> None:

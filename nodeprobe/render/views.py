@@ -1,4 +1,4 @@
-"""Rich views of the report dataclasses (:mod:`nodeprobe.reports`): a one-screen summary first,
+"""Rich views of the report dataclasses (:mod:`nodeprobe.studies`): a one-screen summary first,
 detail on request (``top`` rows, one ``unit``).  Views format and print; they compute nothing.
 
 Example:
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from nodeprobe.report.render import console, fmt, kv_table, signed, sparkline
+from nodeprobe.render.tables import console, fmt, kv_table, signed, sparkline
 
 
 def bar(value: float | None, vmax: float, width: int = 20) -> str:

@@ -50,7 +50,7 @@ SITES = ("readout", "z", "resid")
 FORMAT_VERSION = 2  # 2: the eval-set fingerprint also hashes tensor shapes (a format-1 cache is refused: rebuild)
 MANIFEST = "manifest.json"
 DEFAULT_ROOT = Path("runs") / "cache"
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 # ---------------------------------------------------------------------- fingerprints
@@ -209,18 +209,18 @@ def build_cache(
     """
     from nodeprobe.evaluate import run_eval
     from nodeprobe.hooks import SiteCache
-    from nodeprobe.report.progress import track_items
+    from nodeprobe.render.progress import track_items
 
     site_list = parse_sites(sites)
     if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise NodeprobeError(f"--dtype {dtype}: expected one of {', '.join(_DTYPES)}")
-        dt = _DTYPES[dtype]
+        if dtype not in DTYPES:
+            raise NodeprobeError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+        dt = DTYPES[dtype]
     else:
         dt = dtype
-    dt_name = {v: k for k, v in _DTYPES.items()}.get(dt)
+    dt_name = {v: k for k, v in DTYPES.items()}.get(dt)
     if dt_name is None:
-        raise NodeprobeError(f"dtype {dt}: expected one of {', '.join(_DTYPES)}")
+        raise NodeprobeError(f"dtype {dt}: expected one of {', '.join(DTYPES)}")
     if not isinstance(shard_batches, int) or shard_batches < 1:
         raise NodeprobeError(f"shard_batches={shard_batches!r}: expected a positive integer")
     if len(eval_set.batches) == 0:
@@ -270,7 +270,7 @@ def build_cache(
         "model_fingerprint": mfp,
         "eval_fingerprint": eval_set.fingerprint,
         "task": eval_set.task,
-        "model_task": model.task,
+        "model_task": model.kind,
         "seed": eval_set.seed,
         "source": eval_set.source,
         "sites": list(site_list),
@@ -565,7 +565,7 @@ def site_means(cache: CacheReader, site: str, layer: int | None = None) -> Tenso
     ``readout`` → ``[d]``; ``resid`` with ``layer`` l → ``[d]`` of ``blocks.{l}.hook_resid_post``
     (``layer=-1``: ``hook_embed``); ``z`` with ``layer`` → ``[n_heads, d_head]``.  Head ablation in
     mean mode uses per-position means over *all* positions (METHODS §2), which a cache of the
-    evaluated positions does not hold: use :func:`nodeprobe.ablation.head_means` for that.
+    evaluated positions does not hold: use :func:`nodeprobe.studies.ablation.head_means` for that.
     """
     if site == "readout":
         return cache.means("readout")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.reports.lens import ProbeSettings, lens_predictions, probe_predictions, probe_split
+from nodeprobe.studies.lens import ProbeSettings, lens_predictions, probe_predictions, probe_split
 
 
 def stage_name(stage: int) -> str:
@@ -76,7 +76,7 @@ class BlocksReport:
 def blocks_report(cache, model, *, probe: ProbeSettings | None = None, device="cpu",
                   progress: bool = False) -> BlocksReport:
     """Classification (or MLM) accuracy along blocks: logit lens, and a probe when ``probe`` is given."""
-    from nodeprobe.report.progress import track_items
+    from nodeprobe.render.progress import track_items
 
     cache.check_site("resid")
     y = cache.targets()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nodeprobe.report.plots import plot_bars, plot_curves, plot_scatter
+from nodeprobe.render.plots import plot_bars, plot_curves, plot_scatter
 
 
 def _kept(*paths) -> list[Path]:
@@ -116,7 +116,7 @@ def track(rep, d: Path, prefix: str = "track") -> list[Path]:
 
 def head_study(study, d: Path, prefix: str = "") -> list[Path]:
     """Separator attention share per head and head uniqueness per block."""
-    from nodeprobe.report.plots import plot_head_grid
+    from nodeprobe.render.plots import plot_head_grid
 
     pre = f"{prefix}_" if prefix else ""
     a = plot_head_grid(study.separators.share, d / f"{pre}separator_share.png", "attention share on separators",

@@ -16,7 +16,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from nodeprobe.report.render import console, fmt, kv_table, sparkline
+from nodeprobe.render.tables import console, fmt, kv_table, sparkline
 
 _SHADES = " ░▒▓█"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nodeprobe.report.jsonio import write_atomic
+from nodeprobe.render.jsonio import write_atomic
 
 
 @dataclass

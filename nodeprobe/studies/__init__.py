@@ -1,7 +1,7 @@
 """Report functions: a cache (and, where needed, the model) in, a dataclass of numbers out.
 
-One function per report; the CLI (:mod:`nodeprobe.cli_reports`) renders them with
-:mod:`nodeprobe.report.views` and writes their JSON; the reproduce pipeline calls them directly.
+One function per report; the CLI (:mod:`nodeprobe.cli.reports`) renders them with
+:mod:`nodeprobe.render.views` and writes their JSON; the reproduce pipeline calls them directly.
 
 Example:
     >>> from nodeprobe.cache import get_or_build_cache                            # doctest: +SKIP
@@ -10,12 +10,12 @@ Example:
     >>> rep.families[0].coverage                                                   # doctest: +SKIP
 """
 
-from nodeprobe.reports.apt import APTReport, apt_report
-from nodeprobe.reports.blocks import BlocksReport, blocks_report
-from nodeprobe.reports.cooperation import CooperationReport, cooperation_report
-from nodeprobe.reports.hull import HullReport, hull_report
-from nodeprobe.reports.lens import ProbeSettings
-from nodeprobe.reports.specialization import SpecializationReport, specialization_report
+from nodeprobe.studies.apt import APTReport, apt_report
+from nodeprobe.studies.blocks import BlocksReport, blocks_report
+from nodeprobe.studies.cooperation import CooperationReport, cooperation_report
+from nodeprobe.studies.hull import HullReport, hull_report
+from nodeprobe.studies.lens import ProbeSettings
+from nodeprobe.studies.specialization import SpecializationReport, specialization_report
 
 __all__ = [
     "APTReport",

@@ -5,7 +5,7 @@ Every command: validates its options (one-line error, exit 2, nothing written) �
 and the evaluation set → reuses the matching activation cache or builds one
 (:func:`nodeprobe.cache.get_or_build_cache`; ``--cache DIR``, default
 ``runs/cache/<model-fp>-<data-fp>/``; ``--rebuild``) → calls one report function of
-:mod:`nodeprobe.reports` → renders it (:mod:`nodeprobe.report.views`) → writes ``--json`` and
+:mod:`nodeprobe.studies` → renders it (:mod:`nodeprobe.render.views`) → writes ``--json`` and
 ``--plot`` PNGs.  JSON schemas: ``docs/json.md``.
 """
 
@@ -17,8 +17,8 @@ from typing import Optional
 import typer
 
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.cli_common import DataOpt, DeviceOpt, ModelOpt, TextOpt, check_positive, check_text
-from nodeprobe.report import figures
+from nodeprobe.cli.options import DataOpt, DeviceOpt, ModelOpt, TextOpt, check_positive, check_text
+from nodeprobe.render import figures
 
 SeedOpt = typer.Option(0, "--seed", help="Seed of the evaluation masks / subset and of every random choice.")
 LimitOpt = typer.Option(None, "--limit", help="Evaluate at most this many sentences (MLM: sequences).")
@@ -36,7 +36,7 @@ MinCountOpt = typer.Option(5, "--min-count", help="Learned set: at least this ma
 
 # ---------------------------------------------------------------------- shared steps
 def _check_outputs(json_path: Path | None, plot: Path | None) -> None:
-    from nodeprobe.report.jsonio import check_writable
+    from nodeprobe.render.jsonio import check_writable
 
     check_writable(json_path)
     if plot is not None:
@@ -46,7 +46,7 @@ def _check_outputs(json_path: Path | None, plot: Path | None) -> None:
 
 
 def _check_task(task: str) -> None:
-    from nodeprobe.tasks import check_task
+    from nodeprobe.data.tasks import check_task
 
     check_task(task)
 
@@ -58,7 +58,7 @@ def _load(model: str, task: str, data, limit, seed: int, device: str, batch_size
     ``text``: ``--text-file`` (checked by ``check_text``), a streamed MLM evaluation set over that whole text (instead of ``data``'s
     held-out split)."""
     from nodeprobe.cache import get_or_build_cache
-    from nodeprobe.cli import load_for_task
+    from nodeprobe.cli.options import load_for_task
     from nodeprobe.evaluate import load_eval_set
 
     m, tok = loaded if loaded is not None else load_for_task(model, task, device)
@@ -109,18 +109,18 @@ def register(app: typer.Typer) -> None:
         json_path: Optional[Path] = JsonOpt,
     ):
         """Run the model once and cache the chosen sites (readout, z, resid) for every report."""
-        from nodeprobe.cache import _DTYPES, get_or_build_cache, parse_sites
-        from nodeprobe.cli import load_for_task
+        from nodeprobe.cache import DTYPES, get_or_build_cache, parse_sites
+        from nodeprobe.cli.options import load_for_task
         from nodeprobe.evaluate import load_eval_set
-        from nodeprobe.report.jsonio import write_report
-        from nodeprobe.report.views import render_cache
+        from nodeprobe.render.jsonio import write_report
+        from nodeprobe.render.views import render_cache
 
         _check_task(task)
         check_text(text, task)
         want = parse_sites(sites)
         check_positive(limit=limit, batch_size=batch_size, shard_batches=shard_batches)
-        if dtype not in _DTYPES:
-            raise NodeprobeError(f"--dtype {dtype}: expected one of {', '.join(_DTYPES)}")
+        if dtype not in DTYPES:
+            raise NodeprobeError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
         _check_outputs(json_path, None)
         m, tok = load_for_task(model, task, device)
         es = load_eval_set(task, tok, data, limit=limit, seed=seed, batch_size=batch_size, max_len=min(128, m.spec.max_len),
@@ -157,10 +157,10 @@ def register(app: typer.Typer) -> None:
         plot: Optional[Path] = PlotOpt,
     ):
         """Per-node or per-head accuracy, outputs, learned classes Λ, SNR, and the symmetry summary."""
-        from nodeprobe.report.jsonio import write_report
-        from nodeprobe.report.views import render_specialization
-        from nodeprobe.reports._common import check_mode, check_thresholds
-        from nodeprobe.reports.specialization import parse_unit, resolve_specialization, specialization_report
+        from nodeprobe.render.jsonio import write_report
+        from nodeprobe.render.views import render_specialization
+        from nodeprobe.studies._common import check_mode, check_thresholds
+        from nodeprobe.studies.specialization import parse_unit, resolve_specialization, specialization_report
 
         _check_task(task)
         check_text(text, task)
@@ -213,10 +213,10 @@ def register(app: typer.Typer) -> None:
         plot: Optional[Path] = PlotOpt,
     ):
         """Accuracy per token vs corpus frequency, ⟨APT⟩ and confusion clusters along blocks (MLM)."""
-        from nodeprobe.report.jsonio import write_report
-        from nodeprobe.report.views import render_apt
-        from nodeprobe.reports.apt import apt_report
-        from nodeprobe.reports.lens import ProbeSettings
+        from nodeprobe.render.jsonio import write_report
+        from nodeprobe.render.views import render_apt
+        from nodeprobe.studies.apt import apt_report
+        from nodeprobe.studies.lens import ProbeSettings
 
         _check_task(task)
         check_text(text, task)
@@ -228,7 +228,7 @@ def register(app: typer.Typer) -> None:
         ps = ProbeSettings(fraction=probe_fraction, epochs=probe_epochs, seed=seed)
         ps.check()
         _check_outputs(json_path, plot)
-        from nodeprobe.cli import load_for_task
+        from nodeprobe.cli.options import load_for_task
         from nodeprobe.train.pretrain import PretrainData
 
         loaded = load_for_task(model, task, device)  # a bad model fails before the corpus is read
@@ -268,10 +268,10 @@ def register(app: typer.Typer) -> None:
         plot: Optional[Path] = PlotOpt,
     ):
         """Cooperation gain and crossover of random readout node sets (METHODS §5)."""
-        from nodeprobe.report.jsonio import write_report
-        from nodeprobe.report.views import render_cooperation
-        from nodeprobe.reports._common import check_mode, check_thresholds
-        from nodeprobe.reports.cooperation import cooperation_report, parse_grid
+        from nodeprobe.render.jsonio import write_report
+        from nodeprobe.render.views import render_cooperation
+        from nodeprobe.studies._common import check_mode, check_thresholds
+        from nodeprobe.studies.cooperation import cooperation_report, parse_grid
 
         _check_task(task)
         check_text(text, task)
@@ -318,10 +318,10 @@ def register(app: typer.Typer) -> None:
         plot: Optional[Path] = PlotOpt,
     ):
         """Convex-hull bound (METHODS §6): reachable classes, UB, achieved accuracy and efficiency."""
-        from nodeprobe.report.jsonio import write_report
-        from nodeprobe.report.views import render_hull
-        from nodeprobe.reports._common import check_mode, check_thresholds, parse_nodes
-        from nodeprobe.reports.hull import check_hull_args, hull_report
+        from nodeprobe.render.jsonio import write_report
+        from nodeprobe.render.views import render_hull
+        from nodeprobe.studies._common import check_mode, check_thresholds, parse_nodes
+        from nodeprobe.studies.hull import check_hull_args, hull_report
 
         _check_task(task)
         check_text(text, task)
@@ -371,10 +371,10 @@ def register(app: typer.Typer) -> None:
         plot: Optional[Path] = PlotOpt,
     ):
         """Accuracy along blocks (0 = embeddings): logit lens and a seeded linear probe."""
-        from nodeprobe.report.jsonio import write_report
-        from nodeprobe.report.views import render_blocks
-        from nodeprobe.reports.blocks import blocks_report
-        from nodeprobe.reports.lens import ProbeSettings
+        from nodeprobe.render.jsonio import write_report
+        from nodeprobe.render.views import render_blocks
+        from nodeprobe.studies.blocks import blocks_report
+        from nodeprobe.studies.lens import ProbeSettings
 
         _check_task(task)
         check_text(text, task)

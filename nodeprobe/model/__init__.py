@@ -1,0 +1,23 @@
+"""The hooked model: :class:`HookedBert` (``bert``), loading (``loading``), hooks on plain HF models (``attach``).
+
+Example:
+    >>> from nodeprobe.model import load_model                 # doctest: +SKIP
+    >>> model = load_model("runs/smoke/finetune/final")        # doctest: +SKIP
+"""
+
+from nodeprobe.model.bert import ARCH_KIND, HookedAttention, HookedBert, HookedBlock, Kind, ModelSpec, Readout, Rows
+from nodeprobe.model.loading import (
+    MINILM_ALIASES,
+    hf_class,
+    kind_for_task,
+    load_hf,
+    load_model,
+    load_with_tokenizer,
+    minilm_dir,
+    resolve_device,
+)
+
+__all__ = [
+    "ARCH_KIND", "HookedAttention", "HookedBert", "HookedBlock", "Kind", "MINILM_ALIASES", "ModelSpec", "Readout",
+    "Rows", "hf_class", "kind_for_task", "load_hf", "load_model", "load_with_tokenizer", "minilm_dir", "resolve_device",
+]

