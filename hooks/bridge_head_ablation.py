@@ -186,7 +186,8 @@ def main(argv=None) -> int:
             model_dir = save_tiny_mlm(Path(tmp) / "model") if args.tiny else Path(args.model).expanduser()
             result = run(args, model_dir)
     except NodeprobeError as e:
-        print(f"error: {e}", file=sys.stderr)
+        flags = {k: "--" + k.replace("_", "-") for k in vars(args)}  # parameter names as this script's flags
+        print(f"error: {e.in_flags(flags)}", file=sys.stderr)
         return e.exit_code
     what = "isolated" if args.isolate else "ablated"
     print(f"head L{result['layer']}H{result['head']} {what} ({result['mode']}) at {result['hook']}")

@@ -149,7 +149,8 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="nodeprobe_tiny_") as tmp:
             result = run(args, Path(tmp))
     except NodeprobeError as e:
-        print(f"error: {e}", file=sys.stderr)
+        flags = {k: "--" + k.replace("_", "-") for k in vars(args)}  # parameter names as this script's flags
+        print(f"error: {e.in_flags(flags)}", file=sys.stderr)
         return e.exit_code
     print(f"head L{result['layer']}H{result['head']} ablated (zero) on a plain HF classifier under attach():")
     for text, a, b, d in zip(result["texts"], result["clean_labels"], result["ablated_labels"],

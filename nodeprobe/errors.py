@@ -1,13 +1,15 @@
 """The one user-facing error type.
 
-Everything a user can cause (a bad option, a missing file, a checkpoint of another architecture)
-is raised as :class:`NodeprobeError` at the edge (CLI, loaders).  The CLI renders it as one line
-on stderr and exits with code 2; library users catch it like any exception.
+Everything a user can cause (a bad value, a missing file, a checkpoint of another architecture)
+is raised as :class:`NodeprobeError`.  The library names *parameters* (``layer=9: …``, `` `layer` ``);
+a front end says the same in its own words with :meth:`NodeprobeError.in_flags` (the CLI:
+``--layer 9: …``), renders it as one line on stderr and exits with code 2; library users catch it
+like any exception.
 
 Example:
     >>> from nodeprobe.errors import NodeprobeError
     >>> try:
-    ...     raise NodeprobeError("--layer 9: the model has blocks 0–5")
+    ...     raise NodeprobeError("layer=9: the model has blocks 0–5")
     ... except NodeprobeError as e:
     ...     print(e, e.exit_code)
     --layer 9: the model has blocks 0–5 2
@@ -26,12 +28,29 @@ class NodeprobeError(Exception):
         super().__init__(message)
         self.message = message
 
+    def in_flags(self, flags: dict[str, str]) -> str:
+        """The message with parameter names said as a command line's flags (:func:`in_flags`)."""
+        return in_flags(self.message, flags)
 
-def check(condition: bool, message: str) -> None:
-    """Raise :class:`NodeprobeError` with ``message`` unless ``condition`` holds.
+
+
+
+def in_flags(message: str, flags: dict[str, str]) -> str:
+    """Say a library error in this command line's words: ``layer=9: …`` → ``--layer 9: …`` and
+    `` `layer` `` → ``--layer``, for the parameters the command has (others stay as written).
 
     Example:
-        >>> check(3 < 6, "fine")
+        >>> in_flags("layer=9: the model has blocks 0–5; see `head`", {"layer": "--layer", "head": "--head"})
+        '--layer 9: the model has blocks 0–5; see --head'
     """
-    if not condition:
-        raise NodeprobeError(message)
+    import re
+
+    def valued(m):
+        flag = flags.get(m.group(1))
+        return f"{flag} " if flag else m.group(0)
+
+    def bare(m):
+        return flags.get(m.group(1), m.group(0))
+
+    message = re.sub(r"(?<![\w.])([A-Za-z_][A-Za-z0-9_]*)=(?!True\b|False\b|None\b)", valued, message)
+    return re.sub(r"`([A-Za-z_][A-Za-z0-9_]*)`", bare, message)

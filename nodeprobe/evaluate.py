@@ -184,22 +184,22 @@ def check_text_source(text, task: str = "mlm") -> str:
 
     allowed = TEXT_FILE_ALLOWED
     if task != "mlm":
-        raise NodeprobeError(f"--text-file {text}: evaluates masked-LM text; allowed only with --task mlm "
-                             f"(got --task {task})")
+        raise NodeprobeError(f"text_file={text}: evaluates masked-LM text; allowed only with task=mlm "
+                             f"(got task={task})")
     if not isinstance(text, (str, os.PathLike)) or not str(text).strip():
-        raise NodeprobeError(f"--text-file {text!r}: expected a file path; allowed: {allowed}")
+        raise NodeprobeError(f"text_file={text!r}: expected a file path; allowed: {allowed}")
     p = Path(text).expanduser()
     if p.is_dir():
         if not any(p.glob("*.parquet")):
-            raise NodeprobeError(f"--text-file {text}: is a directory without *.parquet files; allowed: {allowed}")
+            raise NodeprobeError(f"text_file={text}: is a directory without *.parquet files; allowed: {allowed}")
     elif p.exists():
         try:
             with open(p, "rb"):
                 pass
         except OSError as e:
-            raise NodeprobeError(f"--text-file {text}: cannot read it ({e.strerror or e}); allowed: {allowed}") from None
+            raise NodeprobeError(f"text_file={text}: cannot read it ({e.strerror or e}); allowed: {allowed}") from None
     else:
-        raise NodeprobeError(f"--text-file {text}: not found; allowed: {allowed}")
+        raise NodeprobeError(f"text_file={text}: not found; allowed: {allowed}")
     return _detect_format(p)
 
 
@@ -240,7 +240,7 @@ def stream_eval_set(
     from nodeprobe.train.pretrain import mlm_batch
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise NodeprobeError(f"--limit {limit}: expected a positive number of items")
+        raise NodeprobeError(f"limit={limit}: expected a positive number of items")
 
     def make() -> Iterator[EvalBatch]:
         seqs = stream_sequences(text, tokenizer, max_len=max_len, **source_kwargs)
@@ -250,11 +250,11 @@ def stream_eval_set(
             x, a, m, t = mlm_batch(group, tokenizer, seed=seed)
             yield EvalBatch(x, a, t, m)
 
-    batches = StreamedBatches(make, what=f"--text-file {text}")
+    batches = StreamedBatches(make, what=f"text_file={text}")
     if len(batches) == 0:
-        raise NodeprobeError(f"--text-file {text}: no text in it; allowed: a source with ≥ 1 non-empty article")
+        raise NodeprobeError(f"text_file={text}: no text in it; allowed: a source with ≥ 1 non-empty article")
     if batches.n_items == 0:
-        raise NodeprobeError(f"--text-file {text}: its sequences have no maskable tokens")
+        raise NodeprobeError(f"text_file={text}: its sequences have no maskable tokens")
     names = tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size))
     lim = f"[:{limit}]" if limit is not None else ""
     es = EvalSet("mlm", batches, names, f"mlm:text:{text}{lim}[streamed]", seed)
@@ -299,11 +299,11 @@ def load_eval_set(
 
     check_task(task)
     if limit is not None and limit < 1:
-        raise NodeprobeError(f"--limit {limit}: expected a positive number of items")
+        raise NodeprobeError(f"limit={limit}: expected a positive number of items")
     if text is not None:  # the source itself was checked by the CLI (check_text_source), once
         if task != "mlm":
-            raise NodeprobeError(f"--text-file {text}: evaluates masked-LM text; allowed only with --task mlm "
-                                 f"(got --task {task})")
+            raise NodeprobeError(f"text_file={text}: evaluates masked-LM text; allowed only with task=mlm "
+                                 f"(got task={task})")
         return stream_eval_set(text, tokenizer, limit=limit, seed=seed, batch_size=batch_size, max_len=max_len,
                                buffer_batches=buffer_batches)
     if task == "mlm":
@@ -312,7 +312,7 @@ def load_eval_set(
         corp = corpus if corpus is not None else PretrainData.load(data, None, max_len)
         seqs = corp.heldout[:limit] if limit else corp.heldout
         if not seqs:
-            raise NodeprobeError("--task mlm: the held-out evaluation set is empty")
+            raise NodeprobeError("task=mlm: the held-out evaluation set is empty")
         raw = build_eval_batches(seqs, tokenizer, seed, batch_size)
         batches = [EvalBatch(x, a, t, m) for x, a, m, t in raw]
         names = tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size))
@@ -321,12 +321,12 @@ def load_eval_set(
         train, test = classification_splits(task, data, tokenizer, n_train=n_train, n_test=n_test, max_len=max_len)
         ds = {"test": test, "train": train}.get(split)
         if ds is None:
-            raise NodeprobeError(f"--split {split}: expected test or train")
+            raise NodeprobeError(f"split={split}: expected test or train")
         if limit and limit < len(ds):
             rng = np.random.default_rng(seed)
             ds = ds.subset(sorted(rng.choice(len(ds), size=limit, replace=False).tolist()))
         if len(ds) == 0:
-            raise NodeprobeError(f"--task {task}: the evaluation set is empty")
+            raise NodeprobeError(f"task={task}: the evaluation set is empty")
         batches = []
         for idx in make_batches(ds.lengths().tolist(), batch_size, shuffle_seed=None):
             b = collate([ds.input_ids[i] for i in idx], pad_id=tokenizer.pad_id)
@@ -371,9 +371,9 @@ def run_eval(model, eval_set: EvalSet, fwd_hooks=(), cache=None, device=None, pr
     device = device or next(model.parameters()).device
     model.eval()
     if eval_set.task != "mlm" and model.kind != "cls":
-        raise NodeprobeError(f"--task {eval_set.task} needs a fine-tuned classifier; this model is a {model.kind} model")
+        raise NodeprobeError(f"task={eval_set.task} needs a fine-tuned classifier; this model is a {model.kind} model")
     if eval_set.task == "mlm" and model.kind != "mlm":
-        raise NodeprobeError(f"--task mlm needs a masked-LM checkpoint; this model is a {model.kind} model")
+        raise NodeprobeError(f"task=mlm needs a masked-LM checkpoint; this model is a {model.kind} model")
     K = eval_set.n_classes
     if model.spec.n_classes != K:
         raise NodeprobeError(

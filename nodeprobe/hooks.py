@@ -33,9 +33,9 @@ HookPair = tuple[str, Callable]
 
 def _check_mode(mode: str, means) -> None:
     if mode not in ("zero", "mean"):
-        raise NodeprobeError(f"--mode {mode}: expected zero or mean")
+        raise NodeprobeError(f"mode={mode}: expected zero or mean")
     if mode == "mean" and means is None:
-        raise NodeprobeError("--mode mean needs the eval-set means (nodeprobe.studies.ablation.head_means for heads, the readout mean for nodes)")
+        raise NodeprobeError("mode=mean needs the eval-set means (nodeprobe.studies.ablation.head_means for heads, the readout mean for nodes)")
 
 
 def z_name(layer: int) -> str:
@@ -56,7 +56,7 @@ def _check_z(z: Tensor, head: int) -> int:
         )
     n_heads = z.shape[2]
     if not 0 <= head < n_heads:
-        raise NodeprobeError(f"--head {head}: the model has heads 0–{n_heads - 1}")
+        raise NodeprobeError(f"head={head}: the model has heads 0–{n_heads - 1}")
     return n_heads
 
 
@@ -138,7 +138,7 @@ def keep_nodes(
         d = x.shape[-1]
         bad = [n for n in nodes if not 0 <= n < d]
         if bad:
-            raise NodeprobeError(f"--nodes {bad[0]}: the readout has nodes 0–{d - 1}")
+            raise NodeprobeError(f"nodes={bad[0]}: the readout has nodes 0–{d - 1}")
         keep = torch.zeros(d, dtype=torch.bool, device=x.device)
         keep[nodes] = True
         fill = torch.zeros((), dtype=x.dtype, device=x.device) if mode == "zero" else means.to(x.device, x.dtype)

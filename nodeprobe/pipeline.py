@@ -313,7 +313,7 @@ def reproduce(preset: str, runs_dir: str | Path = "runs", reports_dir: str | Pat
     resolve_device(device)
     data = data_root(data_dir)
     if not data.is_dir():
-        raise NodeprobeError(f"--data {data}: no such folder (it should hold fewrel/, wikitext-2/, dbpedia/, tokenizer/)")
+        raise NodeprobeError(f"data={data}: no such folder (it should hold fewrel/, wikitext-2/, dbpedia/, tokenizer/)")
     ctx = Context(p, Path(runs_dir) / preset, Path(reports_dir) / preset, data, seed, device, minilm)
     ctx.reports.mkdir(parents=True, exist_ok=True)
     old = ctx.reports / "timings.json"

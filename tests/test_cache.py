@@ -92,7 +92,7 @@ def test_refused_after_one_weight_changes(cls_setup, tmp_path):
         other.hf.bert.encoder.layer[1].attention.self.query.weight[3, 5] += 1e-3
     assert model_fingerprint(other) != model_fingerprint(model)
     before = (d / "manifest.json").read_text()
-    with pytest.raises(NodeprobeError, match=r"built from another model \(fingerprint [0-9a-f]+≠[0-9a-f]+\); rebuild with --rebuild or another --cache"):
+    with pytest.raises(NodeprobeError, match=r"built from another model \(fingerprint [0-9a-f]+≠[0-9a-f]+\); rebuild with `rebuild` or another `cache`"):
         load_cache(d, other)
     with pytest.raises(NodeprobeError, match="another model"):
         get_or_build_cache(other, es, "readout", d)
@@ -175,11 +175,11 @@ def test_fingerprint_sees_every_tensor(cls_setup):
 
 def test_bad_inputs(cls_setup, tmp_path):
     model, es = cls_setup
-    with pytest.raises(NodeprobeError, match="--sites"):
+    with pytest.raises(NodeprobeError, match="sites="):
         parse_sites("readout,attn")
-    with pytest.raises(NodeprobeError, match="--sites"):
+    with pytest.raises(NodeprobeError, match="sites="):
         parse_sites("")
-    with pytest.raises(NodeprobeError, match="--dtype"):
+    with pytest.raises(NodeprobeError, match="dtype="):
         build_cache(model, es, "readout", tmp_path / "c", dtype="int8")
     f = tmp_path / "file"
     f.write_text("x")

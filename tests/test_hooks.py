@@ -159,12 +159,12 @@ def test_mean_of_the_batch_is_a_no_op_for_constant_z(models):
 
 
 def test_head_hook_errors():
-    with pytest.raises(NodeprobeError, match="--mode max"):
+    with pytest.raises(NodeprobeError, match="mode=max"):
         ablate_head(0, 1, mode="max")
     with pytest.raises(NodeprobeError, match="eval-set means"):
         isolate_head(0, 1, mode="mean")
     _, fn = ablate_head(0, 12)
-    with pytest.raises(NodeprobeError, match="--head 12: the model has heads 0–11"):
+    with pytest.raises(NodeprobeError, match="head=12: the model has heads 0–11"):
         fn(torch.zeros(2, 3, H, DH))
     _, fn = ablate_head(0, 1)
     with pytest.raises(NodeprobeError, match=r"expected \[batch, pos, head, d_head\]"):
@@ -172,7 +172,7 @@ def test_head_hook_errors():
     _, fn = ablate_head(0, 1, mode="mean", means=torch.zeros(4, H, DH))
     with pytest.raises(NodeprobeError, match="cover 4 positions"):
         fn(torch.zeros(2, 9, H, DH))
-    with pytest.raises(NodeprobeError, match="--nodes 48"):
+    with pytest.raises(NodeprobeError, match="nodes=48"):
         keep_nodes([1, 48])[1](torch.zeros(2, D))
 
 

@@ -338,7 +338,7 @@ def test_bad_inputs_raise_nodeprobe_error(models):
         model()
     with pytest.raises(NodeprobeError, match="residual"):
         model(start_at_layer=1)
-    with pytest.raises(NodeprobeError, match="start_at_layer 6"):
+    with pytest.raises(NodeprobeError, match="start_at_layer=6"):
         model(start_at_layer=6, residual=torch.zeros(1, 3, WIDE["hidden_size"]))
     model(torch.ones(1, P, dtype=torch.long))  # exactly max length is fine
     # a bad id inside run_with_hooks / run_with_cache is the same one-line error

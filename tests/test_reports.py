@@ -200,23 +200,23 @@ def test_apt_report(mlm_case):
 
 def test_report_bad_inputs(cls_case):
     model, es, cache = cls_case
-    with pytest.raises(NodeprobeError, match="--level"):
+    with pytest.raises(NodeprobeError, match="level="):
         resolve_specialization("neuron", None, None, 2)
-    with pytest.raises(NodeprobeError, match="needs --layer"):
+    with pytest.raises(NodeprobeError, match="needs `layer`"):
         resolve_specialization("node", "resid", None, 2)
-    with pytest.raises(NodeprobeError, match="--layer 2: the model has blocks 0–1"):
+    with pytest.raises(NodeprobeError, match="layer=2: the model has blocks 0–1"):
         resolve_specialization("node", "resid", 2, 2)
-    with pytest.raises(NodeprobeError, match="--site z"):
+    with pytest.raises(NodeprobeError, match="site=z"):
         resolve_specialization("head", "readout", None, 2)
-    with pytest.raises(NodeprobeError, match="--level head"):
+    with pytest.raises(NodeprobeError, match="level=head"):
         resolve_specialization("node", "z", None, 2)
-    with pytest.raises(NodeprobeError, match="--layer applies"):
+    with pytest.raises(NodeprobeError, match="`layer` applies"):
         resolve_specialization("node", "readout", 1, 2)
-    with pytest.raises(NodeprobeError, match="--tau-recall"):
+    with pytest.raises(NodeprobeError, match="tau_recall="):
         specialization_report(cache, tau_recall=1.5)
-    with pytest.raises(NodeprobeError, match="--min-count"):
+    with pytest.raises(NodeprobeError, match="min_count="):
         specialization_report(cache, min_count=0)
-    with pytest.raises(NodeprobeError, match="--mode"):
+    with pytest.raises(NodeprobeError, match="mode="):
         specialization_report(cache, mode="median")
     fresh = build_cache(model, es, "readout", cache.path.parent / "fresh")
     with pytest.raises(NodeprobeError, match="needs the model"):
@@ -227,13 +227,13 @@ def test_report_bad_inputs(cls_case):
         parse_nodes("1,1")
     with pytest.raises(NodeprobeError, match="nodes 0–15"):
         parse_nodes("3,16", 16)
-    with pytest.raises(NodeprobeError, match="either --nodes"):
+    with pytest.raises(NodeprobeError, match="either nodes="):
         check_hull_args(None, None, 16)
-    with pytest.raises(NodeprobeError, match="--n 17"):
+    with pytest.raises(NodeprobeError, match="n=17"):
         hull_report(cache, n=17)
-    with pytest.raises(NodeprobeError, match="--unit"):
+    with pytest.raises(NodeprobeError, match="unit="):
         parse_unit("head", "L9H0", 2, 4)
     with pytest.raises(NodeprobeError, match="APT is defined"):
         apt_report(cache, model, np.ones(100))
-    with pytest.raises(NodeprobeError, match="--R"):
+    with pytest.raises(NodeprobeError, match="R="):
         cooperation_report(cache, R=0)

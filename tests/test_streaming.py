@@ -195,9 +195,9 @@ def test_streamed_set_rereads_and_checks_the_source(tok, small_text, tmp_path):
 def test_streamed_bad_input(tok, tmp_path):
     ok = tmp_path / "ok.txt"
     ok.write_text("some text\n")
-    with pytest.raises(NodeprobeError, match=r"--text-file .*ok\.txt.*--task mlm"):
+    with pytest.raises(NodeprobeError, match=r"text_file=.*ok\.txt.*task=mlm"):
         load_eval_set("fewrel", tok, text=ok)
-    with pytest.raises(NodeprobeError, match=r"--text-file .*ok\.txt.*--task mlm"):
+    with pytest.raises(NodeprobeError, match=r"text_file=.*ok\.txt.*task=mlm"):
         check_text_source(ok, "fewrel")
     assert check_text_source(ok) == "txt"
     # the CLI's one check: a path that does not exist is "not found", whatever it looks like
@@ -205,7 +205,7 @@ def test_streamed_bad_input(tok, tmp_path):
     for missing in (tmp_path / "none.txt", "data/notes.md", "corpus/mytext", "wikimedia/wikipedia"):
         with pytest.raises(NodeprobeError) as e:
             check_text_source(missing)
-        assert str(e.value) == f"--text-file {missing}: not found; {allowed}"
+        assert str(e.value) == f"text_file={missing}: not found; {allowed}"
     (tmp_path / "adir").mkdir()
     with pytest.raises(NodeprobeError, match="adir: is a directory"):
         check_text_source(tmp_path / "adir")

@@ -42,7 +42,7 @@ def test_family_params_empty_pairs():
     allh, per = head_family_params([[[0], [0]], [[], [1]]], K=2)
     assert [p.mean_jaccard for p in per] == [1.0, 0.0] and allh.mean_jaccard == 0.5
     assert allh.n_units == 4 and allh.coverage == 1.0
-    with pytest.raises(NodeprobeError, match="empty-pairs"):
+    with pytest.raises(NodeprobeError, match="empty_pairs="):
         family_params(sets, K=4, empty_pairs="two")
 
 
@@ -180,7 +180,7 @@ def test_mlm_eval_set_max_items(run):
     capped = mlm_eval_set_from_sequences(seqs, tok, seed=0, max_items=20)
     assert 0 < capped.n_items <= 20
     assert mlm_eval_set_from_sequences(seqs, tok, seed=0, max_items=1).n_items >= 1   # at least one sequence
-    with pytest.raises(NodeprobeError, match="max-items"):
+    with pytest.raises(NodeprobeError, match="max_items="):
         mlm_eval_set_from_sequences(seqs, tok, max_items=0)
 
 

@@ -55,7 +55,7 @@ class FamilyParams:
 
 def _check_empty_pairs(empty_pairs: str) -> None:
     if empty_pairs not in EMPTY_PAIRS:
-        raise NodeprobeError(f"--empty-pairs {empty_pairs}: expected one of {', '.join(EMPTY_PAIRS)}")
+        raise NodeprobeError(f"empty_pairs={empty_pairs}: expected one of {', '.join(EMPTY_PAIRS)}")
 
 
 def family_params(learned_sets: Sequence[Sequence[int]], K: int, empty_pairs: str = "one") -> FamilyParams:

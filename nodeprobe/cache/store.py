@@ -102,7 +102,7 @@ def parse_sites(text: str | Sequence[str]) -> tuple[str, ...]:
     parts = [p for p in parts if p]
     bad = [p for p in parts if p not in SITES]
     if bad or not parts:
-        raise NodeprobeError(f"--sites {','.join(parts) if parts else repr(text)}: expected a comma list of "
+        raise NodeprobeError(f"sites={','.join(parts) if parts else repr(text)}: expected a comma list of "
                              f"{', '.join(SITES)}")
     return tuple(s for s in SITES if s in parts)
 
@@ -147,7 +147,7 @@ def _clear(out: Path) -> None:
     """
     foreign = sorted(p.name for p in out.iterdir() if not _is_cache_file(p))
     if foreign:
-        raise NodeprobeError(f"--cache {out}: not a nodeprobe cache (it holds {foreign[0]}…); "
+        raise NodeprobeError(f"cache={out}: not a nodeprobe cache (it holds {foreign[0]}…); "
                              "give a new or empty directory")
     (out / MANIFEST).unlink(missing_ok=True)
     for p in list(out.glob("shard-*.safetensors")) + [out / "readout.safetensors", out / "classes.json"]:
@@ -214,7 +214,7 @@ def build_cache(
     site_list = parse_sites(sites)
     if isinstance(dtype, str):
         if dtype not in DTYPES:
-            raise NodeprobeError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+            raise NodeprobeError(f"dtype={dtype}: expected one of {', '.join(DTYPES)}")
         dt = DTYPES[dtype]
     else:
         dt = dtype
@@ -229,12 +229,12 @@ def build_cache(
     mfp = model_fp or model_fingerprint(model)
     out = Path(out_dir) if out_dir is not None else default_cache_dir(mfp, eval_set.fingerprint)
     if out.exists() and not out.is_dir():
-        raise NodeprobeError(f"--cache {out}: is a file; give a directory")
+        raise NodeprobeError(f"cache={out}: is a file; give a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
         _clear(out)
     except OSError as e:
-        raise NodeprobeError(f"--cache {out}: cannot write there ({e.strerror})") from None
+        raise NodeprobeError(f"cache={out}: cannot write there ({e.strerror})") from None
     W, b = model.readout_weights()
     _save_st({"W": W.detach().float().cpu(), "b": b.detach().float().cpu()}, out / "readout.safetensors")
     (out / "classes.json").write_text(json.dumps(list(eval_set.class_names), ensure_ascii=False), encoding="utf-8")
@@ -428,7 +428,7 @@ class CacheReader:
     def z(self, layer: int) -> Tensor:
         """``[N, n_heads, d_head]`` head outputs of block ``layer``."""
         if not (isinstance(layer, int) and 0 <= layer < self.n_layers):
-            raise NodeprobeError(f"--layer {layer}: the model has blocks 0–{self.n_layers - 1}")
+            raise NodeprobeError(f"layer={layer}: the model has blocks 0–{self.n_layers - 1}")
         return self.load(f"z.{layer}")
 
     def targets(self) -> Tensor:
@@ -487,25 +487,25 @@ def load_cache(path: str | Path, model=None, eval_set=None, *, model_fp: str | N
         int(manifest["format"])
         manifest["shards"], manifest["sites"], manifest["model_fingerprint"], manifest["eval_fingerprint"]
     except (ValueError, KeyError, TypeError):
-        raise NodeprobeError(f"cache {p}: unreadable manifest.json; rebuild with --rebuild or another --cache") from None
+        raise NodeprobeError(f"cache {p}: unreadable manifest.json; rebuild with `rebuild` or another `cache`") from None
     if manifest["format"] != FORMAT_VERSION:
-        raise NodeprobeError(f"cache {p}: format {manifest['format']}, this nodeprobe reads {FORMAT_VERSION}; rebuild with --rebuild")
+        raise NodeprobeError(f"cache {p}: format {manifest['format']}, this nodeprobe reads {FORMAT_VERSION}; rebuild with `rebuild`")
     if model is not None or model_fp is not None:
         fp = model_fp or model_fingerprint(model)
         if fp != manifest["model_fingerprint"]:
             raise NodeprobeError(
                 f"cache {p} was built from another model (fingerprint {manifest['model_fingerprint']}≠{fp}); "
-                "rebuild with --rebuild or another --cache"
+                "rebuild with `rebuild` or another `cache`"
             )
     if eval_set is not None and eval_set.fingerprint != manifest["eval_fingerprint"]:
         raise NodeprobeError(
             f"cache {p} was built from other data (eval-set fingerprint {manifest['eval_fingerprint']}≠"
-            f"{eval_set.fingerprint}: another --task/--data/--limit/--seed); rebuild with --rebuild or another --cache"
+            f"{eval_set.fingerprint}: another `task`/`data`/`limit`/`seed`); rebuild with `rebuild` or another `cache`"
         )
     missing = [s["file"] for s in manifest["shards"] if not (p / s["file"]).is_file()]
     if missing or not (p / manifest["readout_file"]).is_file():
         raise NodeprobeError(f"cache {p} is incomplete ({(missing or [manifest['readout_file']])[0]} is missing); "
-                             "rebuild with --rebuild")
+                             "rebuild with `rebuild`")
     return CacheReader(p, manifest)
 
 
@@ -549,7 +549,7 @@ def get_or_build_cache(
     mfp = model_fingerprint(model)
     out = Path(cache_dir) if cache_dir is not None else default_cache_dir(mfp, eval_set.fingerprint, root)
     if out.exists() and not out.is_dir():
-        raise NodeprobeError(f"--cache {out}: is a file; give a directory")
+        raise NodeprobeError(f"cache={out}: is a file; give a directory")
     if not rebuild and (out / MANIFEST).is_file():
         reader = load_cache(out, eval_set=eval_set, model_fp=mfp)
         if all(s in reader.sites for s in want):

@@ -240,6 +240,29 @@ def _click_errors():
     return tuple(usage), tuple(abort), tuple(exit_)
 
 
+def _flags_of(cmd, args: list[str]) -> dict[str, str]:
+    """Library parameter name → this command line's flag (``layer`` → ``--layer``, ``json_path`` →
+    ``--json``), from the root command's and the invoked subcommand's options."""
+    import click
+
+    cmds = [cmd]
+    sub = getattr(cmd, "commands", {})
+    name = next((a for a in args if a in sub), None)
+    if name is not None:
+        cmds.append(sub[name])
+    out: dict[str, str] = {}
+    for c in cmds:
+        for p in c.params:
+            longs = [o for o in getattr(p, "opts", []) if o.startswith("--")]
+            if not longs or not p.name:
+                continue
+            out.setdefault(p.name, longs[0])
+            for o in longs:
+                out.setdefault(o[2:].replace("-", "_"), o)
+    out.setdefault("data_dir", out.get("data", "--data"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     usage_error, abort, exit_ = _click_errors()
@@ -251,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         if rv == 130 and type(rv) is int:  # Typer turns Ctrl-C into Exit(130) and returns that code
             raise KeyboardInterrupt
     except NodeprobeError as e:
-        print(f"nodeprobe: error: {e.message}", file=sys.stderr)
+        print(f"nodeprobe: error: {e.in_flags(_flags_of(cmd, args))}", file=sys.stderr)
         return 2
     except usage_error as e:
         if type(e).__name__ == "NoArgsIsHelpError":  # bare `nodeprobe`: the help, as --help

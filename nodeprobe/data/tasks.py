@@ -21,7 +21,7 @@ TASKS = ("mlm", "fewrel", "dbpedia")
 def check_task(task: str) -> str:
     """Validate ``--task``."""
     if task not in TASKS:
-        raise NodeprobeError(f"--task {task}: expected one of {', '.join(TASKS)}")
+        raise NodeprobeError(f"task={task}: expected one of {', '.join(TASKS)}")
     return task
 
 
@@ -40,7 +40,7 @@ def fewrel_file(data: str | Path | None) -> Path:
     for cand in (p / "val_wiki.json", p / "fewrel" / "val_wiki.json"):
         if cand.is_file():
             return cand
-    raise NodeprobeError(f"--data {p}: no FewRel file (expected fewrel/val_wiki.json or a FewRel JSON file)")
+    raise NodeprobeError(f"data={p}: no FewRel file (expected fewrel/val_wiki.json or a FewRel JSON file)")
 
 
 def classification_splits(task: str, data: str | Path | None, tokenizer, n_train: int = 630,
@@ -59,4 +59,4 @@ def classification_splits(task: str, data: str | Path | None, tokenizer, n_train
 
         root = Path(data) if data is not None else data_root(None)
         return load_dbpedia_splits(root, tokenizer, max_len=max_len, max_per_class=max_per_class)
-    raise NodeprobeError("--task mlm has no classification split")
+    raise NodeprobeError("task=mlm has no classification split")

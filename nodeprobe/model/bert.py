@@ -81,15 +81,15 @@ class ModelSpec:
     n_classes: int  # K: vocab size for MLM, labels for classification, 0 for a bare encoder
     max_len: int
 
-    def check_layer(self, layer: int, what: str = "--layer") -> None:
+    def check_layer(self, layer: int, what: str = "layer") -> None:
         """Raise a one-line error unless ``0 <= layer < n_layers``."""
         if not (isinstance(layer, int) and 0 <= layer < self.n_layers):
-            raise NodeprobeError(f"{what} {layer}: the model has blocks 0–{self.n_layers - 1}")
+            raise NodeprobeError(f"{what}={layer}: the model has blocks 0–{self.n_layers - 1}")
 
-    def check_head(self, head: int, what: str = "--head") -> None:
+    def check_head(self, head: int, what: str = "head") -> None:
         """Raise a one-line error unless ``0 <= head < n_heads``."""
         if not (isinstance(head, int) and 0 <= head < self.n_heads):
-            raise NodeprobeError(f"{what} {head}: the model has heads 0–{self.n_heads - 1}")
+            raise NodeprobeError(f"{what}={head}: the model has heads 0–{self.n_heads - 1}")
 
 
 @dataclass(frozen=True, eq=False)

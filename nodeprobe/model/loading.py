@@ -76,7 +76,7 @@ def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: b
         found = ARCH_KIND.get(archs[0], "base")
         kind = kind or found
         if kind == "mlm" and found != "mlm":
-            raise NodeprobeError(f"model directory {path}: a {archs[0]} has no MLM head (use --task fewrel/dbpedia)")
+            raise NodeprobeError(f"model directory {path}: a {archs[0]} has no MLM head (use task=fewrel/dbpedia)")
         if kind == "cls" and found != "cls":
             raise NodeprobeError(f"model directory {path}: a {archs[0]} has no classification head; fine-tune it first")
         cls = hf_class(kind)
@@ -137,14 +137,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise NodeprobeError(f"--device {device}: expected cpu, cuda or cuda:N") from None
+        raise NodeprobeError(f"device={device}: expected cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise NodeprobeError(f"--device {device}: no CUDA GPU is available here (use cpu)")
+            raise NodeprobeError(f"device={device}: no CUDA GPU is available here (use cpu)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise NodeprobeError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
+            raise NodeprobeError(f"device={device}: only {torch.cuda.device_count()} GPU(s) here")
     elif dev.type not in ("cpu", "mps"):
-        raise NodeprobeError(f"--device {device}: expected cpu, cuda or cuda:N")
+        raise NodeprobeError(f"device={device}: expected cpu, cuda or cuda:N")
     return dev
 
 

@@ -72,7 +72,7 @@ def write_atomic(path: str | Path, text: str) -> Path:
             f.write(text)
         os.replace(tmp, path)
     except OSError as e:
-        raise NodeprobeError(f"--json {path}: cannot write there ({e.strerror})") from None
+        raise NodeprobeError(f"json={path}: cannot write there ({e.strerror})") from None
     return path
 
 
@@ -83,7 +83,7 @@ def write_report(path: str | Path | None, kind: str, settings: dict, result) -> 
     return write_atomic(path, dumps({"schema": f"nodeprobe.{kind}/1", "settings": settings, "result": result}))
 
 
-def check_writable(path: str | Path | None, flag: str = "--json") -> None:
+def check_writable(path: str | Path | None, flag: str = "json") -> None:
     """Fail early (before any long computation) if ``path`` cannot be written."""
     if path is None:
         return
@@ -93,8 +93,8 @@ def check_writable(path: str | Path | None, flag: str = "--json") -> None:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if p.is_dir():
-        raise NodeprobeError(f"{flag} {p}: is a directory; give a file path")
+        raise NodeprobeError(f"{flag}={p}: is a directory; give a file path")
     if not probe.is_dir():
-        raise NodeprobeError(f"{flag} {p}: {probe} is a file, not a folder")
+        raise NodeprobeError(f"{flag}={p}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK):
-        raise NodeprobeError(f"{flag} {p}: {probe} is not writable")
+        raise NodeprobeError(f"{flag}={p}: {probe} is not writable")

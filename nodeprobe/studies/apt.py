@@ -104,13 +104,13 @@ def apt_report(
     from nodeprobe.render.progress import track_items
 
     if cache.task != "mlm":
-        raise NodeprobeError(f"APT is defined for masked-LM predictions (--task mlm); this cache is --task {cache.task}")
+        raise NodeprobeError(f"APT is defined for masked-LM predictions (task=mlm); this cache is task={cache.task}")
     if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-        raise NodeprobeError(f"--min-count {min_count}: expected an integer ≥ 1")
+        raise NodeprobeError(f"min_count={min_count}: expected an integer ≥ 1")
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise NodeprobeError(f"--bins {n_bins}: expected a positive integer")
+        raise NodeprobeError(f"bins={n_bins}: expected a positive integer")
     if not 0.0 < cluster_threshold <= 1.0:
-        raise NodeprobeError(f"--cluster-threshold {cluster_threshold}: expected a number in (0, 1]")
+        raise NodeprobeError(f"cluster_threshold={cluster_threshold}: expected a number in (0, 1]")
     cache.check_site("resid")
     names = cache.class_names
     V = cache.n_classes

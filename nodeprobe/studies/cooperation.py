@@ -63,9 +63,9 @@ def parse_grid(text: str | Sequence[int] | None) -> tuple[int, ...]:
     try:
         g = tuple(int(str(p).strip()) for p in parts if str(p).strip())
     except ValueError:
-        raise NodeprobeError(f"--grid {text}: expected node counts like 1,2,4,8") from None
+        raise NodeprobeError(f"grid={text}: expected node counts like 1,2,4,8") from None
     if not g or min(g) < 1:
-        raise NodeprobeError(f"--grid {text}: expected positive node counts")
+        raise NodeprobeError(f"grid={text}: expected positive node counts")
     return g
 
 
@@ -84,7 +84,7 @@ def cooperation_report(
     check_mode(mode)
     check_thresholds(tau_recall, tau_lift, min_count)
     if isinstance(R, bool) or not isinstance(R, int) or R < 1:
-        raise NodeprobeError(f"--R {R}: expected a positive number of node sets per n")
+        raise NodeprobeError(f"R={R}: expected a positive number of node sets per n")
     grid = parse_grid(grid)
     cache.check_site("readout")
     X = cache.readout()

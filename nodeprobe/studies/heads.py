@@ -67,7 +67,7 @@ def encode_texts(tokenizer, texts: Sequence[str | Sequence[int]], max_len: int =
 def _max_len(model, max_len: int | None) -> int:
     m = min(128, model.spec.max_len) if max_len is None else int(max_len)
     if m < 2 or m > model.spec.max_len:
-        raise NodeprobeError(f"--max-len {max_len}: expected 2–{model.spec.max_len}")
+        raise NodeprobeError(f"max_len={max_len}: expected 2–{model.spec.max_len}")
     return m
 
 
@@ -84,7 +84,7 @@ def collect(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, names:
 
 def _site_names(site: str, L: int) -> tuple[list[str], list[str] | None]:
     if site not in SITES:
-        raise NodeprobeError(f"--site {site}: expected one of {', '.join(SITES)}")
+        raise NodeprobeError(f"site={site}: expected one of {', '.join(SITES)}")
     if site == "qk":
         return [f"blocks.{l}.attn.hook_q" for l in range(L)], [f"blocks.{l}.attn.hook_k" for l in range(L)]
     return [f"blocks.{l}.attn.hook_{site}" for l in range(L)], None
@@ -140,7 +140,7 @@ def study_heads(
     from nodeprobe.data.batching import collate
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise NodeprobeError(f"--batch-size {batch_size}: expected a positive integer")
+        raise NodeprobeError(f"batch_size={batch_size}: expected a positive integer")
     L = model.spec.n_layers
     seqs = encode_texts(tokenizer, texts, _max_len(model, max_len))
     ids_ = separator_ids(tokenizer)
@@ -214,7 +214,7 @@ def segment(
         if not chosen:
             best = max(sep.share.max(), 0.0)
             raise NodeprobeError(f"no separator-focused head on this text (largest share {best:.3f} ≤ "
-                                 f"--threshold {threshold:g}); lower --threshold or give --layer/--head")
+                                 f"threshold={threshold:g}); lower `threshold` or give `layer`/`head`")
     else:
         heads_from = "given"
         chosen = tuple(heads)

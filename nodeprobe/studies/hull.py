@@ -78,13 +78,13 @@ def _row(hb) -> HullRow:
 def check_hull_args(nodes, n, d: int | None, R: int = 20) -> list[int] | None:
     """Validate ``--nodes``/``--n``/``--R`` (against d_model when given); returns parsed nodes."""
     if (nodes is None) == (n is None):
-        raise NodeprobeError("give either --nodes 12,40 (one node set) or --n 1 (every single node) / --n k (random sets)")
+        raise NodeprobeError("give either nodes=12,40 (one node set) or n=1 (every single node) / n=k (random sets)")
     if isinstance(R, bool) or not isinstance(R, int) or R < 1:
-        raise NodeprobeError(f"--R {R}: expected a positive number of node sets")
+        raise NodeprobeError(f"R={R}: expected a positive number of node sets")
     if nodes is not None:
         return parse_nodes(nodes, d)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1 or (d is not None and n > d):
-        raise NodeprobeError(f"--n {n}: expected a node count 1–{d if d is not None else 'd_model'}")
+        raise NodeprobeError(f"n={n}: expected a node count 1–{d if d is not None else 'd_model'}")
     return None
 
 

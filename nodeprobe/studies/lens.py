@@ -88,7 +88,7 @@ def resid_node_predictions(model, X: Tensor, mode: str = "zero", means: Tensor |
     from nodeprobe.render.progress import track_items
 
     if mode not in ("zero", "mean"):
-        raise NodeprobeError(f"--mode {mode}: expected zero or mean")
+        raise NodeprobeError(f"mode={mode}: expected zero or mean")
     N, d = X.shape
     if mode == "mean" and means is None:
         raise NodeprobeError("mode mean needs the eval-set means of the residual")
@@ -131,7 +131,7 @@ def head_isolation_predictions(model, eval_set, layers: Sequence[int], mode: str
     for l in layers:
         model.spec.check_layer(l)
     if mode not in ("zero", "mean"):
-        raise NodeprobeError(f"--mode {mode}: expected zero or mean")
+        raise NodeprobeError(f"mode={mode}: expected zero or mean")
     if mode == "mean" and means is None:
         from nodeprobe.studies.ablation import head_means
 
@@ -174,9 +174,9 @@ class ProbeSettings:
 
     def check(self) -> None:
         if not 0.0 < self.fraction < 1.0:
-            raise NodeprobeError(f"--probe-fraction {self.fraction}: expected a number in (0, 1)")
+            raise NodeprobeError(f"probe_fraction={self.fraction}: expected a number in (0, 1)")
         if not (isinstance(self.epochs, int) and self.epochs >= 1):
-            raise NodeprobeError(f"--probe-epochs {self.epochs}: expected a positive integer")
+            raise NodeprobeError(f"probe_epochs={self.epochs}: expected a positive integer")
         if not self.lr > 0:
             raise NodeprobeError(f"probe lr {self.lr}: expected a positive number")
 

@@ -105,7 +105,7 @@ class SpecializationReport:
         for u in self.units:
             if u.index == key:
                 return u
-        raise NodeprobeError(f"--unit {spec}: no such {self.level} in this report ({self.units[0].unit}…{self.units[-1].unit})")
+        raise NodeprobeError(f"unit={spec}: no such {self.level} in this report ({self.units[0].unit}…{self.units[-1].unit})")
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -137,13 +137,13 @@ def parse_unit(level: str, spec: str, n_layers: int | None = None, n_heads: int 
             key = (int(a), int(b))
     except ValueError:
         want = "a node number like 12" if level == "node" else "a head like L3H5 or 3.5"
-        raise NodeprobeError(f"--unit {spec}: expected {want}") from None
+        raise NodeprobeError(f"unit={spec}: expected {want}") from None
     if level == "node" and d_model is not None and not 0 <= key[0] < d_model:
-        raise NodeprobeError(f"--unit {spec}: the model has nodes 0–{d_model - 1}")
+        raise NodeprobeError(f"unit={spec}: the model has nodes 0–{d_model - 1}")
     if level == "head" and n_layers is not None and not 0 <= key[0] < n_layers:
-        raise NodeprobeError(f"--unit {spec}: the model has blocks 0–{n_layers - 1}")
+        raise NodeprobeError(f"unit={spec}: the model has blocks 0–{n_layers - 1}")
     if level == "head" and n_heads is not None and not 0 <= key[1] < n_heads:
-        raise NodeprobeError(f"--unit {spec}: the model has heads 0–{n_heads - 1}")
+        raise NodeprobeError(f"unit={spec}: the model has heads 0–{n_heads - 1}")
     return key
 
 
@@ -154,25 +154,25 @@ def resolve_specialization(level: str, site: str | None, layer: int | None,
     With ``n_layers=None`` only the level/site combination is checked (before a model is loaded).
     """
     if level not in ("node", "head"):
-        raise NodeprobeError(f"--level {level}: expected node or head")
+        raise NodeprobeError(f"level={level}: expected node or head")
     if site is None:
         site = "readout" if level == "node" else "z"
     if site not in ("readout", "resid", "z"):
-        raise NodeprobeError(f"--site {site}: expected readout, resid or z")
+        raise NodeprobeError(f"site={site}: expected readout, resid or z")
     if level == "head" and site != "z":
-        raise NodeprobeError(f"--level head lives at --site z (head outputs), not --site {site}")
+        raise NodeprobeError(f"level=head lives at site=z (head outputs), not site={site}")
     if level == "node" and site == "z":
-        raise NodeprobeError("--site z holds heads: use --level head (nodes live at --site readout or resid)")
+        raise NodeprobeError("site=z holds heads: use level=head (nodes live at site=readout or resid)")
     if layer is not None and n_layers is not None and not (isinstance(layer, int) and 0 <= layer < n_layers):
-        raise NodeprobeError(f"--layer {layer}: the model has blocks 0–{n_layers - 1}")
+        raise NodeprobeError(f"layer={layer}: the model has blocks 0–{n_layers - 1}")
     if site == "readout":
         if layer is not None:
-            raise NodeprobeError("--layer applies to --site resid or --level head, not to --site readout")
+            raise NodeprobeError("`layer` applies to site=resid or level=head, not to site=readout")
         return site, []
     if site == "resid":
         if layer is None:
             blocks = f"0–{n_layers - 1}" if n_layers is not None else "number"
-            raise NodeprobeError(f"--site resid needs --layer (a block {blocks})")
+            raise NodeprobeError(f"site=resid needs `layer` (a block {blocks})")
         return site, [layer]
     if layer is not None:
         return site, [layer]
@@ -249,7 +249,7 @@ def specialization_report(
                 from nodeprobe.studies.lens import resid_node_predictions
 
                 if model is None:
-                    raise NodeprobeError("--site resid needs the model (the readout path after block l)")
+                    raise NodeprobeError("site=resid needs the model (the readout path after block l)")
                 X = cache.resid(l + 1)
                 mu = cache.means(f"resid.{l + 1}") if mode == "mean" else None
                 return {"preds": resid_node_predictions(model, X, mode, mu, progress=progress).T.contiguous()}
@@ -301,7 +301,7 @@ def _head_predictions(cache, model, eval_set, layers, mode, progress) -> dict[in
         missing.append(l)
     if missing:
         if model is None or eval_set is None:
-            raise NodeprobeError("--level head needs the model and the evaluation set (forward passes with heads isolated)")
+            raise NodeprobeError("level=head needs the model and the evaluation set (forward passes with heads isolated)")
         from nodeprobe.studies.lens import head_isolation_predictions
 
         got = head_isolation_predictions(model, eval_set, missing, mode, progress=progress)

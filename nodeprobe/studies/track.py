@@ -114,17 +114,17 @@ def find_checkpoints(sources: str | os.PathLike | Sequence[str | os.PathLike], *
                 p = p / "final"
             s = _dir_step(p)
             if s is None:
-                raise NodeprobeError(f"--run {p}: cannot tell the training step of this model directory "
+                raise NodeprobeError(f"run={p}: cannot tell the training step of this model directory "
                                      "(no state.json, no step-N name, no run summary)")
             out.append(Checkpoint(s, p, f"{p.parent.name}/{p.name}"))
         elif p.is_dir():
-            raise NodeprobeError(f"--run {p}: neither a run directory with snapshots/step-N nor a model directory")
+            raise NodeprobeError(f"run={p}: neither a run directory with snapshots/step-N nor a model directory")
         else:
-            raise NodeprobeError(f"--run {p}: no such directory")
+            raise NodeprobeError(f"run={p}: no such directory")
     steps = [c.step for c in out]
     dup = sorted({s for s in steps if steps.count(s) > 1})
     if dup:
-        raise NodeprobeError(f"--run: two checkpoints at step {dup[0]}; give each step once")
+        raise NodeprobeError(f"`run`: two checkpoints at step {dup[0]}; give each step once")
     out.sort(key=lambda c: c.step)
     if random_init and out and out[0].step != 0:
         out.insert(0, Checkpoint(0, None, f"random init (seed {seed})", config_from=out[0].path, seed=seed))
@@ -142,9 +142,9 @@ def load_checkpoint_model(ck: Checkpoint, kind: str, device: str = "cpu"):
     try:
         cfg = transformers.AutoConfig.from_pretrained(ck.config_from)
     except Exception as e:
-        raise NodeprobeError(f"--run {ck.config_from}: unreadable config.json ({type(e).__name__})") from None
+        raise NodeprobeError(f"run={ck.config_from}: unreadable config.json ({type(e).__name__})") from None
     if cfg.model_type != "bert":
-        raise NodeprobeError(f"--run {ck.config_from}: model_type {cfg.model_type!r}, expected 'bert'")
+        raise NodeprobeError(f"run={ck.config_from}: model_type {cfg.model_type!r}, expected 'bert'")
     torch.manual_seed(ck.seed)
     hf = hf_class(kind)(cfg).eval()
     return load_model(hf, kind=kind, device=device)
@@ -180,7 +180,7 @@ def mlm_eval_set_from_sequences(sequences, tokenizer, *, seed: int = 0, batch_si
     seqs = [list(map(int, s)) for s in sequences if len(s)]
     if max_items is not None:
         if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
-            raise NodeprobeError(f"--max-items {max_items}: expected a positive integer")
+            raise NodeprobeError(f"max_items={max_items}: expected a positive integer")
         keep, n = [], 0
         for s in seqs:
             c = _count_items(s, tokenizer, seed)
@@ -190,13 +190,13 @@ def mlm_eval_set_from_sequences(sequences, tokenizer, *, seed: int = 0, batch_si
             n += c
         seqs = keep
     if not seqs:
-        raise NodeprobeError(f"--task mlm: no evaluation sequences in {source}")
+        raise NodeprobeError(f"task=mlm: no evaluation sequences in {source}")
     raw = build_eval_batches(seqs, tokenizer, seed, batch_size)
     batches = [EvalBatch(x, a, t, m) for x, a, m, t in raw]
     names = tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size))
     es = EvalSet("mlm", batches, names, source, seed)
     if es.n_items == 0:
-        raise NodeprobeError(f"--task mlm: the sequences of {source} have no maskable tokens")
+        raise NodeprobeError(f"task=mlm: the sequences of {source} have no maskable tokens")
     es.fingerprint = _fingerprint_batches(batches)
     return es
 
@@ -216,11 +216,11 @@ def track_eval_set(task: str, tokenizer, data=None, *, text_file=None, max_items
     check_task(task)
     if task != "mlm":
         if text_file is not None:
-            raise NodeprobeError(f"--text-file builds an MLM evaluation set; --task {task} reads --data")
+            raise NodeprobeError(f"`text_file` builds an MLM evaluation set; task={task} reads `data`")
         from nodeprobe.evaluate import load_eval_set
 
         if max_items is not None and (isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1):
-            raise NodeprobeError(f"--max-items {max_items}: expected a positive integer")
+            raise NodeprobeError(f"max_items={max_items}: expected a positive integer")
         return load_eval_set(task, tokenizer, data, limit=max_items, seed=seed, batch_size=batch_size,
                              max_len=max_len)
     if text_file is not None:
@@ -241,8 +241,8 @@ def track_eval_set(task: str, tokenizer, data=None, *, text_file=None, max_items
             pass
     corp = PretrainData.load(data, None, max_len, every)
     if corp.tokenizer.vocab_size != tokenizer.vocab_size:
-        raise NodeprobeError(f"--data: the corpus vocab has {corp.tokenizer.vocab_size} tokens but the model's "
-                             f"{tokenizer.vocab_size}; use --text-file with text for this model")
+        raise NodeprobeError(f"`data`: the corpus vocab has {corp.tokenizer.vocab_size} tokens but the model's "
+                             f"{tokenizer.vocab_size}; use `text_file` with text for this model")
     return mlm_eval_set_from_sequences(corp.heldout, tokenizer, seed=seed, batch_size=batch_size,
                                        max_items=max_items, source=f"mlm:{corp.source}[held-out 1/{every}]")
 
@@ -273,14 +273,14 @@ def step_predictions(model, eval_set: EvalSet, *, heads: bool = True, mode: str 
     from nodeprobe.render.progress import track_items
 
     if eval_set.task == "mlm" and model.kind != "mlm":
-        raise NodeprobeError(f"--task mlm needs a masked-LM checkpoint; this model is a {model.kind} model")
+        raise NodeprobeError(f"task=mlm needs a masked-LM checkpoint; this model is a {model.kind} model")
     if eval_set.task != "mlm" and model.kind != "cls":
-        raise NodeprobeError(f"--task {eval_set.task} needs a fine-tuned classifier; this model is a {model.kind} model")
+        raise NodeprobeError(f"task={eval_set.task} needs a fine-tuned classifier; this model is a {model.kind} model")
     if model.spec.n_classes != eval_set.n_classes:
         raise NodeprobeError(f"the model has {model.spec.n_classes} output classes but the {eval_set.task} "
                              f"data has {eval_set.n_classes}")
     if mode not in ("zero", "mean"):
-        raise NodeprobeError(f"--mode {mode}: expected zero or mean")
+        raise NodeprobeError(f"mode={mode}: expected zero or mean")
     L, H = model.spec.n_layers, model.spec.n_heads
     if heads and mode == "mean" and means is None:
         from nodeprobe.studies.ablation import head_means
@@ -437,7 +437,7 @@ def _write_cache(path: Path, rec: dict) -> None:
         tmp.write_text(json.dumps(rec, sort_keys=True, allow_nan=True) + "\n")
         os.replace(tmp, path)
     except OSError as e:
-        raise NodeprobeError(f"--out {path.parent.parent}: cannot write the step cache ({e.strerror})") from None
+        raise NodeprobeError(f"out={path.parent.parent}: cannot write the step cache ({e.strerror})") from None
 
 
 def _result(ck: Checkpoint, rec: dict, K: int, heads: bool, empty_pairs: str, reused: bool) -> StepResult:
@@ -505,7 +505,7 @@ def track(
     task = "mlm" if eval_set.task == "mlm" else "cls"
     _check_empty_pairs(empty_pairs)
     if mode not in ("zero", "mean"):
-        raise NodeprobeError(f"--mode {mode}: expected zero or mean")
+        raise NodeprobeError(f"mode={mode}: expected zero or mean")
     for name, m in (("margin-jaccard", margin_jaccard), ("margin-size", margin_size)):
         if not (isinstance(m, (int, float)) and m >= 0):
             raise NodeprobeError(f"--{name} {m}: expected a number ≥ 0")
@@ -514,7 +514,7 @@ def track(
     else:
         cks = sorted(runs, key=lambda c: c.step)
     if not cks:
-        raise NodeprobeError("--run: no checkpoints found")
+        raise NodeprobeError("`run`: no checkpoints found")
     cache_dir = Path(out_dir) / "steps" if out_dir is not None else None
     K = eval_set.n_classes
     results = []

@@ -57,7 +57,7 @@ def _check_weights(src: Path, model) -> None:
     try:
         load_file(str(st))
     except Exception as e:
-        raise NodeprobeError(f"--model {model}: unreadable model.safetensors ({type(e).__name__})") from None
+        raise NodeprobeError(f"model={model}: unreadable model.safetensors ({type(e).__name__})") from None
 
 
 def finetune(
@@ -93,22 +93,22 @@ def finetune(
     settings = replace(settings, precision=precision)  # what is recorded is what runs
     check_task(task)
     if task == "mlm":
-        raise NodeprobeError("--task mlm: fine-tuning is for fewrel or dbpedia; use `nodeprobe pretrain` for MLM")
+        raise NodeprobeError("task=mlm: fine-tuning is for fewrel or dbpedia; use `nodeprobe pretrain` for MLM")
     dev = resolve_device(device)
     if model is None:
-        raise NodeprobeError("--model is required: a saved BERT directory or 'minilm'")
+        raise NodeprobeError("`model` is required: a saved BERT directory or 'minilm'")
     src = minilm_dir() if str(model).lower() in MINILM_ALIASES else Path(model)
     if not (src / "config.json").is_file():
-        raise NodeprobeError(f"--model {model}: no config.json there (not a saved Hugging Face model)")
+        raise NodeprobeError(f"model={model}: no config.json there (not a saved Hugging Face model)")
     tok = load_tokenizer(src)
     base_cfg = BertConfig.from_pretrained(src)
     if base_cfg.model_type != "bert":
-        raise NodeprobeError(f"--model {model}: model_type {base_cfg.model_type!r}, expected 'bert'")
+        raise NodeprobeError(f"model={model}: model_type {base_cfg.model_type!r}, expected 'bert'")
     max_len = min(128, base_cfg.max_position_embeddings)
     train, test = classification_splits(task, data_dir, tok, n_train=settings.n_train,
                                         n_test=settings.n_test, max_len=max_len)
     if len(train) == 0 or len(test) == 0:
-        raise NodeprobeError(f"--task {task}: empty train or test set")
+        raise NodeprobeError(f"task={task}: empty train or test set")
     K = train.n_classes
     out_dir = Path(out_dir)
     run = {"model": str(src), "from_scratch": from_scratch, "task": task, "settings": asdict(settings),
@@ -160,7 +160,7 @@ def _finetune(runner, out_dir: Path, run: dict, run_fp: str, src: Path, model, t
         try:
             hf = BertForSequenceClassification.from_pretrained(src, attn_implementation="eager", **labels)
         except Exception as e:
-            raise NodeprobeError(f"--model {model}: could not load ({type(e).__name__})") from None
+            raise NodeprobeError(f"model={model}: could not load ({type(e).__name__})") from None
     hf.to(dev).train()
     hooked = HookedBert(hf, "cls")
     n_batches = len(make_batches(train.lengths().tolist(), settings.batch_size, shuffle_seed=0))

@@ -155,11 +155,11 @@ def load_checkpoint(out_dir: Path, hf_model, optimizer, scheduler, run_fp: str) 
     try:
         state = json.loads((ck / "state.json").read_text())
     except (OSError, json.JSONDecodeError):
-        raise NodeprobeError(f"checkpoint {ck}: state.json is unreadable; remove it or use --overwrite") from None
+        raise NodeprobeError(f"checkpoint {ck}: state.json is unreadable; remove it or use `overwrite`") from None
     if state.get("run") != run_fp:
         raise NodeprobeError(
             f"checkpoint {ck}: made with other settings (run {state.get('run')} ≠ {run_fp}); "
-            "use the same options, another --out, or --overwrite"
+            "use the same options, another `out`, or `overwrite`"
         )
     from safetensors.torch import load_file
 
@@ -168,7 +168,7 @@ def load_checkpoint(out_dir: Path, hf_model, optimizer, scheduler, run_fp: str) 
         missing, unexpected = hf_model.load_state_dict(weights, strict=False)
         tr = torch.load(ck / "trainer_state.pt", weights_only=True, map_location="cpu")
     except Exception as e:
-        raise NodeprobeError(f"checkpoint {ck}: unreadable ({type(e).__name__}); use --overwrite") from None
+        raise NodeprobeError(f"checkpoint {ck}: unreadable ({type(e).__name__}); use `overwrite`") from None
     real_missing = [m for m in missing if "decoder" not in m]  # tied decoder weights are not stored
     if real_missing or unexpected:
         raise NodeprobeError(f"checkpoint {ck}: does not match the model ({(real_missing or unexpected)[0]})")
@@ -188,7 +188,7 @@ def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -
             shutil.rmtree(out_dir)
         elif not resume:
             raise NodeprobeError(
-                f"--out {out_dir}: holds another run; pass --resume to continue it or --overwrite to replace it"
+                f"out={out_dir}: holds another run; pass `resume` to continue it or `overwrite` to replace it"
             )
         elif marker.is_file():
             try:
@@ -197,14 +197,14 @@ def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -
                 old = None
             if old != run_fp:
                 raise NodeprobeError(
-                    f"--out {out_dir}: holds a run with other settings; use the same options or --overwrite"
+                    f"out={out_dir}: holds a run with other settings; use the same options or `overwrite`"
                 )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise NodeprobeError(f"--out {out_dir}: cannot create it ({e.strerror})") from None
+        raise NodeprobeError(f"out={out_dir}: cannot create it ({e.strerror})") from None
     if not os.access(out_dir, os.W_OK):
-        raise NodeprobeError(f"--out {out_dir}: not writable")
+        raise NodeprobeError(f"out={out_dir}: not writable")
 
 
 def append_jsonl(path: Path, record: dict) -> None:

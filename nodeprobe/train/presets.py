@@ -38,10 +38,10 @@ class ModelSize:
                 raise NodeprobeError(f"--{name.replace('_', '-')} {v}: expected a positive integer")
         if self.d_model % self.n_heads:
             raise NodeprobeError(
-                f"--d-model {self.d_model} does not divide into --n-heads {self.n_heads} heads"
+                f"d_model={self.d_model} does not divide into n_heads={self.n_heads} heads"
             )
         if not 0.0 <= self.dropout < 1.0:
-            raise NodeprobeError(f"--dropout {self.dropout}: expected 0 ≤ p < 1")
+            raise NodeprobeError(f"dropout={self.dropout}: expected 0 ≤ p < 1")
         return self
 
     def bert_config(self, vocab_size: int, **extra):
@@ -159,7 +159,7 @@ def get_preset(name: str) -> Preset:
         2
     """
     if name not in PRESETS:
-        raise NodeprobeError(f"--preset {name}: expected one of {', '.join(PRESETS)}")
+        raise NodeprobeError(f"preset={name}: expected one of {', '.join(PRESETS)}")
     return PRESETS[name]
 
 

@@ -107,7 +107,7 @@ class PretrainData:
 # ---------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class PretrainRun:
-    """Everything that determines a pre-training run's result (fingerprinted for --resume)."""
+    """Everything that determines a pre-training run's result (fingerprinted for `resume`)."""
 
     size: ModelSize
     settings: PretrainSettings
@@ -191,7 +191,7 @@ def pretrain(
     precision = precision or settings.precision
     settings = replace(settings, precision=precision)
     if precision not in ("fp32", "bf16"):
-        raise NodeprobeError(f"--precision {precision}: expected fp32 or bf16")
+        raise NodeprobeError(f"precision={precision}: expected fp32 or bf16")
     dev = resolve_device(device)
     size.validate()
     runner = dist.start(dev, precision)
@@ -305,7 +305,7 @@ def _pretrain(runner, out_dir: Path, size, settings, data_dir, corpus, seed, pre
 
                 loss, shown = dist.step_loss(runner, ids.shape[0], int(targets.numel()), forward)
                 if not torch.isfinite(shown):
-                    raise NodeprobeError(f"pre-training diverged at step {prog.step} (loss {float(shown.detach())}); lower --lr")
+                    raise NodeprobeError(f"pre-training diverged at step {prog.step} (loss {float(shown.detach())}); lower `lr`")
                 opt.zero_grad(set_to_none=True)
                 runner.backward(loss)
                 runner.clip(hf.parameters(), 1.0)
