@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.io import save_safetensors_atomic, write_text_atomic
 
 SITES = ("readout", "z", "resid")
 FORMAT_VERSION = 2  # 2: the eval-set fingerprint also hashes tensor shapes (a format-1 cache is refused: rebuild)
@@ -158,18 +159,8 @@ def _clear(out: Path) -> None:
         shutil.rmtree(out / "derived")
 
 
-def _save_st(tensors: dict[str, Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
 def _write_json_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def _chunks(items, k: int):
@@ -236,7 +227,7 @@ def build_cache(
     except OSError as e:
         raise NodeprobeError(f"cache={out}: cannot write there ({e.strerror})") from None
     W, b = model.readout_weights()
-    _save_st({"W": W.detach().float().cpu(), "b": b.detach().float().cpu()}, out / "readout.safetensors")
+    save_safetensors_atomic({"W": W.detach().float().cpu(), "b": b.detach().float().cpu()}, out / "readout.safetensors")
     (out / "classes.json").write_text(json.dumps(list(eval_set.class_names), ensure_ascii=False), encoding="utf-8")
 
     hooks = [h for s in site_list for h in site_hooks(s, spec.n_layers)]
@@ -260,7 +251,7 @@ def build_cache(
                 raise AssertionError(f"cache key {k}: {v.shape[0]} rows for {n} items")
             shapes[k] = [n_total + n, *v.shape[1:]]
         name = f"shard-{gi:05d}.safetensors"
-        _save_st(tensors, out / name)
+        save_safetensors_atomic(tensors, out / name)
         shards.append({"file": name, "n_items": n})
         n_total += n
         n_correct += int((res.preds == res.targets).sum())
@@ -466,7 +457,7 @@ class CacheReader:
         out = compute()
         try:
             path.parent.mkdir(exist_ok=True)
-            _save_st(out, path)
+            save_safetensors_atomic(out, path)
         except OSError:
             pass  # a read-only cache still serves; the result is just not kept
         return out

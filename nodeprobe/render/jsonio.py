@@ -64,13 +64,11 @@ def dumps(obj) -> str:
 
 def write_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (nothing half-written)."""
+    from nodeprobe.io import write_text_atomic
+
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
     except OSError as e:
         raise NodeprobeError(f"json={path}: cannot write there ({e.strerror})") from None
     return path

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.io import atomic_dir, write_text_atomic
 from nodeprobe.train import dist, loop
 from nodeprobe.train.presets import FinetuneSettings
 
@@ -142,7 +143,7 @@ def _finetune(runner, out_dir: Path, run: dict, run_fp: str, src: Path, model, t
         loop.prepare_out_dir(out_dir, run_fp, resume, overwrite)
         if resume and (out_dir / "finetune.json").is_file():
             return json.loads((out_dir / "finetune.json").read_text())
-        loop.atomic_write_text(out_dir / "run.json", json.dumps({"fingerprint": run_fp, "run": run}, indent=2))
+        write_text_atomic(out_dir / "run.json", json.dumps({"fingerprint": run_fp, "run": run}, indent=2))
         return None
 
     done = runner.on_main(start_out_dir)
@@ -231,7 +232,7 @@ def _finish(runner, out_dir, hooked, hf, tok, test, dev, precision, log_path, sr
             seed, prog) -> dict:
     """Test evaluation, ``final/`` and ``finetune.json`` (the main process only)."""
     ev = evaluate_classifier(hooked, test, dev, precision=precision)
-    with loop.atomic_dir(out_dir / "final") as tmp:
+    with atomic_dir(out_dir / "final") as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
     curve = [json.loads(l) for l in log_path.read_text().splitlines() if "test_accuracy" in l]
@@ -253,5 +254,5 @@ def _finish(runner, out_dir, hooked, hf, tok, test, dev, precision, log_path, sr
     }
     if runner.accelerated:
         summary["processes"] = runner.world
-    loop.atomic_write_text(out_dir / "finetune.json", json.dumps(summary, indent=2))
+    write_text_atomic(out_dir / "finetune.json", json.dumps(summary, indent=2))
     return summary

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.io import atomic_dir, write_text_atomic
 
 CKPT = "checkpoint"
 
@@ -92,43 +93,6 @@ class Progress:
 def fingerprint(obj) -> str:
     """Short sha256 of a JSON-able object (run settings, configs)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_dir(final: Path):
-    """Context manager yielding a temp directory that replaces ``final`` on success only."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def cm():
-        final_p = Path(final)
-        tmp = final_p.with_name(f".{final_p.name}.tmp{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
-            yield tmp
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        old = final_p.with_name(f".{final_p.name}.old{os.getpid()}")
-        if final_p.exists():
-            os.replace(final_p, old)
-        os.replace(tmp, final_p)
-        shutil.rmtree(old, ignore_errors=True)
-
-    return cm()
 
 
 def save_checkpoint(out_dir: Path, hf_model, optimizer, scheduler, progress: Progress, run_fp: str) -> None:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.io import atomic_dir, write_text_atomic
 from nodeprobe.train import dist, loop
 from nodeprobe.train.presets import ModelSize, PretrainSettings
 
@@ -228,7 +229,7 @@ def _pretrain(runner, out_dir: Path, size, settings, data_dir, corpus, seed, pre
         loop.prepare_out_dir(out_dir, run_fp, resume, overwrite)
         if (out_dir / "pretrain.json").is_file() and resume:
             return json.loads((out_dir / "pretrain.json").read_text())
-        loop.atomic_write_text(out_dir / "run.json", json.dumps(
+        write_text_atomic(out_dir / "run.json", json.dumps(
             {"fingerprint": run_fp, "run": asdict(run), "corpus_source": corp.source}, indent=2, default=str))
         return None
 
@@ -340,7 +341,7 @@ def _finish(runner, out_dir, model, hf, tok, eval_batches, dev, log_path, run_fp
     """Held-out evaluation, ``final/`` and ``pretrain.json`` (the main process only)."""
     ev = evaluate_mlm(model, eval_batches, dev)
     final = out_dir / "final"
-    with loop.atomic_dir(final) as tmp:
+    with atomic_dir(final) as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
     curve = [json.loads(l) for l in log_path.read_text().splitlines() if "heldout_accuracy" in l]
@@ -366,12 +367,12 @@ def _finish(runner, out_dir, model, hf, tok, eval_batches, dev, log_path, run_fp
     }
     if runner.accelerated:
         summary["processes"] = runner.world
-    loop.atomic_write_text(out_dir / "pretrain.json", json.dumps(summary, indent=2))
+    write_text_atomic(out_dir / "pretrain.json", json.dumps(summary, indent=2))
     return summary
 
 
 def _snapshot(out_dir: Path, hf, tok, step: int) -> None:
-    with loop.atomic_dir(out_dir / "snapshots" / f"step-{step:07d}") as tmp:
+    with atomic_dir(out_dir / "snapshots" / f"step-{step:07d}") as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
 
@@ -387,4 +388,4 @@ def _truncate_log(path: Path, step: int) -> None:
                 keep.append(line)
         except json.JSONDecodeError:
             continue  # a torn last line from a kill -9
-    loop.atomic_write_text(path, "".join(l + "\n" for l in keep))
+    write_text_atomic(path, "".join(l + "\n" for l in keep))
