@@ -26,6 +26,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.model import names
 
 Mode = Literal["zero", "mean"]
 HookPair = tuple[str, Callable]
@@ -40,7 +41,7 @@ def _check_mode(mode: str, means) -> None:
 
 def z_name(layer: int) -> str:
     """Hook name of the head outputs of block ``layer``: ``blocks.{layer}.attn.hook_z``."""
-    return f"blocks.{layer}.attn.hook_z"
+    return names.z(layer)
 
 
 def _check_z(z: Tensor, head: int) -> int:
@@ -231,10 +232,6 @@ class SiteCache:
 
 
 # ---------------------------------------------------------------------- attach to plain HF
-class AttachedBert(nn.Module):
-    """Hook points on an unwrapped Hugging Face BERT; see :func:`attach`."""
-
-
 @contextlib.contextmanager
 def attach(hf_model: nn.Module) -> Iterator["object"]:
     """Give a plain Hugging Face BERT the nodeprobe hook points for the duration of a ``with``.

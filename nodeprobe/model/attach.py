@@ -8,10 +8,13 @@ eager attention function for as long as the hooks are attached (SDPA would hide 
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 import torch.nn.functional as F
 from torch import nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
+
+from nodeprobe.model.names import ROOT, BlockHookPoints, ReadoutHookPoints, add_hook_points
 
 _ATTN_NAME = "nodeprobe_eager"
 
@@ -45,30 +48,11 @@ def _register_attention() -> None:
         AttentionMaskInterface.register(_ATTN_NAME, eager_mask)  # the additive mask eager uses
 
 
-class _AttnHooks(nn.Module):
-    def __init__(self):
-        super().__init__()
-        for n in ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z"):
-            setattr(self, n, HookPoint())
-
-
-class _Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.attn = _AttnHooks()
-        self.mlp = nn.Module()
-        self.mlp.hook_pre = HookPoint()
-        self.mlp.hook_post = HookPoint()
-        for n in ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post"):
-            setattr(self, n, HookPoint())
-
-
 def _split_heads(hp: HookPoint, n_heads: int):
     """Forward hook for a Linear producing ``[B, P, H*Dh]``: expose it as ``[B, P, H, Dh]``."""
 
     def fn(module, inputs, out):
-        B, P, D = out.shape
-        return hp(out.view(B, P, n_heads, D // n_heads)).reshape(B, P, D)
+        return rearrange(hp(rearrange(out, "b p (h d) -> b p h d", h=n_heads)), "b p h d -> b p (h d)")
 
     return fn
 
@@ -78,8 +62,7 @@ def _split_heads_pre(hp: HookPoint, n_heads: int):
 
     def fn(module, args):
         (x,) = args
-        B, P, D = x.shape
-        return (hp(x.view(B, P, n_heads, D // n_heads)).reshape(B, P, D),)
+        return (rearrange(hp(rearrange(x, "b p (h d) -> b p h d", h=n_heads)), "b p h d -> b p (h d)"),)
 
     return fn
 
@@ -114,10 +97,9 @@ class AttachedHooks(HookedRootModule):
         bert = hf_model if arch == "BertModel" else hf_model.bert
         cfg = hf_model.config
         H = cfg.num_attention_heads
-        self.hook_embed = HookPoint()
-        self.blocks = nn.ModuleList(_Block() for _ in bert.encoder.layer)
-        self.readout = nn.Module()
-        self.readout.hook_in = HookPoint()
+        add_hook_points(self, ROOT)
+        self.blocks = nn.ModuleList(BlockHookPoints() for _ in bert.encoder.layer)
+        self.readout = ReadoutHookPoints()
         self._handles: list = []
         self._swapped = False
         self._saved_attn = None

@@ -57,6 +57,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.model.names import ROOT, AttnHookPoints, BlockHookPoints, ReadoutHookPoints, add_hook_points
 
 Kind = Literal["mlm", "cls", "base"]  # the output head: masked LM, classifier, bare encoder
 ARCH_KIND = {
@@ -135,18 +136,12 @@ class Rows:
         return cls(b, p, slot, int(counts.max()))
 
 
-class HookedAttention(nn.Module):
+class HookedAttention(AttnHookPoints):
     """Self-attention of one BERT block with per-head hook points (weights stay in the HF layer)."""
 
     def __init__(self, n_heads: int, d_head: int):
         super().__init__()
         self.n_heads, self.d_head = n_heads, d_head
-        self.hook_q = HookPoint()
-        self.hook_k = HookPoint()
-        self.hook_v = HookPoint()
-        self.hook_attn_scores = HookPoint()
-        self.hook_pattern = HookPoint()
-        self.hook_z = HookPoint()
 
     def _needs_eager(self) -> bool:
         # Any hook on scores/pattern (forward, or backward only, e.g. for gradients of the
@@ -208,21 +203,12 @@ class HookedAttention(nn.Module):
         return torch.einsum("nhd,hed->nhe", xbar, w_v) + hf_self_attn.value.bias.view(H, Dh)  # [n, H, Dh]
 
 
-class HookedBlock(nn.Module):
+class HookedBlock(BlockHookPoints):
     """One post-LayerNorm BERT block; computation identical to ``transformers.BertLayer``."""
 
     def __init__(self, hf_layer: nn.Module, n_heads: int, d_head: int):
-        super().__init__()
+        super().__init__(HookedAttention(n_heads, d_head))
         object.__setattr__(self, "_hf", hf_layer)  # not a submodule: weights are owned by HookedBert.hf
-        self.attn = HookedAttention(n_heads, d_head)
-        self.mlp = nn.Module()
-        self.mlp.hook_pre = HookPoint()
-        self.mlp.hook_post = HookPoint()
-        self.hook_resid_pre = HookPoint()
-        self.hook_attn_out = HookPoint()
-        self.hook_resid_mid = HookPoint()
-        self.hook_mlp_out = HookPoint()
-        self.hook_resid_post = HookPoint()
 
     def has_hooks(self) -> bool:
         """Whether any hook (forward, pre-forward or backward) is attached to a hook point of this block."""
@@ -268,12 +254,8 @@ class HookedBlock(nn.Module):
         return self.hook_resid_post(o.LayerNorm(o.dropout(mlp_out) + x))
 
 
-class Readout(nn.Module):
+class Readout(ReadoutHookPoints):
     """Holds ``readout.hook_in``: the vector entering the final linear map (METHODS §1)."""
-
-    def __init__(self):
-        super().__init__()
-        self.hook_in = HookPoint()
 
 
 class HookedBert(HookedRootModule):
@@ -302,7 +284,8 @@ class HookedBert(HookedRootModule):
                 raise NodeprobeError(f"model class {arch}: expected one of {', '.join(ARCH_KIND)}")
         self.hf = hf_model
         self.kind = kind
-        self.bert = hf_model if arch == "BertModel" else hf_model.bert
+        # the encoder inside ``hf``: not registered a second time (state_dict lists each weight once)
+        object.__setattr__(self, "bert", hf_model if arch == "BertModel" else hf_model.bert)
         cfg = hf_model.config
         if cfg.hidden_size % cfg.num_attention_heads:
             raise NodeprobeError(
@@ -320,7 +303,7 @@ class HookedBert(HookedRootModule):
             n_classes=n_classes,
             max_len=cfg.max_position_embeddings,
         )
-        self.hook_embed = HookPoint()
+        add_hook_points(self, ROOT)
         layers = self.bert.encoder.layer
         self.blocks = nn.ModuleList(HookedBlock(l, self.spec.n_heads, self.spec.d_head) for l in layers)
         self.readout = Readout()
