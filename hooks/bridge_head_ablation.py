@@ -1,4 +1,4 @@
-"""Ablate one attention head of a BERT masked LM inside a TransformerLens ``TransformerBridge``.
+"""Runnable recipe (`python hooks/bridge_head_ablation.py --tiny`): ablate one attention head of a BERT masked LM inside a TransformerLens ``TransformerBridge``.
 
 nodeprobe's hook functions are plain TransformerLens hooks ``fn(tensor, hook)``, so they run on a
 ``TransformerBridge`` as they do on :class:`nodeprobe.model.HookedBert`.  This recipe boots a bridge

@@ -1,4 +1,4 @@
-"""Cache every head's output ``z`` at [CLS] over a text file into one safetensors file.
+"""Runnable recipe (`python hooks/cache_z_safetensors.py --tiny --out z.safetensors`): cache every head's output ``z`` at [CLS] over a text file into one safetensors file.
 
 For an analysis outside nodeprobe (numpy, JAX, R via a safetensors reader…): run a BERT over
 many texts in batches, keep only the [CLS] row of ``blocks.{l}.attn.hook_z`` for every block with

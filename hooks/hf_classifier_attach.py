@@ -1,4 +1,4 @@
-"""Ablate a head of a plain Hugging Face BERT classifier and cache [CLS] activations, via ``attach``.
+"""Runnable recipe (`python hooks/hf_classifier_attach.py --tiny`): ablate a head of a plain Hugging Face BERT classifier and cache [CLS] activations, via ``attach``.
 
 ``nodeprobe.hooks.attach(hf_model)`` wires nodeprobe's hook points (same names and shapes as
 :class:`nodeprobe.model.HookedBert`) into an unwrapped ``BertForSequenceClassification`` with
