@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     import nodeprobe.evaluate as evaluate
     from nodeprobe.cache import build_cache
     from nodeprobe.data.tokenizer import load_tokenizer
-    from nodeprobe.evaluate import EvalSet, _fingerprint_batches, load_eval_set
+    from nodeprobe.data.eval_sets import EvalSet, load_eval_set, fingerprint_batches as _fingerprint_batches
     from nodeprobe.model import HookedBert
     from nodeprobe.data.tasks import data_root
     from nodeprobe.train.presets import get_preset

@@ -110,13 +110,13 @@ class Context:
 
     @cached_property
     def _fewrel_full(self):
-        from nodeprobe.evaluate import load_eval_set
+        from nodeprobe.data.eval_sets import load_eval_set
 
         return load_eval_set("fewrel", self.tok, self.data, split="test")
 
     @cached_property
     def _fewrel_sub(self):
-        from nodeprobe.evaluate import load_eval_set
+        from nodeprobe.data.eval_sets import load_eval_set
 
         return load_eval_set("fewrel", self.tok, self.data, split="test", limit=128)
 
@@ -132,13 +132,13 @@ class Context:
 
     @cached_property
     def corpus(self):
-        from nodeprobe.train.pretrain import PretrainData
+        from nodeprobe.data.corpus import PretrainData
 
         return PretrainData.load(self.data, None, 128)
 
     @cached_property
     def mlm_eval(self):
-        from nodeprobe.evaluate import load_eval_set
+        from nodeprobe.data.eval_sets import load_eval_set
 
         return load_eval_set("mlm", self.tok, self.data, limit=self.size["mlm_limit"], corpus=self.corpus)
 
@@ -174,7 +174,7 @@ def _cut(es, n: int):
     """The first ``n`` items of a classification eval set, spread over its batches (no reload)."""
     from dataclasses import replace
 
-    from nodeprobe.evaluate import EvalBatch, _fingerprint_batches
+    from nodeprobe.data.eval_sets import EvalBatch, fingerprint_batches as _fingerprint_batches
 
     per = -(-n // len(es.batches))
     batches, left = [], n
@@ -476,7 +476,8 @@ def p5(ctx: Context) -> Result:
     from nodeprobe.model import HookedBert
     from nodeprobe.train import loop
     from nodeprobe.train.presets import get_preset
-    from nodeprobe.train.pretrain import _autocast, mlm_batch
+    from nodeprobe.data.eval_sets import mlm_batch
+    from nodeprobe.train.precision import autocast as _autocast
 
     preset = get_preset("cpu")
     st = preset.pretrain
@@ -607,7 +608,8 @@ def p7(ctx: Context) -> Result | None:
     import torch
 
     from nodeprobe.analysis.readout import dense_node_predictions
-    from nodeprobe.evaluate import load_eval_set, run_eval
+    from nodeprobe.data.eval_sets import load_eval_set
+    from nodeprobe.evaluate import run_eval
     from nodeprobe.hooks import SiteCache, isolate_head
 
     es = load_eval_set("mlm", ctx.tok, ctx.data, limit=ctx.size["p7_limit"], corpus=ctx.corpus)

@@ -56,7 +56,7 @@ def pattern_sequence(tok, rng: random.Random) -> list[int]:
 def tiny_run(root: Path, steps=(0, 5, 30), seed: int = 0) -> tuple[Path, object]:
     """A pre-training-like run: ``root/snapshots/step-N`` of a tiny MLM trained on pattern sequences."""
     from nodeprobe.model import HookedBert
-    from nodeprobe.train.pretrain import mlm_batch
+    from nodeprobe.data.eval_sets import mlm_batch
 
     tok = tiny_tokenizer(root / "vocab")
     torch.manual_seed(seed)

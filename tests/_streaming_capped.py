@@ -76,7 +76,8 @@ def main(cfg: dict) -> dict:
 
     from nodeprobe.cache import build_cache
     from nodeprobe.data.tokenizer import load_tokenizer
-    from nodeprobe.evaluate import load_eval_set, run_eval
+    from nodeprobe.data.eval_sets import load_eval_set
+    from nodeprobe.evaluate import run_eval
     from nodeprobe.model import HookedBert
     from nodeprobe.studies.track import track_eval_set
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
-from nodeprobe.evaluate import EvalBatch, EvalSet, _fingerprint_batches
+from nodeprobe.data.eval_sets import EvalBatch, EvalSet, fingerprint_batches
 from nodeprobe.model import HookedBert
 
 V, D, L, H, K = 60, 16, 2, 4, 5
@@ -49,5 +49,18 @@ def tiny_eval_set(task: str, n_batches: int = 3, B: int = 8, P: int = 10, seed: 
             batches.append(EvalBatch(ids, attn, torch.randint(0, Kc, (B,), generator=g)))
     names = [f"tok{i}" for i in range(V)] if task == "mlm" else [f"relation {k}" for k in range(Kc)]
     es = EvalSet("mlm" if task == "mlm" else "fewrel", batches, names, "synthetic", seed)
-    es.fingerprint = _fingerprint_batches(batches)
+    es.fingerprint = fingerprint_batches(batches)
     return es
+
+
+def save_tiny_bert_mlm(d, vocab_file):
+    """Save a tiny random ``BertForMaskedLM`` (the real 30522-token vocab, 1 block × 2 heads, width 32)
+    with ``vocab_file`` as its tokenizer into ``d``; returns ``d`` (a model fine-tuning can start from)."""
+    import shutil
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=128)
+    BertForMaskedLM(cfg).save_pretrained(d)
+    shutil.copy(vocab_file, d / "vocab.txt")
+    return d

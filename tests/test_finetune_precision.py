@@ -5,12 +5,11 @@ settings, and fine-tuning silently ran in fp32 while the report said bf16."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import BertConfig, BertForMaskedLM
+from _tiny_models import save_tiny_bert_mlm
 
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.train.finetune import finetune
@@ -19,13 +18,7 @@ from nodeprobe.train.presets import FinetuneSettings
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, shared_data):
-    d = tmp_path_factory.mktemp("tiny_mlm")
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=128)
-    BertForMaskedLM(cfg).save_pretrained(d)
-    shutil.copy(shared_data / "tokenizer" / "bert-base-uncased-vocab.txt", d / "vocab.txt")
-    return d
+    return save_tiny_bert_mlm(tmp_path_factory.mktemp("tiny_mlm"), shared_data / "tokenizer" / "bert-base-uncased-vocab.txt")
 
 
 def _run(out, model, data, precision_setting, precision=None):
@@ -55,6 +48,6 @@ def test_settings_precision_is_used_and_overridable(tmp_path, tiny_model, shared
 
 
 def test_bad_precision_is_refused(tmp_path, tiny_model, shared_data):
-    with pytest.raises(NodeprobeError, match="precision 'fp16'"):
+    with pytest.raises(NodeprobeError, match="precision=fp16: expected fp32 or bf16"):
         _run(tmp_path / "x", tiny_model, shared_data, "fp32", precision="fp16")
     assert not (tmp_path / "x").exists()

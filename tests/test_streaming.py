@@ -35,7 +35,8 @@ from nodeprobe.data.masking import n_to_modify
 from nodeprobe.data.text import iter_articles, stream_sequences
 from nodeprobe.data.tokenizer import load_tokenizer
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.evaluate import _fingerprint_batches, check_text_source, load_eval_set, run_eval
+from nodeprobe.data.eval_sets import check_text_source, fingerprint_batches, load_eval_set
+from nodeprobe.evaluate import run_eval
 from nodeprobe.model import HookedBert
 from nodeprobe.studies.track import mlm_eval_set_from_sequences
 
@@ -136,7 +137,7 @@ def test_streamed_matches_materialised(tok, model, small_text):
 
     # two passes are identical, and the fingerprint is the hash of exactly those batches
     assert _same_batches(st.batches, st.batches)
-    assert _fingerprint_batches(st.batches) == st.fingerprint
+    assert fingerprint_batches(st.batches) == st.fingerprint
     assert st.batches.max_width == max(x.input_ids.shape[1] for x in mat.batches)
 
     # a buffer holding the whole text gives the very batches (and fingerprint) of the materialised set

@@ -53,7 +53,12 @@ class FamilyParams:
     n_pairs: int
 
 
-def _check_empty_pairs(empty_pairs: str) -> None:
+def check_empty_pairs(empty_pairs: str) -> None:
+    """Refuse an ``empty_pairs`` rule other than those of ``EMPTY_PAIRS`` (one-line error).
+
+    Example:
+        >>> check_empty_pairs("one")
+    """
     if empty_pairs not in EMPTY_PAIRS:
         raise NodeprobeError(f"empty_pairs={empty_pairs}: expected one of {', '.join(EMPTY_PAIRS)}")
 
@@ -66,7 +71,7 @@ def family_params(learned_sets: Sequence[Sequence[int]], K: int, empty_pairs: st
         >>> f.mean_size, f.coverage, f.n_learning, round(f.mean_jaccard, 4)   # (1/3 + 0·4 + 1) / 6
         (1.0, 0.75, 2, 0.2222)
     """
-    _check_empty_pairs(empty_pairs)
+    check_empty_pairs(empty_pairs)
     s = symmetry_summary(learned_sets, K, empty_pairs=empty_pairs)
     sizes = [len(set(x)) for x in learned_sets]
     return FamilyParams(

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -200,7 +199,7 @@ def build_cache(
     """
     from nodeprobe.evaluate import run_eval
     from nodeprobe.hooks import SiteCache
-    from nodeprobe.render.progress import track_items
+    from nodeprobe.progress import iterate
 
     site_list = parse_sites(sites)
     if isinstance(dtype, str):
@@ -237,7 +236,7 @@ def build_cache(
     n_total = n_correct = 0
     n_groups = -(-len(eval_set.batches) // shard_batches)
     groups = _chunks(eval_set.batches, shard_batches)  # one pass; a streamed set is read once
-    for gi, group in enumerate(track_items(groups, n_groups, "cache", enabled=progress)):
+    for gi, group in enumerate(iterate(groups, n_groups, "cache", enabled=progress)):
         sub = replace(eval_set, batches=group)
         res = run_eval(model, sub, cache=sc)
         kept = sc.stack(clear=True)

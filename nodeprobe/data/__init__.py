@@ -1,5 +1,7 @@
 """Data: WordPiece tokenizer, FewRel / DBpedia / Wikipedia-text loaders, MLM masking, batching
-and downloads. See each module's docstring for the exact conventions.
+and downloads; the MLM corpus (:mod:`nodeprobe.data.corpus`) and the evaluation sets with their fixed
+MLM masks (:mod:`nodeprobe.data.eval_sets`, imported from there). See each module's docstring for the
+exact conventions.
 
 Example:
     >>> from nodeprobe.data import load_tokenizer, load_fewrel, resolve_data_dir  # doctest: +SKIP
@@ -18,7 +20,7 @@ from nodeprobe.data.dbpedia import (
 from nodeprobe.data.download import (
     KNOWN_SOURCES,
     Source,
-    default_cache_dir,
+    download_dir,
     ensure_file,
     fetch,
     resolve_data_dir,
@@ -57,7 +59,7 @@ __all__ = [
     "article_sequences",
     "collate",
     "collate_mlm",
-    "default_cache_dir",
+    "download_dir",
     "encode_relation_item",
     "ensure_file",
     "eval_mask",

@@ -27,7 +27,7 @@ from pathlib import Path
 from nodeprobe.data._io import PathLike, as_path
 from nodeprobe.errors import NodeprobeError
 
-__all__ = ["Source", "KNOWN_SOURCES", "fetch", "resolve_data_dir", "ensure_file", "default_cache_dir"]
+__all__ = ["Source", "KNOWN_SOURCES", "fetch", "resolve_data_dir", "ensure_file", "download_dir"]
 
 _FEWREL = "https://raw.githubusercontent.com/thunlp/FewRel/master/data/"
 
@@ -135,11 +135,11 @@ def fetch(
     return dest
 
 
-def default_cache_dir() -> Path:
+def download_dir() -> Path:
     """``$XDG_CACHE_HOME/nodeprobe`` or ``~/.cache/nodeprobe``.
 
     Example:
-        >>> default_cache_dir().name
+        >>> download_dir().name
         'nodeprobe'
     """
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -152,7 +152,7 @@ def _repo_shared_data() -> Path:
 
 def resolve_data_dir(path: PathLike | None = None) -> Path:
     """The data folder: ``path``, else ``$NODEPROBE_DATA``, else ``<repo>/../shared/data`` if it
-    exists, else the user cache dir (see :func:`default_cache_dir`; not created here).
+    exists, else the user download folder (see :func:`download_dir`; not created here).
 
     Example:
         >>> resolve_data_dir("/data/nodeprobe")
@@ -166,7 +166,7 @@ def resolve_data_dir(path: PathLike | None = None) -> Path:
         what = "$NODEPROBE_DATA"
     else:
         shared = _repo_shared_data()
-        return shared if shared.is_dir() else default_cache_dir()
+        return shared if shared.is_dir() else download_dir()
     if p.exists() and not p.is_dir():
         raise NodeprobeError(f"{p}: data directory ({what}) is a file; allowed: a directory")
     return p

@@ -58,6 +58,7 @@ from nodeprobe.errors import NodeprobeError
 __all__ = [
     "Corpus",
     "FORMATS",
+    "detect_format",
     "iter_articles",
     "load_text_corpus",
     "load_pretraining_corpus",
@@ -215,7 +216,15 @@ def _iter_hub(name: str, config: str | None, split: str, text_field: str) -> Ite
         ) from e
 
 
-def _detect_format(source: PathLike) -> str:
+def detect_format(source: PathLike) -> str:
+    """The format of a text source: ``txt``, ``wikitext-raw``, ``wikitext-tokens``, ``jsonl``,
+    ``parquet`` (a file or a directory of them) or ``hub`` (a datasets hub name); one-line
+    :class:`NodeprobeError` for a missing path or a directory without parquet files.
+
+    Example:
+        >>> detect_format("wikimedia/wikipedia")
+        'hub'
+    """
     p = Path(source).expanduser()
     name = p.name.lower()
     if p.is_dir():
@@ -263,7 +272,7 @@ def iter_articles(
         >>> next(iter_articles("../shared/data/wikitext-2/wiki.test.raw"))[0]  # doctest: +SKIP
         'Robert Boulter'
     """
-    fmt = format or _detect_format(source)
+    fmt = format or detect_format(source)
     if fmt not in FORMATS:
         raise NodeprobeError(f"format={fmt!r}: allowed: {', '.join(FORMATS)}")
     if fmt == "hub":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -70,12 +69,3 @@ def parse_nodes(text: str | Sequence[int], d: int | None = None, flag: str = "no
             raise NodeprobeError(f"{flag}={bad[0]}: the readout has nodes 0–{d - 1}")
     return out
 
-
-def nan_to_none(x):
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    return x
-
-
-def asdict_shallow(obj) -> dict:
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nodeprobe.evaluate import EvalResult, EvalSet, run_eval
+from nodeprobe.data.eval_sets import EvalSet
+from nodeprobe.evaluate import EvalResult, run_eval
 from nodeprobe.hooks import ablate_head, isolate_head, z_name
 
 
@@ -222,7 +223,7 @@ def sweep_heads(model, eval_set: EvalSet, mode: str = "zero", isolate: bool = Fa
         >>> rep.delta_accuracy.shape                   # doctest: +SKIP
         (6, 12)
     """
-    from nodeprobe.render.progress import track_items
+    from nodeprobe.progress import iterate
 
     L, H = model.spec.n_layers, model.spec.n_heads
     if mode == "mean" and means is None:
@@ -234,7 +235,7 @@ def sweep_heads(model, eval_set: EvalSet, mode: str = "zero", isolate: bool = Fa
     base_correct, base_loss = 0.0, 0.0
     factory = isolate_head if isolate else ablate_head
     fills = [[factory(l, h, mode, means[l] if mode == "mean" else None)[1] for h in range(H)] for l in range(L)]
-    for b in track_items(eval_set.batches, len(eval_set.batches), "head sweep", enabled=progress):
+    for b in iterate(eval_set.batches, len(eval_set.batches), "head sweep", enabled=progress):
         pos = b.positions.to(dev) if b.positions is not None else None
         t = b.targets.to(dev)
         for l, h, logits in head_sweep_logits(model, b.input_ids.to(dev), b.attention_mask.to(dev), pos, fills):

@@ -101,7 +101,7 @@ def apt_report(
 ) -> APTReport:
     """The APT report of an MLM cache; ``corpus_counts[t]`` = count of token t in the pre-training
     corpus (``PretrainData.load(data).counts``)."""
-    from nodeprobe.render.progress import track_items
+    from nodeprobe.progress import iterate
 
     if cache.task != "mlm":
         raise NodeprobeError(f"APT is defined for masked-LM predictions (task=mlm); this cache is task={cache.task}")
@@ -129,7 +129,7 @@ def apt_report(
     worst = sorted(q.tolist(), key=lambda i: (tokens[i].apt, -tokens[i].count, tokens[i].id))[:top]
 
     blocks = []
-    for s in track_items(range(cache.n_layers + 1), cache.n_layers + 1, "APT along blocks", enabled=progress):
+    for s in iterate(range(cache.n_layers + 1), cache.n_layers + 1, "APT along blocks", enabled=progress):
         lp = stage_lens_predictions(cache, model, s)
         r = apt_per_token(y, lp, min_count)
         fr = apt_vs_frequency(r, counts, n_bins)

@@ -76,14 +76,14 @@ class BlocksReport:
 def blocks_report(cache, model, *, probe: ProbeSettings | None = None, device="cpu",
                   progress: bool = False) -> BlocksReport:
     """Classification (or MLM) accuracy along blocks: logit lens, and a probe when ``probe`` is given."""
-    from nodeprobe.render.progress import track_items
+    from nodeprobe.progress import iterate
 
     cache.check_site("resid")
     y = cache.targets()
     if y.numel() == 0:
         raise NodeprobeError(f"cache {cache.path}: no items")
     rows = []
-    for s in track_items(range(cache.n_layers + 1), cache.n_layers + 1, "blocks", enabled=progress):
+    for s in iterate(range(cache.n_layers + 1), cache.n_layers + 1, "blocks", enabled=progress):
         lp = stage_lens_predictions(cache, model, s)
         pa, nt = None, 0
         if probe is not None:

@@ -85,7 +85,7 @@ def resid_node_predictions(model, X: Tensor, mode: str = "zero", means: Tensor |
 
     Node i keeps ``X[:, i]``; every other coordinate is 0 (zero) or ``means`` (mean).
     """
-    from nodeprobe.render.progress import track_items
+    from nodeprobe.progress import iterate
 
     if mode not in ("zero", "mean"):
         raise NodeprobeError(f"mode={mode}: expected zero or mean")
@@ -105,7 +105,7 @@ def resid_node_predictions(model, X: Tensor, mode: str = "zero", means: Tensor |
         chunks = [(j, j + c, 0, N) for j in range(0, len(node_list), c)]
     else:  # one node, part of the items per chunk
         chunks = [(j, j + 1, a, min(N, a + rows)) for j in range(len(node_list)) for a in range(0, N, rows)]
-    for j0, j1, a, e in track_items(chunks, len(chunks), "node isolation", enabled=progress):
+    for j0, j1, a, e in iterate(chunks, len(chunks), "node isolation", enabled=progress):
         idx = node_list[j0:j1]
         n = e - a
         inp = base.expand(len(idx), n, d).clone()
@@ -125,7 +125,7 @@ def head_isolation_predictions(model, eval_set, layers: Sequence[int], mode: str
     entering block l (``start_at_layer``), which then moves one block up.
     """
     from nodeprobe.hooks import isolate_head
-    from nodeprobe.render.progress import track_items
+    from nodeprobe.progress import iterate
 
     layers = sorted(set(int(l) for l in layers))
     for l in layers:
@@ -141,7 +141,7 @@ def head_isolation_predictions(model, eval_set, layers: Sequence[int], mode: str
     model.eval()
     parts: dict[int, list[Tensor]] = {l: [] for l in layers}
     top = layers[-1]
-    for b in track_items(eval_set.batches, len(eval_set.batches), "head isolation", enabled=progress):
+    for b in iterate(eval_set.batches, len(eval_set.batches), "head isolation", enabled=progress):
         ids, attn = b.input_ids.to(dev), b.attention_mask.to(dev)
         pos = b.positions.to(dev) if b.positions is not None else None
         x = model.embed(ids)

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from nodeprobe.analysis.order_parameters import FamilyParams, family_params, head_family_params, symmetry_breaking
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.evaluate import EvalBatch, EvalSet
+from nodeprobe.data.eval_sets import EvalSet, load_eval_set, mlm_batch, mlm_eval_set
 
 CACHE_VERSION = 1
 _STEP_RE = re.compile(r"(?:step|epoch|checkpoint)[-_]?(\d+)$")
@@ -162,8 +162,6 @@ def _weights_identity(ck: Checkpoint) -> dict:
 
 # ---------------------------------------------------------------------------- evaluation sets
 def _count_items(seq, tokenizer, seed: int) -> int:
-    from nodeprobe.train.pretrain import mlm_batch
-
     return int(mlm_batch([seq], tokenizer, seed=seed)[3].numel())
 
 
@@ -174,9 +172,6 @@ def mlm_eval_set_from_sequences(sequences, tokenizer, *, seed: int = 0, batch_si
     With ``max_items``: whole sequences in their given order while the number of modified
     positions stays ≤ ``max_items`` (at least one sequence).
     """
-    from nodeprobe.evaluate import _fingerprint_batches
-    from nodeprobe.train.pretrain import build_eval_batches
-
     seqs = [list(map(int, s)) for s in sequences if len(s)]
     if max_items is not None:
         if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
@@ -191,13 +186,9 @@ def mlm_eval_set_from_sequences(sequences, tokenizer, *, seed: int = 0, batch_si
         seqs = keep
     if not seqs:
         raise NodeprobeError(f"task=mlm: no evaluation sequences in {source}")
-    raw = build_eval_batches(seqs, tokenizer, seed, batch_size)
-    batches = [EvalBatch(x, a, t, m) for x, a, m, t in raw]
-    names = tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size))
-    es = EvalSet("mlm", batches, names, source, seed)
+    es = mlm_eval_set(seqs, tokenizer, seed=seed, batch_size=batch_size, source=source)
     if es.n_items == 0:
         raise NodeprobeError(f"task=mlm: the sequences of {source} have no maskable tokens")
-    es.fingerprint = _fingerprint_batches(batches)
     return es
 
 
@@ -209,7 +200,7 @@ def track_eval_set(task: str, tokenizer, data=None, *, text_file=None, max_items
     ``heldout_every`` setting of the run's ``run.json`` when ``run_dir`` has one, else the default),
     or every ``[CLS] … [SEP]`` chunk of ``text_file``, tokenised with ``tokenizer``; ``max_items``
     caps the modified positions (whole sequences).  ``fewrel``/``dbpedia``: the test split,
-    ``max_items`` = a seeded random subset of sentences (:func:`nodeprobe.evaluate.load_eval_set`).
+    ``max_items`` = a seeded random subset of sentences (:func:`nodeprobe.data.eval_sets.load_eval_set`).
     """
     from nodeprobe.data.tasks import check_task
 
@@ -217,8 +208,6 @@ def track_eval_set(task: str, tokenizer, data=None, *, text_file=None, max_items
     if task != "mlm":
         if text_file is not None:
             raise NodeprobeError(f"`text_file` builds an MLM evaluation set; task={task} reads `data`")
-        from nodeprobe.evaluate import load_eval_set
-
         if max_items is not None and (isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1):
             raise NodeprobeError(f"max_items={max_items}: expected a positive integer")
         return load_eval_set(task, tokenizer, data, limit=max_items, seed=seed, batch_size=batch_size,
@@ -229,8 +218,7 @@ def track_eval_set(task: str, tokenizer, data=None, *, text_file=None, max_items
         corp = load_text_corpus(text_file, tokenizer)
         return mlm_eval_set_from_sequences(corp.to_sequences(max_len), tokenizer, seed=seed, batch_size=batch_size,
                                            max_items=max_items, source=f"mlm:{corp.source}")
-    from nodeprobe.train.pretrain import PretrainData
-
+    from nodeprobe.data.corpus import PretrainData
     from nodeprobe.train.presets import PretrainSettings
 
     every = PretrainSettings.heldout_every
@@ -268,17 +256,12 @@ def step_predictions(model, eval_set: EvalSet, *, heads: bool = True, mode: str 
     once, each isolated head's block finished from it, the blocks above resumed from there
     (METHODS §7); predictions equal ``run_eval(model, es, fwd_hooks=[isolate_head(l, h, …)])``.
     """
-    from nodeprobe.studies.ablation import head_sweep_logits
+    from nodeprobe.evaluate import check_model
     from nodeprobe.hooks import isolate_head
-    from nodeprobe.render.progress import track_items
+    from nodeprobe.progress import iterate
+    from nodeprobe.studies.ablation import head_sweep_logits
 
-    if eval_set.task == "mlm" and model.kind != "mlm":
-        raise NodeprobeError(f"task=mlm needs a masked-LM checkpoint; this model is a {model.kind} model")
-    if eval_set.task != "mlm" and model.kind != "cls":
-        raise NodeprobeError(f"task={eval_set.task} needs a fine-tuned classifier; this model is a {model.kind} model")
-    if model.spec.n_classes != eval_set.n_classes:
-        raise NodeprobeError(f"the model has {model.spec.n_classes} output classes but the {eval_set.task} "
-                             f"data has {eval_set.n_classes}")
+    check_model(model, eval_set)
     if mode not in ("zero", "mean"):
         raise NodeprobeError(f"mode={mode}: expected zero or mean")
     L, H = model.spec.n_layers, model.spec.n_heads
@@ -296,7 +279,7 @@ def step_predictions(model, eval_set: EvalSet, *, heads: bool = True, mode: str 
     def grab(x, hook=None):
         grabbed.append(x)
 
-    for b in track_items(eval_set.batches, len(eval_set.batches), "step", enabled=progress):
+    for b in iterate(eval_set.batches, len(eval_set.batches), "step", enabled=progress):
         ids, attn = b.input_ids.to(dev), b.attention_mask.to(dev)
         pos = b.positions.to(dev) if b.positions is not None else None
         per = torch.empty(L, H, int(b.targets.numel()), dtype=torch.long) if heads else None
@@ -499,16 +482,16 @@ def track(
         ``mean_jaccard``; ``head_blocks`` per block; ``reused``), ``baseline`` (the step-0 result),
         ``breaking`` (``{"nodes": step | None, "heads": step | None}``), ``rule`` and ``settings``.
     """
-    from nodeprobe.analysis.order_parameters import _check_empty_pairs
-    from nodeprobe.render.progress import track_items
+    from nodeprobe.analysis.order_parameters import check_empty_pairs
+    from nodeprobe.progress import iterate
 
     task = "mlm" if eval_set.task == "mlm" else "cls"
-    _check_empty_pairs(empty_pairs)
+    check_empty_pairs(empty_pairs)
     if mode not in ("zero", "mean"):
         raise NodeprobeError(f"mode={mode}: expected zero or mean")
-    for name, m in (("margin-jaccard", margin_jaccard), ("margin-size", margin_size)):
+    for name, m in (("margin_jaccard", margin_jaccard), ("margin_size", margin_size)):
         if not (isinstance(m, (int, float)) and m >= 0):
-            raise NodeprobeError(f"--{name} {m}: expected a number ≥ 0")
+            raise NodeprobeError(f"{name}={m}: expected a number ≥ 0")
     if isinstance(runs, (str, os.PathLike)) or (runs and not isinstance(list(runs)[0], Checkpoint)):
         cks = find_checkpoints(runs, random_init=random_init, seed=seed)
     else:
@@ -518,7 +501,7 @@ def track(
     cache_dir = Path(out_dir) / "steps" if out_dir is not None else None
     K = eval_set.n_classes
     results = []
-    for ck in track_items(cks, len(cks), "track", enabled=progress):
+    for ck in iterate(cks, len(cks), "track", enabled=progress):
         key = _cache_key(ck, eval_set, task, mode, tau_recall, tau_lift, min_count)
         path = cache_dir / f"step-{ck.step:07d}.json" if cache_dir is not None else None
         rec = _read_cache(path, key, heads) if path is not None and path.is_file() else None

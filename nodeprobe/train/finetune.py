@@ -19,33 +19,15 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from nodeprobe.data.eval_sets import labeled_eval_set
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.evaluate import run_eval
 from nodeprobe.io import atomic_dir, write_text_atomic
+from nodeprobe.progress import training_bar
 from nodeprobe.train import dist, loop
+from nodeprobe.train.precision import autocast, check_precision
 from nodeprobe.train.presets import FinetuneSettings
-
-
-@torch.no_grad()
-def evaluate_classifier(model, dataset, device, batch_size: int = 64, precision: str = "fp32") -> dict:
-    """Accuracy and mean loss of a classifier (HookedBert, task ``cls``) on a LabeledSet."""
-    from nodeprobe.data.batching import collate, make_batches
-    from nodeprobe.train.pretrain import _autocast
-
-    was = model.training
-    model.eval()
-    correct, loss_sum = 0, 0.0
-    for idx in make_batches(dataset.lengths().tolist(), batch_size, shuffle_seed=None):
-        b = collate([dataset.input_ids[i] for i in idx], pad_id=0)
-        y = torch.tensor([dataset.labels[i] for i in idx], device=device)
-        with _autocast(device, precision):
-            logits = model(b["input_ids"].to(device), b["attention_mask"].to(device)).float()
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(-1) == y).sum())
-    model.train(was)
-    n = len(dataset)
-    return {"accuracy": correct / max(n, 1), "loss": loss_sum / max(n, 1), "n": n}
 
 
 def _check_weights(src: Path, model) -> None:
@@ -89,8 +71,7 @@ def finetune(
 
     settings = settings or FinetuneSettings(epochs=4)
     precision = precision or settings.precision  # the settings' precision unless overridden
-    if precision not in ("fp32", "bf16"):
-        raise NodeprobeError(f"precision {precision!r}: allowed: fp32 or bf16")
+    check_precision(precision)
     settings = replace(settings, precision=precision)  # what is recorded is what runs
     check_task(task)
     if task == "mlm":
@@ -133,8 +114,6 @@ def _finetune(runner, out_dir: Path, run: dict, run_fp: str, src: Path, model, t
 
     from nodeprobe.data.batching import collate, make_batches
     from nodeprobe.model import HookedBert
-    from nodeprobe.render.progress import training_progress
-    from nodeprobe.train.pretrain import _autocast
 
     dev = runner.device
     task, K = run["task"], run["K"]
@@ -173,13 +152,12 @@ def _finetune(runner, out_dir: Path, run: dict, run_fp: str, src: Path, model, t
     train_model, opt = runner.prepare(HookedBert(hf, "cls"), opt) if runner.accelerated else (hooked, opt)
     main = runner.is_main
     log_path = out_dir / "log.jsonl"
-    from nodeprobe.train.pretrain import _truncate_log
-
     if main:
-        _truncate_log(log_path, prog.step)
+        loop.truncate_log(log_path, prog.step)
+    test_set = labeled_eval_set(test, task, pad_id=tok.pad_id, seed=seed)  # every test sentence, evaluated by `hooked`
     t0 = time.time() - prog.seconds
     stop_at = total if max_steps is None else min(total, max_steps)
-    with training_progress(total, f"finetune {task}", enabled=progress and main) as bar:
+    with training_bar(total, f"finetune {task}", enabled=progress and main) as bar:
         bar.advance(prog.step)
         while prog.step < stop_at:
             epoch = prog.step // n_batches
@@ -195,7 +173,7 @@ def _finetune(runner, out_dir: Path, run: dict, run_fp: str, src: Path, model, t
                 def forward(rows, x=b["input_ids"], a=b["attention_mask"], y=y):
                     if rows is not None:  # this process's rows
                         x, a, y = x[rows], a[rows], y[rows.to(y.device)]
-                    with _autocast(dev, precision):
+                    with autocast(dev, precision):
                         return train_model(x.to(dev), a.to(dev)), y
 
                 loss, shown = dist.step_loss(runner, int(y.shape[0]), int(y.shape[0]), forward)
@@ -213,9 +191,9 @@ def _finetune(runner, out_dir: Path, run: dict, run_fp: str, src: Path, model, t
                     step_loss = float(shown.detach())
 
                     def end_epoch(epoch=epoch, step_loss=step_loss) -> None:  # the main process only
-                        ev = evaluate_classifier(hooked, test, dev, precision=precision)
+                        ev = run_eval(hooked, test_set, device=dev, precision=precision)
                         loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch + 1, "train_loss": step_loss,
-                                                     "test_accuracy": ev["accuracy"], "test_loss": ev["loss"]})
+                                                     "test_accuracy": ev.accuracy, "test_loss": ev.loss})
                         loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
 
                     runner.on_main(end_epoch)  # every rank waits; the main's errors reach them all
@@ -224,14 +202,14 @@ def _finetune(runner, out_dir: Path, run: dict, run_fp: str, src: Path, model, t
             loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
         runner.barrier()
         return {"stopped_at": prog.step, "total_steps": total}
-    return runner.on_main(lambda: _finish(runner, out_dir, hooked, hf, tok, test, dev, precision, log_path, src,
+    return runner.on_main(lambda: _finish(runner, out_dir, hooked, hf, tok, test_set, dev, precision, log_path, src,
                                           from_scratch, task, train, settings, seed, prog))
 
 
-def _finish(runner, out_dir, hooked, hf, tok, test, dev, precision, log_path, src, from_scratch, task, train, settings,
+def _finish(runner, out_dir, hooked, hf, tok, test_set, dev, precision, log_path, src, from_scratch, task, train, settings,
             seed, prog) -> dict:
     """Test evaluation, ``final/`` and ``finetune.json`` (the main process only)."""
-    ev = evaluate_classifier(hooked, test, dev, precision=precision)
+    ev = run_eval(hooked, test_set, device=dev, precision=precision)
     with atomic_dir(out_dir / "final") as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
@@ -245,11 +223,11 @@ def _finish(runner, out_dir, hooked, hf, tok, test, dev, precision, log_path, sr
         "settings": asdict(settings),
         "seed": seed,
         "n_train": len(train),
-        "n_test": len(test),
+        "n_test": test_set.n_items,
         "steps": prog.step,
         "seconds": round(prog.seconds, 1),
-        "test_accuracy": ev["accuracy"],
-        "test_loss": ev["loss"],
+        "test_accuracy": ev.accuracy,
+        "test_loss": ev.loss,
         "curve": [{"epoch": c["epoch"], "test_accuracy": c["test_accuracy"]} for c in curve],
     }
     if runner.accelerated:

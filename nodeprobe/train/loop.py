@@ -182,3 +182,27 @@ def set_threads(n: int | None = None) -> None:
     """Use all cores for intra-op parallelism (2 here) and one inter-op thread."""
     n = n or os.cpu_count() or 1
     torch.set_num_threads(n)
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop the lines of the JSONL log ``path`` past ``step`` (the checkpoint a run resumes from:
+    they will be produced again) and any torn line; nothing if there is no log yet.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "log.jsonl"
+        >>> _ = p.write_text('{"step": 1}\\n{"step": 2}\\n{"ste')
+        >>> truncate_log(p, 1); p.read_text()
+        '{"step": 1}\\n'
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line from a kill -9
+    write_text_atomic(path, "".join(l + "\n" for l in keep))

@@ -22,87 +22,17 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
+from nodeprobe.data.corpus import PretrainData
+from nodeprobe.data.eval_sets import mlm_batch, mlm_eval_set
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.evaluate import run_eval
 from nodeprobe.io import atomic_dir, write_text_atomic
+from nodeprobe.progress import training_bar
 from nodeprobe.train import dist, loop
+from nodeprobe.train.precision import autocast, check_precision
 from nodeprobe.train.presets import ModelSize, PretrainSettings
-
-
-def mlm_batch(seqs, tokenizer, *, rng=None, seed=None, rate: float = 0.15):
-    """Pad and mask a batch (training: ``rng``; evaluation: fixed masks from ``seed``).
-
-    Returns ``(corrupted_ids, attention_mask, modified, targets)`` with ``modified`` a bool
-    ``[B, P]`` mask whose row-major order matches ``targets`` ``[n]``.
-
-    Example:
-        >>> ids, attn, modified, targets = mlm_batch([[101, 7592, 2088, 102]], tok, seed=0)  # doctest: +SKIP
-    """
-    from nodeprobe.data.batching import collate_mlm
-    from nodeprobe.data.masking import MLMMasker
-
-    b = collate_mlm(seqs, tokenizer.pad_id, MLMMasker.from_tokenizer(tokenizer, rate), rng=rng, seed=seed)
-    modified = torch.zeros_like(b["input_ids"], dtype=torch.bool)
-    modified[b["positions"][:, 0], b["positions"][:, 1]] = True
-    order = b["positions"][:, 0] * b["input_ids"].shape[1] + b["positions"][:, 1]
-    targets = b["targets"][torch.argsort(order)]  # row-major, as x[modified]
-    return b["input_ids"], b["attention_mask"], modified, targets
-
-
-# ---------------------------------------------------------------------- data
-_CORPORA: dict = {}
-
-
-@dataclass
-class PretrainData:
-    """Training and held-out ``[CLS] … [SEP]`` sequences of the pre-training corpus."""
-
-    tokenizer: object
-    train: list
-    heldout: list
-    source: str
-    fingerprint: str
-    counts: np.ndarray  # corpus frequency per token id (training articles)
-
-    @classmethod
-    def load(cls, data_dir=None, corpus: str | None = None, max_len: int = 128,
-             heldout_every: int = PretrainSettings.heldout_every):
-        """The local Wikipedia corpus (``data_dir``) or any text source given as ``corpus``.
-
-        Loaded once per process and argument set (tokenising ~1 M tokens takes seconds).
-        """
-        from nodeprobe.data.download import resolve_data_dir
-
-        key = (str(resolve_data_dir(data_dir)), corpus, max_len, heldout_every)
-        if key not in _CORPORA:
-            _CORPORA[key] = cls._load(data_dir, corpus, max_len, heldout_every)
-        return _CORPORA[key]
-
-    @classmethod
-    def _load(cls, data_dir, corpus, max_len, heldout_every):
-        import hashlib
-
-        from nodeprobe.data.download import resolve_data_dir
-        from nodeprobe.data.text import load_pretraining_corpus, load_text_corpus
-        from nodeprobe.data.tokenizer import load_tokenizer
-
-        d = resolve_data_dir(data_dir)
-        tok = load_tokenizer(d / "tokenizer" / "bert-base-uncased-vocab.txt")
-        if corpus:
-            c = load_text_corpus(corpus, tok)
-        else:
-            c = load_pretraining_corpus(d, tok)
-        if len(c) < 2:
-            raise NodeprobeError(f"corpus {c.source}: fewer than 2 articles; need text to train and hold out")
-        train_c, held_c = c.split_held_out(heldout_every)
-        h = hashlib.sha256()
-        for a in c.articles:
-            h.update(a.tobytes())
-        return cls(tok, train_c.to_sequences(max_len), held_c.to_sequences(max_len), c.source,
-                   h.hexdigest()[:16], train_c.token_counts())
 
 
 # ---------------------------------------------------------------------- settings
@@ -118,47 +48,6 @@ class PretrainRun:
 
     def fingerprint(self) -> str:
         return loop.fingerprint(asdict(self))
-
-
-@dataclass
-class EvalResult:
-    accuracy: float
-    loss: float
-    n: int
-
-
-@torch.no_grad()
-def evaluate_mlm(model, batches, device, precision: str = "fp32") -> EvalResult:
-    """Held-out MLM accuracy/loss on pre-masked batches ``(ids, attn, modified, targets)``."""
-    was = model.training
-    model.eval()
-    correct, total, loss_sum = 0, 0, 0.0
-    for ids, attn, modified, targets in batches:
-        with _autocast(device, precision):
-            logits = model(ids.to(device), attn.to(device), positions=modified.to(device))
-        logits = logits.float()
-        t = targets.to(device)
-        loss_sum += float(F.cross_entropy(logits, t, reduction="sum"))
-        correct += int((logits.argmax(-1) == t).sum())
-        total += int(t.numel())
-    model.train(was)
-    return EvalResult(accuracy=correct / max(total, 1), loss=loss_sum / max(total, 1), n=total)
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
-def build_eval_batches(sequences, tokenizer, seed: int, batch_size: int = 64):
-    """Deterministic held-out batches: each sequence's mask is a function of its ids and ``seed``."""
-    from nodeprobe.data.batching import make_batches
-
-    return [mlm_batch([sequences[i] for i in idx], tokenizer, seed=seed)
-            for idx in make_batches([len(s) for s in sequences], batch_size, shuffle_seed=None)]
 
 
 # ---------------------------------------------------------------------- main entry
@@ -191,8 +80,7 @@ def pretrain(
     transformers.utils.logging.disable_progress_bar()
     precision = precision or settings.precision
     settings = replace(settings, precision=precision)
-    if precision not in ("fp32", "bf16"):
-        raise NodeprobeError(f"precision={precision}: expected fp32 or bf16")
+    check_precision(precision)
     dev = resolve_device(device)
     size.validate()
     runner = dist.start(dev, precision)
@@ -255,14 +143,13 @@ def _pretrain(runner, out_dir: Path, size, settings, data_dir, corpus, seed, pre
     main = runner.is_main
     log_path = out_dir / "log.jsonl"
     if main:
-        _truncate_log(log_path, prog.step)
+        loop.truncate_log(log_path, prog.step)
     snapshots = set(loop.log_spaced_steps(total_steps))
     snapshots.add(0)
-    eval_batches = build_eval_batches(heldout, tok, seed)
+    # held-out MLM accuracy/loss, in fp32 whatever the training precision (as it always was)
+    heldout_set = mlm_eval_set(heldout, tok, seed=seed, source=f"mlm:{corp.source}[held-out]")
     if prog.step == 0 and main:
         _snapshot(out_dir, hf, tok, 0)
-
-    from nodeprobe.render.progress import training_progress
 
     t_last_ckpt = time.time()
 
@@ -276,7 +163,7 @@ def _pretrain(runner, out_dir: Path, size, settings, data_dir, corpus, seed, pre
         if prog.step in snapshots:
             _snapshot(out_dir, hf, tok, prog.step)
         if end_of_epoch:
-            ev = evaluate_mlm(model, eval_batches, dev)
+            ev = run_eval(model, heldout_set, device=dev)
             loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch + 1, "heldout_accuracy": ev.accuracy,
                                          "heldout_loss": ev.loss, "heldout_n": ev.n})
         if end_of_epoch or now - t_last_ckpt > checkpoint_seconds:
@@ -285,7 +172,7 @@ def _pretrain(runner, out_dir: Path, size, settings, data_dir, corpus, seed, pre
 
     t0 = time.time() - prog.seconds
     stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
-    with training_progress(total_steps, "pretrain", enabled=progress and main) as bar:
+    with training_bar(total_steps, "pretrain", enabled=progress and main) as bar:
         bar.advance(prog.step)
         while prog.step < stop_at:
             epoch = prog.step // batches_per_epoch
@@ -301,7 +188,7 @@ def _pretrain(runner, out_dir: Path, size, settings, data_dir, corpus, seed, pre
                     if rows is not None:  # this process's rows; `targets` are in row-major order
                         targets = targets[torch.isin(modified.nonzero()[:, 0], rows)]
                         ids, attn, modified = ids[rows], attn[rows], modified[rows]
-                    with _autocast(dev, precision):
+                    with autocast(dev, precision):
                         return train_model(ids.to(dev), attn.to(dev), positions=modified.to(dev)), targets.to(dev)
 
                 loss, shown = dist.step_loss(runner, ids.shape[0], int(targets.numel()), forward)
@@ -332,14 +219,14 @@ def _pretrain(runner, out_dir: Path, size, settings, data_dir, corpus, seed, pre
             loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
         runner.barrier()
         return {"stopped_at": prog.step, "total_steps": total_steps}
-    return runner.on_main(lambda: _finish(runner, out_dir, model, hf, tok, eval_batches, dev, log_path, run_fp, size,
+    return runner.on_main(lambda: _finish(runner, out_dir, model, hf, tok, heldout_set, dev, log_path, run_fp, size,
                                           settings, seed, precision, corp, train_seqs, heldout, prog))
 
 
-def _finish(runner, out_dir, model, hf, tok, eval_batches, dev, log_path, run_fp, size, settings, seed, precision, corp,
+def _finish(runner, out_dir, model, hf, tok, heldout_set, dev, log_path, run_fp, size, settings, seed, precision, corp,
             train_seqs, heldout, prog) -> dict:
     """Held-out evaluation, ``final/`` and ``pretrain.json`` (the main process only)."""
-    ev = evaluate_mlm(model, eval_batches, dev)
+    ev = run_eval(model, heldout_set, device=dev)
     final = out_dir / "final"
     with atomic_dir(final) as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
@@ -376,16 +263,3 @@ def _snapshot(out_dir: Path, hf, tok, step: int) -> None:
         hf.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
 
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past the checkpoint we resume from (they will be produced again)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line from a kill -9
-    write_text_atomic(path, "".join(l + "\n" for l in keep))
