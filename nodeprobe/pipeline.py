@@ -3,8 +3,9 @@
 Each stage writes its result as JSON under ``reports/<preset>/`` (weights and caches stay in
 ``runs/<preset>/``) and is skipped when its output already exists, so an interrupted
 reproduction continues where it stopped.  ``timings.json`` holds the wall-clock seconds per stage
-(the only file that differs between two runs with the same seed); ``README.md`` sets each claim
-of the papers beside the measured figure.
+(the only JSON file that differs between two runs with the same seed); ``README.md`` sets each
+claim of the papers beside the measured figure, and the same rows end the run as a Rich table
+(claim · measured · verdict) above the line saying where the reports went.
 
 Example:
     >>> reproduce("smoke", runs_dir="runs", reports_dir="reports")     # doctest: +SKIP
@@ -127,7 +128,7 @@ def _load(ctx: Context, run: str, task: str):
 
 def stage_ablate_all(ctx: Context) -> dict:
     from nodeprobe.studies.ablation import sweep_heads
-    from nodeprobe.evaluate import load_eval_set
+    from nodeprobe.data.eval_sets import load_eval_set
     from nodeprobe.render.plots import plot_head_grid
 
     model, tok = _load(ctx, "finetune", "fewrel")
@@ -154,7 +155,7 @@ def _analysed(ctx: Context, key: str) -> Loaded:
     if key in ctx.loaded:
         return ctx.loaded[key]
     from nodeprobe.cache import MANIFEST, cache_is_current, get_or_build_cache
-    from nodeprobe.evaluate import load_eval_set
+    from nodeprobe.data.eval_sets import load_eval_set
 
     run, task = {"mlm": ("pretrain", "mlm"), "fewrel": ("finetune", "fewrel"),
                  "minilm": ("finetune_minilm", "fewrel")}[key]
@@ -197,7 +198,7 @@ def stage_apt(ctx: Context) -> dict:
     from nodeprobe.render import figures
     from nodeprobe.studies import apt_report
     from nodeprobe.studies.lens import ProbeSettings
-    from nodeprobe.train.pretrain import PretrainData
+    from nodeprobe.data.corpus import PretrainData
 
     counts = PretrainData.load(ctx.data).counts
     return _report(ctx, "mlm", lambda L: apt_report(L.cache, L.model, counts, probe=ProbeSettings(seed=ctx.seed),
@@ -266,7 +267,7 @@ def _heads_study(key: str, run: str, model_src: str | None = None):
         from nodeprobe.studies.heads import study_heads
         from nodeprobe.render import figures
         from nodeprobe.render.jsonio import to_jsonable
-        from nodeprobe.train.pretrain import PretrainData
+        from nodeprobe.data.corpus import PretrainData
 
         model, tok = load_with_tokenizer(model_src or str(ctx.runs / run / "final"), None, ctx.device)
         texts = PretrainData.load(ctx.data).heldout[: ctx.preset.similarity_texts]
@@ -303,9 +304,15 @@ STAGES: list[tuple[str, Callable]] = [
 
 def reproduce(preset: str, runs_dir: str | Path = "runs", reports_dir: str | Path = "reports",
               data_dir: str | Path | None = None, seed: int = 0, device: str = "cpu", minilm: bool = True) -> dict:
-    """Run every stage of the reproduction for ``preset`` and write ``reports/<preset>/README.md``."""
+    """Run every stage of the reproduction for ``preset``, write ``reports/<preset>/README.md`` and
+    print its claims table (claim · measured · verdict) and where the reports went.
+
+    The claims are computed once (:func:`nodeprobe.render.reproduction.claims`) and rendered twice:
+    as the README's Markdown table and as the Rich table printed last.  Returns the stages' JSON
+    results by stage name.
+    """
     from nodeprobe.model import resolve_device
-    from nodeprobe.render.reproduction import write_readme
+    from nodeprobe.render.reproduction import claims, claims_table, write_readme
     from nodeprobe.data.tasks import data_root
     from nodeprobe.train.presets import get_preset
 
@@ -323,6 +330,10 @@ def reproduce(preset: str, runs_dir: str | Path = "runs", reports_dir: str | Pat
     for name, fn in STAGES:
         _stage(ctx, name, fn)
         write_atomic(old, dumps({"preset": preset, "stages": ctx.timings, "device": device}))
-    write_readme(ctx)
-    console.print(f"[bold green]reports written to {ctx.reports}[/] ({time.time() - t0:.0f} s)")
+    rows = claims(ctx.results, p.name)
+    write_readme(ctx, rows)
+    console.print()
+    console.print(claims_table(rows, title=f"{p.name}: claims of the papers beside the measured figures"))
+    console.print(f"[bold green]reports written to {ctx.reports}[/] (README.md, JSON, PNG; "
+                  f"{time.time() - t0:.0f} s)")
     return ctx.results

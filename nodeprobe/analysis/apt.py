@@ -29,7 +29,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
 from nodeprobe.analysis._arrays import check_K, labels, to_numpy
-from nodeprobe.analysis.confusion import confusion_matrix
+from nodeprobe.analysis.confusion import Labels, confusion_matrix
 from nodeprobe.errors import NodeprobeError
 
 
@@ -68,8 +68,8 @@ def _pair(targets, preds) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def apt_per_token(
-    targets: Int[Tensor, "N"] | Int[np.ndarray, "N"],
-    preds: Int[Tensor, "N"] | Int[np.ndarray, "N"],
+    targets: Labels,
+    preds: Labels,
     min_count: int = 5,
 ) -> APTResult:
     """APT of every token with at least ``min_count`` modified occurrences.
@@ -187,8 +187,8 @@ class ClusterResult:
 
 
 def strong_match_clusters(
-    targets: Int[Tensor, "N"] | Int[np.ndarray, "N"],
-    preds: Int[Tensor, "N"] | Int[np.ndarray, "N"],
+    targets: Labels,
+    preds: Labels,
     V: int,
     threshold: float = 0.5,
 ) -> ClusterResult:

@@ -46,6 +46,9 @@ from torch import Tensor
 from nodeprobe.analysis._arrays import check_K, labels
 from nodeprobe.errors import NodeprobeError
 
+Labels = Int[Tensor, "N"] | Int[np.ndarray, "N"]
+"""Class ids, one per item (a torch or numpy integer vector)."""
+
 #: above this many classes :func:`confusion_matrix` returns a scipy sparse matrix by default
 DENSE_K_MAX = 2048
 # work arrays of unit_stats_many hold at most about this many (unit, class) cells per chunk
@@ -90,8 +93,8 @@ def argmax_lowest(
 
 
 def confusion_matrix(
-    y_true: Int[Tensor, "N"] | Int[np.ndarray, "N"],
-    y_pred: Int[Tensor, "N"] | Int[np.ndarray, "N"],
+    y_true: Labels,
+    y_pred: Labels,
     K: int,
     dense: bool | None = None,
 ) -> Int[np.ndarray, "K K"] | sparse.csr_array:
@@ -157,7 +160,7 @@ def _check_thresholds(tau_recall: float, tau_lift: float, min_count: int) -> Non
 
 
 def unit_stats_many(
-    y_true: Int[Tensor, "N"] | Int[np.ndarray, "N"],
+    y_true: Labels,
     Y_pred: Int[Tensor, "U N"] | Int[np.ndarray, "U N"],
     K: int,
     tau_recall: float = 0.5,
@@ -253,8 +256,8 @@ def _stats_chunk(yt, Nk, P, K, tau_r, tau_l, n_min) -> list[UnitStats]:
 
 
 def unit_stats(
-    y_true: Int[Tensor, "N"] | Int[np.ndarray, "N"],
-    y_pred: Int[Tensor, "N"] | Int[np.ndarray, "N"],
+    y_true: Labels,
+    y_pred: Labels,
     K: int,
     tau_recall: float = 0.5,
     tau_lift: float = 2.0,
@@ -272,8 +275,8 @@ def unit_stats(
 
 
 def learned_set(
-    y_true: Int[Tensor, "N"] | Int[np.ndarray, "N"],
-    y_pred: Int[Tensor, "N"] | Int[np.ndarray, "N"],
+    y_true: Labels,
+    y_pred: Labels,
     K: int,
     tau_recall: float = 0.5,
     tau_lift: float = 2.0,
@@ -289,8 +292,8 @@ def learned_set(
 
 
 def snr(
-    y_true: Int[Tensor, "N"] | Int[np.ndarray, "N"],
-    y_pred: Int[Tensor, "N"] | Int[np.ndarray, "N"],
+    y_true: Labels,
+    y_pred: Labels,
     K: int,
     tau_recall: float = 0.5,
     tau_lift: float = 2.0,

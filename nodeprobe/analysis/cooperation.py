@@ -31,9 +31,8 @@ import numpy as np
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from nodeprobe.analysis._arrays import labels
 from nodeprobe.analysis.confusion import unit_stats_many
-from nodeprobe.analysis.readout import Mode, _iter_nodes, _prepare, _set_predictions
+from nodeprobe.analysis.readout import Mode, iter_node_predictions, prepare_labelled, set_predictions
 from nodeprobe.errors import NodeprobeError
 
 DEFAULT_GRID: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
@@ -125,12 +124,9 @@ def cooperation(
         >>> [(r.n, r.gain.mean) for r in res.rows], res.first_positive_gain
         ([(1, 0.0), (2, 1.0)], 2)
     """
-    Wn, _, Xn, mu, base, _ = _prepare(W, b, X, mode, means)
-    K, d = Wn.shape
-    N = Xn.shape[0]
-    yt = labels(y, "y", K)
-    if yt.size != N or N == 0:
-        raise NodeprobeError(f"y has {yt.size} items but X has {N} (need ≥ 1)")
+    r, yt = prepare_labelled(W, b, X, y, mode, means)
+    K, d = r.W.shape
+    N = r.X.shape[0]
     if isinstance(R, bool) or not isinstance(R, (int, np.integer)) or R < 1:
         raise NodeprobeError(f"R={R!r}: need a positive number of subsets per n")
     g = [int(v) for v in grid]
@@ -139,8 +135,8 @@ def cooperation(
     ns = sorted({min(v, d) for v in g})
 
     single_pred = np.empty((d, N), dtype=np.int64)
-    for i, _, _, _, pred, _ in _iter_nodes(Wn, Xn, mu, base):
-        single_pred[i] = pred
+    for p in iter_node_predictions(r):
+        single_pred[p.node] = p.pred
     single = unit_stats_many(yt, single_pred, K, tau_recall, tau_lift, min_count)
     single_learned = tuple(s.learned for s in single)
     single_size = np.array([len(lam) for lam in single_learned])
@@ -152,7 +148,7 @@ def cooperation(
     for a in range(0, len(draws), 64):  # batches of node sets share one unit_stats_many call
         batch = draws[a : a + 64]
         preds = np.stack(
-            [single_pred[S[0]] if n == 1 else _set_predictions(Wn, Xn, mu, base, S) for n, S in batch]
+            [single_pred[S[0]] if n == 1 else set_predictions(r, S) for n, S in batch]
         )
         for (n, S), st in zip(batch, unit_stats_many(yt, preds, K, tau_recall, tau_lift, min_count)):
             union = len(set().union(*(single_learned[i] for i in S)))

@@ -45,17 +45,17 @@ from scipy.optimize import linprog
 from scipy.spatial import ConvexHull, QhullError
 from torch import Tensor
 
-from nodeprobe.analysis._arrays import float_array, labels
+from nodeprobe.analysis._arrays import float_array
 from nodeprobe.analysis.confusion import unit_stats, unit_stats_many
 from nodeprobe.analysis.readout import (
     Mode,
-    _iter_nodes,
-    _node_list,
-    _predict_node,
-    _prepare,
-    _restrict,
-    _set_bias,
-    _set_predictions,
+    iter_node_predictions,
+    node_set,
+    predict_node,
+    prepare_labelled,
+    restrict_envelope,
+    set_bias,
+    set_predictions,
     upper_envelope,
 )
 from nodeprobe.errors import NodeprobeError
@@ -295,21 +295,17 @@ def hull_bound(
         >>> hb.reachable_unbounded, hb.reachable_data, hb.ub_data, hb.acc
         ((0, 1), (0,), 0.5, 0.5)
     """
-    Wn, _, Xn, mu, base, _ = _prepare(W, b, X, mode, means)
+    r, yt = prepare_labelled(W, b, X, y, mode, means)
+    Wn, Xn = r.W, r.X
     K, d = Wn.shape
     N = Xn.shape[0]
-    yt = labels(y, "y", K)
-    if yt.size != N:
-        raise NodeprobeError(f"y has {yt.size} items but X has {N}")
-    if N == 0:
-        raise NodeprobeError("no items: X is empty")
-    S = _node_list(nodes, d)
-    bias = _set_bias(Wn, base, mu, S)
+    S = node_set(nodes, d)
+    bias = set_bias(r, S)
     if S.size == 1:
         i = int(S[0])
-        pred, _ = _predict_node(np.ascontiguousarray(Xn[:, i]), np.ascontiguousarray(Wn[:, i]), bias)
+        pred, _ = predict_node(np.ascontiguousarray(Xn[:, i]), np.ascontiguousarray(Wn[:, i]), bias)
     else:
-        pred = _set_predictions(Wn, Xn, mu, base, S)
+        pred = set_predictions(r, S)
     st = unit_stats(yt, pred, K, tau_recall, tau_lift, min_count)
     Ws = Wn[:, S].astype(np.float64)
     b64 = np.asarray(bias, dtype=np.float64)
@@ -394,23 +390,20 @@ def hull_bound_single_nodes(
         >>> r.reachable_data, r.acc.tolist(), r.farthest_below
         ([(0,), (0, 1)], [0.5, 1.0], (0, 1))
     """
-    Wn, _, Xn, mu, base, _ = _prepare(W, b, X, mode, means)
-    K, d = Wn.shape
-    N = Xn.shape[0]
-    yt = labels(y, "y", K)
-    if yt.size != N or N == 0:
-        raise NodeprobeError(f"y has {yt.size} items but X has {N} (need ≥ 1)")
+    r, yt = prepare_labelled(W, b, X, y, mode, means)
+    K, d = r.W.shape
+    N = r.X.shape[0]
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
         raise NodeprobeError(f"top={top!r}: must be an integer ≥ 0")
     preds = np.empty((d, N), dtype=np.int64)
     r_unb: list[tuple[int, ...]] = []
     r_dat: list[tuple[int, ...]] = []
-    lo, hi = Xn.min(axis=0), Xn.max(axis=0)
-    for i, s, c, lines, pred, _ in _iter_nodes(Wn, Xn, mu, base):
+    lo, hi = r.X.min(axis=0), r.X.max(axis=0)
+    for i, s, c, lines, pred, _ in iter_node_predictions(r):
         preds[i] = pred
         r_unb.append(tuple(sorted(int(k) for k in lines.env1[~lines.point1])))
         s64, c64 = s.astype(np.float64), c.astype(np.float64)
-        sel, strict = _restrict(lines.env1, lines.point1, s64, c64, np.arange(K), float(lo[i]), float(hi[i]))
+        sel, strict = restrict_envelope(lines.env1, lines.point1, s64, c64, np.arange(K), float(lo[i]), float(hi[i]))
         r_dat.append(tuple(sorted(int(k) for k in lines.env1[sel][strict])))
     stats = unit_stats_many(yt, preds, K, tau_recall, tau_lift, min_count)
     Nk = np.bincount(yt, minlength=K)

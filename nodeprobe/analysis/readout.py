@@ -42,14 +42,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal, Sequence
+from typing import Iterator, Literal, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from nodeprobe.analysis._arrays import float_array, ref_dtype, to_numpy
+from nodeprobe.analysis._arrays import float_array, labels, ref_dtype, to_numpy
 from nodeprobe.analysis.confusion import argmax_lowest
 from nodeprobe.errors import NodeprobeError
 
@@ -227,8 +227,19 @@ def _neighbour_ge(
     return out
 
 
-def _restrict(env, point, s, c, idx, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-    """Envelope positions that win somewhere in [lo, hi] and their strict flags."""
+def restrict_envelope(env, point, s, c, idx, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """The envelope ``env`` (line positions left to right, ``point`` = point-only flags, lines
+    ``s·x + c`` in float64, ``idx`` = class ids) restricted to ``[lo, hi]``: the indices into
+    ``env`` of the lines that win somewhere there (contiguous) and their strict flags.
+    Decisions at the ends are exact (rational arithmetic).
+
+    Example:
+        >>> import numpy as np
+        >>> s, c = np.array([-1.0, 0.0, 1.0]), np.array([0.0, -1.0, 0.0])
+        >>> sel, strict = restrict_envelope(np.array([0, 2]), np.array([False, False]), s, c, np.arange(3), 0.5, 2.0)
+        >>> sel.tolist(), strict.tolist()
+        ([1], [True])
+    """
     m = env.size
     bp = _breakpoints(env, s, c)
 
@@ -285,7 +296,7 @@ def upper_envelope(
     lo, hi = (float(v) for v in interval)
     if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
         raise NodeprobeError(f"interval={interval}: need finite lo ≤ hi")
-    sel, strict = _restrict(env, point, s, c, idx, lo, hi)
+    sel, strict = restrict_envelope(env, point, s, c, idx, lo, hi)
     env = env[sel]
     return Envelope(env.astype(np.int64), _breakpoints(env, s, c), strict, (lo, hi))
 
@@ -295,8 +306,31 @@ def upper_envelope(
 # --------------------------------------------------------------------------------------------
 
 
-def _prepare(W, b, X, mode, means):
-    """Validated numpy arrays in the reference dtype: W [K,d], b [K], X [N,d], mean base [K]."""
+class ReadoutArrays(NamedTuple):
+    """The validated inputs of a readout analysis, as numpy arrays in the reference dtype.
+
+    ``W`` [K, d], ``b`` [K], ``X`` [N, d]; ``means`` [d] in mean mode, else None; ``base`` [K] is
+    the bias of the full node set (``b`` in zero mode, ``b + W @ μ`` in mean mode), from which
+    :func:`set_bias` subtracts the isolated nodes' share; ``dtype`` is the reference dtype.
+    """
+
+    W: np.ndarray
+    b: np.ndarray
+    X: np.ndarray
+    means: np.ndarray | None
+    base: np.ndarray
+    dtype: np.dtype
+
+
+def prepare_readout(W, b, X, mode: Mode = "zero", means=None) -> ReadoutArrays:
+    """Validate ``W x + b`` inputs and convert them to the reference dtype (module docstring).
+
+    Example:
+        >>> import numpy as np
+        >>> r = prepare_readout(np.eye(2), np.zeros(2), np.ones((3, 2)), "mean", np.array([1.0, 2.0]))
+        >>> r.base.tolist(), r.dtype
+        ([1.0, 2.0], dtype('float64'))
+    """
     if mode not in ("zero", "mean"):
         raise NodeprobeError(f"mode={mode!r}: choose zero or mean")
     rd = ref_dtype(W, b, X, means if mode == "mean" else None)
@@ -317,24 +351,56 @@ def _prepare(W, b, X, mode, means):
         if mu.shape != (d,):
             raise NodeprobeError(f"means has shape {tuple(mu.shape)}, expected ({d},)")
         base = (torch.from_numpy(bn) + torch.from_numpy(Wn) @ torch.from_numpy(mu)).numpy()
-    return Wn, bn, Xn, mu, base, rd
+    return ReadoutArrays(Wn, bn, Xn, mu, base, rd)
 
 
-def _node_bias(Wn, base, mu, i: int) -> np.ndarray:
-    if mu is None:
-        return base
-    return base - Wn[:, i] * mu[i]
+def prepare_labelled(W, b, X, y, mode: Mode = "zero", means=None) -> tuple[ReadoutArrays, np.ndarray]:
+    """:func:`prepare_readout` plus the labels ``y`` (int64, one per item of X, at least one item).
+
+    Example:
+        >>> import numpy as np
+        >>> r, y = prepare_labelled(np.eye(2), np.zeros(2), np.ones((3, 2)), [0, 1, 1])
+        >>> r.X.shape, y.tolist()
+        ((3, 2), [0, 1, 1])
+    """
+    r = prepare_readout(W, b, X, mode, means)
+    N = r.X.shape[0]
+    yt = labels(y, "y", r.W.shape[0])
+    if yt.size != N or N == 0:
+        raise NodeprobeError(f"y has {yt.size} items but X has {N} (need ≥ 1)")
+    return r, yt
 
 
-def _set_bias(Wn, base, mu, nodes: np.ndarray) -> np.ndarray:
-    if mu is None:
-        return base
+def _node_bias(r: ReadoutArrays, i: int) -> np.ndarray:
+    if r.means is None:
+        return r.base
+    return r.base - r.W[:, i] * r.means[i]
+
+
+def set_bias(r: ReadoutArrays, nodes: np.ndarray) -> np.ndarray:
+    """The bias ``b'`` of node set ``nodes`` (a :func:`node_set` array) in the reference dtype.
+
+    Example:
+        >>> import numpy as np
+        >>> r = prepare_readout(np.array([[1.0, 2.0], [0.0, 1.0]]), np.zeros(2), np.zeros((1, 2)),
+        ...                     "mean", np.array([1.0, 3.0]))
+        >>> set_bias(r, np.array([0])).tolist()
+        [6.0, 3.0]
+    """
+    if r.means is None:
+        return r.base
     if nodes.size == 1:
-        return _node_bias(Wn, base, mu, int(nodes[0]))
-    return (torch.from_numpy(base) - torch.from_numpy(Wn[:, nodes]) @ torch.from_numpy(mu[nodes])).numpy()
+        return _node_bias(r, int(nodes[0]))
+    return (torch.from_numpy(r.base) - torch.from_numpy(r.W[:, nodes]) @ torch.from_numpy(r.means[nodes])).numpy()
 
 
-def _node_list(nodes, d: int) -> np.ndarray:
+def node_set(nodes, d: int) -> np.ndarray:
+    """Validated node indices (int64, distinct, in ``[0, d)``, at least one) of a node set.
+
+    Example:
+        >>> node_set([3, 0], d=4).tolist()
+        [3, 0]
+    """
     arr = np.asarray(to_numpy(nodes)).reshape(-1)
     if arr.size and (arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer)):
         raise NodeprobeError(f"nodes: expected integer node indices, got dtype {arr.dtype}")
@@ -346,6 +412,11 @@ def _node_list(nodes, d: int) -> np.ndarray:
     if np.unique(arr).size != arr.size:
         raise NodeprobeError("nodes: repeated node index")
     return arr
+
+
+def _prepare_set(W, b, X, nodes, mode, means) -> tuple[ReadoutArrays, np.ndarray]:
+    r = prepare_readout(W, b, X, mode, means)
+    return r, node_set(nodes, r.W.shape[1])
 
 
 def readout_bias(
@@ -363,8 +434,8 @@ def readout_bias(
         >>> readout_bias(W, b, [0], "mean", torch.tensor([1.0, 3.0])).tolist()   # b + W[:, 1]·μ_1
         [6.0, 3.0]
     """
-    Wn, bn, _, mu, base, _ = _prepare(W, b, np.zeros((1, np.shape(W)[1]), np.float32), mode, means)
-    return torch.from_numpy(np.array(_set_bias(Wn, base, mu, _node_list(nodes, Wn.shape[1]))))
+    r, S = _prepare_set(W, b, np.zeros((1, np.shape(W)[1]), np.float32), nodes, mode, means)
+    return torch.from_numpy(np.array(set_bias(r, S)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,20 +461,27 @@ def readout_logits(
         >>> readout_logits(W, b, torch.tensor([[2.0, 5.0]]), [0]).tolist()
         [[2.0, 0.0]]
     """
-    Wn, _, Xn, mu, base, _ = _prepare(W, b, X, mode, means)
-    S = _node_list(nodes, Wn.shape[1])
-    bias = _set_bias(Wn, base, mu, S)
-    return torch.from_numpy(np.ascontiguousarray(Xn[:, S]) @ np.ascontiguousarray(Wn[:, S].T) + bias)
+    r, S = _prepare_set(W, b, X, nodes, mode, means)
+    return torch.from_numpy(np.ascontiguousarray(r.X[:, S]) @ np.ascontiguousarray(r.W[:, S].T) + set_bias(r, S))
 
 
-def _set_predictions(Wn, Xn, mu, base, S: np.ndarray, chunk_cells: int = _DENSE_CELLS) -> np.ndarray:
-    K = Wn.shape[0]
-    bias = _set_bias(Wn, base, mu, S)
-    WsT = np.ascontiguousarray(Wn[:, S].T)
-    Xs = np.ascontiguousarray(Xn[:, S])
-    out = np.empty(Xn.shape[0], dtype=np.int64)
+def set_predictions(r: ReadoutArrays, S: np.ndarray, chunk_cells: int = _DENSE_CELLS) -> np.ndarray:
+    """Predictions (int64 [N], ties → lowest index) of node set ``S`` on prepared arrays ``r``,
+    chunked over items so at most ``chunk_cells`` logits exist at a time.
+
+    Example:
+        >>> import numpy as np
+        >>> r = prepare_readout(np.eye(2), np.zeros(2), np.array([[2.0, 5.0], [0.0, 0.0]]))
+        >>> set_predictions(r, np.array([0, 1])).tolist()
+        [1, 0]
+    """
+    K = r.W.shape[0]
+    bias = set_bias(r, S)
+    WsT = np.ascontiguousarray(r.W[:, S].T)
+    Xs = np.ascontiguousarray(r.X[:, S])
+    out = np.empty(r.X.shape[0], dtype=np.int64)
     step = max(1, chunk_cells // K)
-    for n0 in range(0, Xn.shape[0], step):
+    for n0 in range(0, r.X.shape[0], step):
         out[n0 : n0 + step] = argmax_lowest(Xs[n0 : n0 + step] @ WsT + bias)
     return out
 
@@ -426,9 +504,8 @@ def readout_predictions(
         >>> readout_predictions(W, b, torch.tensor([[2.0, 5.0], [0.0, 0.0]]), [0, 1]).tolist()
         [1, 0]
     """
-    Wn, _, Xn, mu, base, _ = _prepare(W, b, X, mode, means)
-    S = _node_list(nodes, Wn.shape[1])
-    return torch.from_numpy(_set_predictions(Wn, Xn, mu, base, S, chunk_cells))
+    r, S = _prepare_set(W, b, X, nodes, mode, means)
+    return torch.from_numpy(set_predictions(r, S, chunk_cells))
 
 
 def dense_node_predictions(
@@ -448,7 +525,7 @@ def dense_node_predictions(
         >>> dense_node_predictions(W, b, torch.tensor([[1.0, 1.0], [-1.0, -1.0]])).tolist()
         [[0, 1], [1, 0]]
     """
-    Wn, _, Xn, mu, base, rd = _prepare(W, b, X, mode, means)
+    Wn, _, Xn, mu, base, _ = prepare_readout(W, b, X, mode, means)
     K, d = Wn.shape
     N = Xn.shape[0]
     Wt = torch.from_numpy(np.ascontiguousarray(Wn.T))  # [d, K]
@@ -474,8 +551,12 @@ def dense_node_predictions(
 
 
 @dataclass
-class _NodeLines:
-    """Both envelope layers of one node (positions = class ids)."""
+class NodeLines:
+    """Both envelope layers of one node's K lines (positions = class ids).
+
+    ``env1``/``point1``/``bp1``: the upper envelope (left to right), its point-only flags and
+    breakpoints; ``env2``/``bp2``: the upper envelope of the remaining lines (the second layer).
+    """
 
     env1: np.ndarray
     point1: np.ndarray
@@ -484,12 +565,20 @@ class _NodeLines:
     bp2: np.ndarray
 
 
-def _node_lines(s64: np.ndarray, c64: np.ndarray) -> _NodeLines:
+def node_lines(s64: np.ndarray, c64: np.ndarray) -> NodeLines:
+    """Both envelope layers of the lines ``s64[k]·x + c64[k]`` (float64 arrays).
+
+    Example:
+        >>> import numpy as np
+        >>> nl = node_lines(np.array([-1.0, 0.0, 1.0]), np.array([0.0, -1.0, 0.0]))
+        >>> nl.env1.tolist(), nl.env2.tolist()
+        ([0, 2], [1])
+    """
     order = _sorted_lines(s64, c64)
     env1, point1 = _envelope_from_sorted(order, s64, c64)
     rest = order[~np.isin(order, env1)]
     env2, _ = _envelope_from_sorted(rest, s64, c64)
-    return _NodeLines(env1, point1, _breakpoints(env1, s64, c64), env2, _breakpoints(env2, s64, c64))
+    return NodeLines(env1, point1, _breakpoints(env1, s64, c64), env2, _breakpoints(env2, s64, c64))
 
 
 def _max_at(x64, pos_arr, bp, s64, c64, offsets) -> np.ndarray:
@@ -508,14 +597,24 @@ def _max_at(x64, pos_arr, bp, s64, c64, offsets) -> np.ndarray:
     return out
 
 
-def _predict_node(x: np.ndarray, s: np.ndarray, c: np.ndarray, lines: _NodeLines | None = None,
-                  certify: bool = True) -> tuple[np.ndarray, int]:
-    """Predictions of one node for items x (reference dtype arrays); returns (preds, n_dense)."""
+def predict_node(x: np.ndarray, s: np.ndarray, c: np.ndarray, lines: NodeLines | None = None,
+                 certify: bool = True) -> tuple[np.ndarray, int]:
+    """Predictions of one node: ``argmax_k (x·s[k] + c[k])`` (ties → lowest k) for the items
+    ``x``, via the envelope (module docstring); ``x``, ``s``, ``c`` are arrays in the reference
+    dtype.  Returns (predictions int64 [N], how many x values needed the dense fallback).
+
+    Example:
+        >>> import numpy as np
+        >>> pred, n_dense = predict_node(np.array([-2.0, 0.5, 2.0]), np.array([-1.0, 0.0, 1.0]),
+        ...                              np.array([0.0, -1.0, 0.0]))
+        >>> pred.tolist(), n_dense
+        ([0, 2, 2], 0)
+    """
     rd = x.dtype
     K = s.size
     s64, c64 = s.astype(np.float64), c.astype(np.float64)
     if lines is None:
-        lines = _node_lines(s64, c64)
+        lines = node_lines(s64, c64)
     x64 = x.astype(np.float64)
     env1, bp1 = lines.env1, lines.bp1
     m1 = env1.size
@@ -545,22 +644,41 @@ def _predict_node(x: np.ndarray, s: np.ndarray, c: np.ndarray, lines: _NodeLines
     return win, n_dense
 
 
-def _iter_nodes(Wn, Xn, mu, base, certify: bool = True):
-    """Per node i: (i, slopes, intercepts, envelope layers, predictions, n_dense)."""
-    for i in range(Wn.shape[1]):
-        s = np.ascontiguousarray(Wn[:, i])
-        c = _node_bias(Wn, base, mu, i)
-        lines = _node_lines(s.astype(np.float64), c.astype(np.float64))
-        pred, nd = _predict_node(np.ascontiguousarray(Xn[:, i]), s, c, lines, certify)
-        yield i, s, c, lines, pred, nd
+class NodePrediction(NamedTuple):
+    """One node's lines, envelope layers and predictions (see :func:`iter_node_predictions`)."""
+
+    node: int
+    slopes: np.ndarray  # W[:, i], reference dtype
+    intercepts: np.ndarray  # b'_i, reference dtype
+    lines: NodeLines
+    pred: np.ndarray  # int64 [N]
+    n_dense: int  # x values that needed the dense fallback
+
+
+def iter_node_predictions(r: ReadoutArrays, certify: bool = True) -> Iterator[NodePrediction]:
+    """For every node i of prepared arrays ``r``, in order: its :class:`NodePrediction`.
+
+    Example:
+        >>> import numpy as np
+        >>> r = prepare_readout(np.array([[1.0, 0.0], [-1.0, 2.0]]), np.array([0.0, 0.5]),
+        ...                     np.array([[1.0, 1.0], [-1.0, -1.0]]))
+        >>> [(p.node, p.pred.tolist()) for p in iter_node_predictions(r)]
+        [(0, [0, 1]), (1, [1, 0])]
+    """
+    for i in range(r.W.shape[1]):
+        s = np.ascontiguousarray(r.W[:, i])
+        c = _node_bias(r, i)
+        lines = node_lines(s.astype(np.float64), c.astype(np.float64))
+        pred, nd = predict_node(np.ascontiguousarray(r.X[:, i]), s, c, lines, certify)
+        yield NodePrediction(i, s, c, lines, pred, nd)
 
 
 def _node_predictions_impl(W, b, X, mode, means, certify: bool = True):
     """(predictions [N, d] int64, number of x values that needed the dense fallback)."""
-    Wn, _, Xn, mu, base, _ = _prepare(W, b, X, mode, means)
-    preds = np.empty(Xn.shape, dtype=np.int64)
+    r = prepare_readout(W, b, X, mode, means)
+    preds = np.empty(r.X.shape, dtype=np.int64)
     n_dense = 0
-    for i, _, _, _, pred, nd in _iter_nodes(Wn, Xn, mu, base, certify):
+    for i, _, _, _, pred, nd in iter_node_predictions(r, certify):
         preds[:, i] = pred
         n_dense += nd
     return preds, n_dense

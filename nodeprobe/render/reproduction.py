@@ -1,27 +1,87 @@
-"""The reproduction report: ``reports/<preset>/README.md`` from the stages' JSON.
+"""The reproduction report: the claims of the papers beside the measured figures.
 
-Each claim of the papers is a :class:`Claim` with the paper's statement, the measured figure and a
-verdict (reproduced / not reproduced / not run), computed from the JSON the stages wrote — so the
-README never holds a number that is not in a JSON file beside it.
+Each claim is a :class:`Claim` row (the paper's statement, the measured figure, a verdict —
+reproduced / not reproduced / not run — and the JSON file behind it).  :func:`claims` computes
+the rows once from the stages' JSON; they are rendered twice, by :func:`claims_markdown` into
+``reports/<preset>/README.md`` (:func:`write_readme`) and by :func:`claims_table` as the Rich table
+``nodeprobe reproduce`` prints at the end — so the terminal and the README never disagree, and
+neither holds a number that is not in a JSON file of the reports folder.
+
+Example:
+    >>> rows = claims({"pretrain": {"heldout_accuracy": 0.25, "tokens": 1000}}, "cpu")
+    >>> rows[0].measured, rows[0].verdict
+    ('0.250 (1,000 tokens)', 'reproduced')
+    >>> claims_markdown(rows[:1])[2]
+    '| MLM pre-training learns: held-out masked-token accuracy | BERT-6 on Wikipedia (target for the cpu preset: ≥ 0.20) | 0.250 (1,000 tokens) | **reproduced** | `pretrain.json` |'
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
+
+from rich.table import Table
+from rich.text import Text
 
 from nodeprobe.render.jsonio import write_atomic
 
 
-@dataclass
+@dataclass(frozen=True)
 class Claim:
     """One row of the claims table."""
 
     claim: str
     paper: str
     measured: str
-    verdict: str  # "reproduced" | "not reproduced" | "not run" | "partly"
-    source: str  # the JSON file behind it
+    verdict: str  # "reproduced" | "not reproduced" | "not run" | "measured" | "not assessed (smoke)"
+    source: str  # the JSON file(s) behind it
+
+
+CLAIM_COLUMNS = ("claim", "measured", "verdict")
+"""The columns the printed table shows (the README adds ``paper / target`` and ``data``)."""
+
+_VERDICT_STYLE = {"reproduced": "bold green", "not reproduced": "bold red", "not run": "dim",
+                  "measured": "cyan", "partly": "yellow"}
+
+
+def _md_cell(s: str) -> str:
+    """A Markdown table cell: ``|`` escaped (e.g. ``mean |Λ|``), no line breaks."""
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def claims_markdown(rows: Sequence[Claim]) -> list[str]:
+    """The claims as a Markdown table (header, rule, one line per claim).
+
+    Example:
+        >>> print(claims_markdown([Claim("c", "p", "mean |Λ| 1.0", "not run", "x.json")])[2])
+        | c | p | mean \\|Λ\\| 1.0 | **not run** | `x.json` |
+    """
+    lines = ["| claim | paper / target | measured | verdict | data |", "|---|---|---|---|---|"]
+    for c in rows:
+        lines.append(f"| {_md_cell(c.claim)} | {_md_cell(c.paper)} | {_md_cell(c.measured)} | "
+                     f"**{_md_cell(c.verdict)}** | `{_md_cell(c.source)}` |")
+    return lines
+
+
+def claims_table(rows: Sequence[Claim], title: str = "Claims of the papers beside the measured figures") -> Table:
+    """The claims as a Rich table (claim · measured · verdict), verdicts coloured.
+
+    Cells are plain :class:`~rich.text.Text` (a ``[`` in a figure is never read as markup).
+
+    Example:
+        >>> t = claims_table([Claim("c", "p", "0.5", "reproduced", "x.json")])
+        >>> [col.header for col in t.columns], t.row_count
+        (['claim', 'measured', 'verdict'], 1)
+    """
+    t = Table(title=title, title_justify="left", show_lines=True)
+    t.add_column("claim", ratio=3)
+    t.add_column("measured", ratio=4)
+    t.add_column("verdict", no_wrap=True)
+    for c in rows:
+        style = _VERDICT_STYLE.get(c.verdict, "yellow")
+        t.add_row(Text(c.claim), Text(c.measured), Text(c.verdict, style=style))
+    return t
 
 
 def _v(ok: bool | None) -> str:
@@ -30,10 +90,7 @@ def _v(ok: bool | None) -> str:
 
 def _smoke(rows: list[Claim]) -> list[Claim]:
     """The smoke preset checks the pipeline, not the science: no verdicts."""
-    for c in rows:
-        if c.verdict != "not run":
-            c.verdict = "not assessed (smoke)"
-    return rows
+    return [c if c.verdict == "not run" else replace(c, verdict="not assessed (smoke)") for c in rows]
 
 
 def _get(results: dict, *path, default=None):
@@ -46,7 +103,14 @@ def _get(results: dict, *path, default=None):
 
 
 def claims(results: dict, preset: str) -> list[Claim]:
-    """The claims table (targets of the ``cpu`` preset where the issue names numbers)."""
+    """The claims table from the stages' JSON ``results`` (stage name → JSON), in README order;
+    targets are those of the ``cpu`` preset where the issue names numbers.  Stages that did not
+    run give ``not run`` rows or none; under ``smoke`` no verdict is assessed.
+
+    Example:
+        >>> [c.verdict for c in claims({}, "smoke")]
+        ['not run', 'not run', 'not run']
+    """
     out: list[Claim] = []
     acc = _get(results, "pretrain", "heldout_accuracy")
     target = 0.20 if preset == "cpu" else None
@@ -224,11 +288,17 @@ def _stage_table(ctx) -> list[str]:
     return lines
 
 
-def write_readme(ctx) -> Path:
-    """Render ``README.md`` for a finished (or partly finished) reproduction."""
+def write_readme(ctx, rows: Sequence[Claim] | None = None) -> Path:
+    """Render ``README.md`` for a finished (or partly finished) reproduction; ``rows`` are its
+    :func:`claims` (computed from ``ctx.results`` when not given).
+
+    Example:
+        >>> write_readme(ctx, claims(ctx.results, ctx.preset.name))   # doctest: +SKIP
+    """
     p = ctx.preset
     r = ctx.results
-    rows = claims(r, p.name)
+    if rows is None:
+        rows = claims(r, p.name)
     lines = [
         f"# nodeprobe reproduction — preset `{p.name}`",
         "",
@@ -240,11 +310,8 @@ def write_readme(ctx) -> Path:
            "not what the papers claim. See `reports/cpu/` for the real figures.", ""] if p.name == "smoke" else []),
         "## Claims of the papers beside the measured figures",
         "",
-        "| claim | paper / target | measured | verdict | data |",
-        "|---|---|---|---|---|",
+        *claims_markdown(rows),
     ]
-    for c in rows:
-        lines.append(f"| {c.claim} | {c.paper} | {c.measured} | **{c.verdict}** | `{c.source}` |")
     pre = r.get("pretrain") or {}
     if pre:
         curve = ", ".join(f"{c['accuracy']:.3f}" for c in pre.get("heldout_curve", []))
