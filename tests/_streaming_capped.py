@@ -1,4 +1,4 @@
-"""Helper of ``tests/test_streaming.py``: evaluate a text under a capped address space.
+"""Helper of ``tests/data/test_data_eval_sets.py``: evaluate a text under a capped address space.
 
 Run as ``python tests/_streaming_capped.py '<json settings>'`` in a fresh process (the test sets
 ``MALLOC_ARENA_MAX=1 OMP_NUM_THREADS=1``).  It builds a tiny random masked LM for the given vocab,

@@ -41,7 +41,7 @@ from nodeprobe.model import HookedBert
 from nodeprobe.studies.track import mlm_eval_set_from_sequences
 
 MAX_LEN = 32  # the tiny models have 64 positions
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # tests/
 REPO = HERE.parent
 
 

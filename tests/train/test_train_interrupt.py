@@ -15,7 +15,7 @@ from _small_data import small_data_copy
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--d-ff", "32", "--epochs", "1", "--batch-size", "8"]
 
 

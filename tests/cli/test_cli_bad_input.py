@@ -1,6 +1,6 @@
 """Bad input across the training, ablation, reproduction, head-study and cache commands.
 
-One row per case (``tests/test_cli_reports.py`` covers the report commands' own options).  Every
+One row per case (``tests/cli/test_cli_reports.py`` covers the report commands' own options).  Every
 row asserts: exit code 2, stderr is exactly one line ``nodeprobe: error: …`` naming the bad value,
 no traceback, and nothing written (the tmp dir listing is unchanged; the ``--json`` path does not
 exist).

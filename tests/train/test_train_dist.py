@@ -25,7 +25,7 @@ from nodeprobe.train.presets import FinetuneSettings, ModelSize, PretrainSetting
 
 pytest.importorskip("accelerate")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # what `accelerate launch --num_processes 1 --cpu` puts in the environment of its one process
 LAUNCH_ENV = {"ACCELERATE_USE_CPU": "True", "ACCELERATE_MIXED_PRECISION": "no", "ACCELERATE_DYNAMO_BACKEND": "NO"}
 LAUNCH_VARS = ("ACCELERATE_USE_CPU", "ACCELERATE_MIXED_PRECISION", "ACCELERATE_DYNAMO_BACKEND", dist.ENV_FLAG,
