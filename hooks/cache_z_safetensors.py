@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -61,31 +60,6 @@ def tiny_texts(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(TINY_WORDS) for _ in range(rng.randint(2, 12))) for _ in range(n)]
 
 
-def save_atomic(tensors: dict, out: Path, metadata: dict[str, str]) -> None:
-    """``safetensors.torch.save_file`` to a temp file next to ``out``, then ``os.replace``."""
-    from safetensors.torch import save_file
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, out)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
-def _unlink_quietly(path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -108,6 +82,7 @@ def run(args, tmp: Path) -> dict:
 
     from nodeprobe.errors import NodeprobeError
     from nodeprobe.hooks import SiteCache, z_name
+    from nodeprobe.io import save_safetensors_atomic
     from nodeprobe.model import MINILM_ALIASES, load_model, minilm_dir
 
     if args.batch_size < 1:
@@ -166,7 +141,7 @@ def run(args, tmp: Path) -> dict:
         "max_len": str(max_len),
         "sites": json.dumps(names),
     }
-    save_atomic(tensors, out, metadata)
+    save_safetensors_atomic(tensors, out, metadata)  # nodeprobe.io: a temp file, then os.replace
     return {"out": str(out), "n_texts": len(texts), "shapes": {k: list(v.shape) for k, v in tensors.items()},
             "metadata": metadata}
 

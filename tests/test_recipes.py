@@ -161,7 +161,6 @@ def test_cache_z_safetensors_tiny_matches_run_with_cache(tmp_path, capsys):
 
 
 def test_cache_z_safetensors_texts_file_and_atomic_overwrite(tmp_path, monkeypatch, capsys):
-    import safetensors.torch
     from safetensors.torch import load_file
 
     mod = load_recipe("cache_z_safetensors")
@@ -177,11 +176,12 @@ def test_cache_z_safetensors_texts_file_and_atomic_overwrite(tmp_path, monkeypat
     # a failure while writing leaves the existing file as it was, and no temp file behind
     good = out.read_bytes()
 
-    def broken_save(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"partial")
+    import nodeprobe.io
+
+    def broken_fsync(fd):  # the temp file holds the new bytes, then the disk fails
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", broken_save)
+    monkeypatch.setattr(nodeprobe.io.os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         mod.main(["--tiny", "--texts", str(texts), "--out", str(out)])
     assert out.read_bytes() == good

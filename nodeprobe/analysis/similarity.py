@@ -62,7 +62,7 @@ from nodeprobe.errors import NodeprobeError
 
 #: upper edges (exclusive) of the token-distance histogram bins: 1, 2, 3–4, 5–8, 9–16, …
 DISTANCE_EDGES = (1, 2, 3, 5, 9, 17, 33, 65, 129, 257, 513)
-SITES = ("z", "q", "k", "v", "qk")
+VECTOR_SITES = ("z", "q", "k", "v", "qk")  # the per-head vectors compared (METHODS §7); not the cache sites
 
 
 # ---------------------------------------------------------------------------- input helpers
@@ -605,8 +605,8 @@ def context_similarity(
         (1.0, 5)
     """
     q = _check_q(q)
-    if site not in SITES:
-        raise NodeprobeError(f"site={site!r}: expected one of {', '.join(SITES)}")
+    if site not in VECTOR_SITES:
+        raise NodeprobeError(f"site={site!r}: expected one of {', '.join(VECTOR_SITES)}")
     if isinstance(long_range, bool) or not isinstance(long_range, (int, np.integer)) or long_range < 0:
         raise NodeprobeError(f"long_range={long_range!r}: expected a non-negative integer")
     ids, mask = _ids_mask(input_ids, attention_mask)

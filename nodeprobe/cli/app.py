@@ -30,7 +30,7 @@ HELP = "Hooked BERT analyses: token/label specialization of heads and nodes, coo
 QUICK_START = """\
 nodeprobe — hooked BERT analyses. Quick start:
 
-  1. nodeprobe reproduce --preset smoke     the main job: pre-train → fine-tune → every analysis (1–3 min on CPU)
+  1. nodeprobe reproduce --preset smoke     the main job: pre-train → fine-tune → every analysis (≈ 1.5 min on 2 CPU cores)
   2. nodeprobe ablate --layer 5 --head 3    then your own question: one head of the fine-tuned model (newest run)
   3. reports/smoke/README.md                where the report went (JSON and PNG beside it; weights in runs/smoke/)
 

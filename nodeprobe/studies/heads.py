@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from nodeprobe.analysis.similarity import (
-    SITES,
+    VECTOR_SITES,
     Segmentation,
     SeparatorAttention,
     SimilarityResult,
@@ -83,8 +83,8 @@ def collect(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, names:
 
 
 def _site_names(site: str, L: int) -> tuple[list[str], list[str] | None]:
-    if site not in SITES:
-        raise NodeprobeError(f"site={site}: expected one of {', '.join(SITES)}")
+    if site not in VECTOR_SITES:
+        raise NodeprobeError(f"site={site}: expected one of {', '.join(VECTOR_SITES)}")
     if site == "qk":
         return [f"blocks.{l}.attn.hook_q" for l in range(L)], [f"blocks.{l}.attn.hook_k" for l in range(L)]
     return [f"blocks.{l}.attn.hook_{site}" for l in range(L)], None
