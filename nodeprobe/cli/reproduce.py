@@ -15,7 +15,7 @@ from nodeprobe.cli.options import DataOpt, DeviceOpt, SeedOpt, check_common
 
 
 def reproduce(
-    preset: str = typer.Option("smoke", "--preset", help="smoke (≤ 3 min) | cpu (≤ 75 min on 2 cores) | paper"),
+    preset: str = typer.Option("smoke", "--preset", help="smoke (≈ 1.5 min, 6 × 12 heads) | cpu (≤ 75 min on 2 cores) | paper"),
     runs: Path = typer.Option(Path("runs"), "--runs", help="Where weights and caches go (runs/<preset>/…)."),
     reports: Path = typer.Option(Path("reports"), "--reports", help="Where reports go (reports/<preset>/…)."),
     data: Optional[Path] = DataOpt,
