@@ -43,6 +43,16 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
+
+def _label_axes(ax, title: str, xlabel: str, ylabel: str, logx: bool) -> None:
+    """Title, axis labels, an optional log x axis and a light grid."""
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+
 def plot_head_grid(grid, path: str | Path, title: str, cbar: str = "Δ accuracy") -> Path | None:
     """A layer × head heat map (diverging colours centred on 0)."""
     plt = _plt()
@@ -75,12 +85,7 @@ def plot_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], path
             ax.errorbar(x, y, yerr=errors[name], label=name, marker="o", ms=3, capsize=2)
         else:
             ax.plot(x, y, label=name, marker="o", ms=3)
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
+    _label_axes(ax, title, xlabel, ylabel, logx)
     if len(series) > 1:
         ax.legend(fontsize=8)
     return _save(fig, path)
@@ -117,12 +122,7 @@ def plot_scatter(x: Sequence[float], y: Sequence[float], path: str | Path, title
         lo = min(min(x, default=0), min(y, default=0))
         hi = max(max(x, default=1), max(y, default=1))
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
+    _label_axes(ax, title, xlabel, ylabel, logx)
     return _save(fig, path)
 
 
