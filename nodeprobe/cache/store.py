@@ -143,7 +143,7 @@ def _is_cache_file(p: Path) -> bool:
 def _clear(out: Path) -> None:
     """Remove a previous cache's files (manifest first: an interruption leaves 'absent').
 
-    A directory holding anything else is refused: ``--cache`` never deletes files it did not write.
+    A directory holding anything else is refused: a build never deletes files it did not write.
     """
     foreign = sorted(p.name for p in out.iterdir() if not _is_cache_file(p))
     if foreign:
@@ -172,6 +172,119 @@ def _chunks(items, k: int):
         yield group
 
 
+def _storage_dtype(dtype: str | torch.dtype) -> tuple[torch.dtype, str]:
+    """``dtype`` (a name or a torch dtype) → ``(torch dtype, name)``, or a one-line error."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise NodeprobeError(f"dtype={dtype}: expected one of {', '.join(DTYPES)}")
+        return DTYPES[dtype], dtype
+    name = {v: k for k, v in DTYPES.items()}.get(dtype)
+    if name is None:
+        raise NodeprobeError(f"dtype {dtype}: expected one of {', '.join(DTYPES)}")
+    return dtype, name
+
+
+def _check_build(eval_set, shard_batches) -> None:
+    """Refuse a bad ``shard_batches`` or an empty evaluation set before anything is written."""
+    if not isinstance(shard_batches, int) or shard_batches < 1:
+        raise NodeprobeError(f"shard_batches={shard_batches!r}: expected a positive integer")
+    if len(eval_set.batches) == 0:
+        raise NodeprobeError("the evaluation set is empty: nothing to cache")
+
+
+def _cache_path(cache_dir, mfp: str, eval_fp: str, root: str | Path = DEFAULT_ROOT) -> Path:
+    """``cache_dir`` or the default folder of this model and data; a file there is refused."""
+    out = Path(cache_dir) if cache_dir is not None else default_cache_dir(mfp, eval_fp, root)
+    if out.exists() and not out.is_dir():
+        raise NodeprobeError(f"cache={out}: is a file; give a directory")
+    return out
+
+
+def _prepare_dir(out: Path) -> None:
+    """Create ``out`` and remove a previous cache's files there."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _clear(out)
+    except OSError as e:
+        raise NodeprobeError(f"cache={out}: cannot write there ({e.strerror})") from None
+
+
+def _write_readout(model, eval_set, out: Path) -> None:
+    """``readout.safetensors`` (the final linear map, float32) and ``classes.json`` (class names)."""
+    W, b = model.readout_weights()
+    save_safetensors_atomic({"W": W.detach().float().cpu(), "b": b.detach().float().cpu()}, out / "readout.safetensors")
+    (out / "classes.json").write_text(json.dumps(list(eval_set.class_names), ensure_ascii=False), encoding="utf-8")
+
+
+def _shard_tensors(res, kept: dict[str, Tensor], hooks: Sequence[str]) -> dict[str, Tensor]:
+    """The tensors of one shard: every hooked site plus ``targets``, ``preds`` and ``loss``."""
+    tensors = {_key_of_hook(h): kept[h] for h in hooks}
+    tensors["targets"] = res.targets.long()
+    tensors["preds"] = res.preds.long()
+    tensors["loss"] = res.losses.float()
+    n = int(res.targets.numel())
+    for k, v in tensors.items():
+        if v.shape[0] != n:  # pragma: no cover - an internal invariant
+            raise AssertionError(f"cache key {k}: {v.shape[0]} rows for {n} items")
+    return tensors
+
+
+def _write_shards(model, eval_set, hooks: list[str], dt: torch.dtype, out: Path, shard_batches: int,
+                  progress: bool) -> dict:
+    """Evaluate ``eval_set`` ``shard_batches`` batches at a time, writing each group as one shard.
+
+    Returns the manifest's ``shards``, ``shapes``, ``n_items`` and ``accuracy`` entries.
+    """
+    from nodeprobe.evaluate import run_eval
+    from nodeprobe.hooks import SiteCache
+    from nodeprobe.progress import iterate
+
+    sc = SiteCache(hooks, positions="cls" if eval_set.task != "mlm" else None, device="cpu", dtype=dt)
+    shards: list[dict] = []
+    shapes: dict[str, list[int]] = {}
+    n_total = n_correct = 0
+    n_groups = -(-len(eval_set.batches) // shard_batches)
+    groups = _chunks(eval_set.batches, shard_batches)  # one pass; a streamed set is read once
+    for gi, group in enumerate(iterate(groups, n_groups, "cache", enabled=progress)):
+        res = run_eval(model, replace(eval_set, batches=group), cache=sc)
+        tensors = _shard_tensors(res, sc.stack(clear=True), hooks)
+        n = int(res.targets.numel())
+        shapes.update({k: [n_total + n, *v.shape[1:]] for k, v in tensors.items()})
+        name = f"shard-{gi:05d}.safetensors"
+        save_safetensors_atomic(tensors, out / name)
+        shards.append({"file": name, "n_items": n})
+        n_total += n
+        n_correct += int((res.preds == res.targets).sum())
+        del tensors, res
+    return {"shards": shards, "shapes": shapes, "n_items": n_total, "accuracy": n_correct / max(n_total, 1)}
+
+
+def _manifest(model, eval_set, site_list: Sequence[str], mfp: str, dt_name: str, written: dict) -> dict:
+    """The ``manifest.json`` of a cache (``written``: what :func:`_write_shards` returned)."""
+    spec = model.spec
+    return {
+        "format": FORMAT_VERSION,
+        "model_fingerprint": mfp,
+        "eval_fingerprint": eval_set.fingerprint,
+        "task": eval_set.task,
+        "model_task": model.kind,
+        "seed": eval_set.seed,
+        "source": eval_set.source,
+        "sites": list(site_list),
+        "hooks": {s: site_hooks(s, spec.n_layers) for s in site_list},
+        "positions": "cls" if eval_set.task != "mlm" else "modified",
+        "n_classes": eval_set.n_classes,
+        "n_layers": spec.n_layers,
+        "n_heads": spec.n_heads,
+        "d_model": spec.d_model,
+        "d_head": spec.d_head,
+        "dtype": dt_name,
+        "readout_file": "readout.safetensors",
+        "class_names_file": "classes.json",
+        **written,
+    }
+
+
 @torch.no_grad()
 def build_cache(
     model,
@@ -196,90 +309,22 @@ def build_cache(
 
     Returns:
         A :class:`CacheReader` of the new cache.
+
+    Example:
+        >>> reader = build_cache(model, eval_set, "readout,z", "runs/cache/mine")   # doctest: +SKIP
+        >>> reader.built, reader.z(0).shape                # (True, [N, n_heads, d_head])  # doctest: +SKIP
     """
-    from nodeprobe.evaluate import run_eval
-    from nodeprobe.hooks import SiteCache
-    from nodeprobe.progress import iterate
-
     site_list = parse_sites(sites)
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise NodeprobeError(f"dtype={dtype}: expected one of {', '.join(DTYPES)}")
-        dt = DTYPES[dtype]
-    else:
-        dt = dtype
-    dt_name = {v: k for k, v in DTYPES.items()}.get(dt)
-    if dt_name is None:
-        raise NodeprobeError(f"dtype {dt}: expected one of {', '.join(DTYPES)}")
-    if not isinstance(shard_batches, int) or shard_batches < 1:
-        raise NodeprobeError(f"shard_batches={shard_batches!r}: expected a positive integer")
-    if len(eval_set.batches) == 0:
-        raise NodeprobeError("the evaluation set is empty: nothing to cache")
-    spec = model.spec
+    dt, dt_name = _storage_dtype(dtype)
+    _check_build(eval_set, shard_batches)
     mfp = model_fp or model_fingerprint(model)
-    out = Path(out_dir) if out_dir is not None else default_cache_dir(mfp, eval_set.fingerprint)
-    if out.exists() and not out.is_dir():
-        raise NodeprobeError(f"cache={out}: is a file; give a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        _clear(out)
-    except OSError as e:
-        raise NodeprobeError(f"cache={out}: cannot write there ({e.strerror})") from None
-    W, b = model.readout_weights()
-    save_safetensors_atomic({"W": W.detach().float().cpu(), "b": b.detach().float().cpu()}, out / "readout.safetensors")
-    (out / "classes.json").write_text(json.dumps(list(eval_set.class_names), ensure_ascii=False), encoding="utf-8")
-
-    hooks = [h for s in site_list for h in site_hooks(s, spec.n_layers)]
-    sc = SiteCache(hooks, positions="cls" if eval_set.task != "mlm" else None, device="cpu", dtype=dt)
-    shards: list[dict] = []
-    shapes: dict[str, list[int]] = {}
-    n_total = n_correct = 0
-    n_groups = -(-len(eval_set.batches) // shard_batches)
-    groups = _chunks(eval_set.batches, shard_batches)  # one pass; a streamed set is read once
-    for gi, group in enumerate(iterate(groups, n_groups, "cache", enabled=progress)):
-        sub = replace(eval_set, batches=group)
-        res = run_eval(model, sub, cache=sc)
-        kept = sc.stack(clear=True)
-        tensors = {_key_of_hook(h): kept[h] for h in hooks}
-        tensors["targets"] = res.targets.long()
-        tensors["preds"] = res.preds.long()
-        tensors["loss"] = res.losses.float()
-        n = int(res.targets.numel())
-        for k, v in tensors.items():
-            if v.shape[0] != n:  # pragma: no cover - an internal invariant
-                raise AssertionError(f"cache key {k}: {v.shape[0]} rows for {n} items")
-            shapes[k] = [n_total + n, *v.shape[1:]]
-        name = f"shard-{gi:05d}.safetensors"
-        save_safetensors_atomic(tensors, out / name)
-        shards.append({"file": name, "n_items": n})
-        n_total += n
-        n_correct += int((res.preds == res.targets).sum())
-        del tensors, kept, res
-    manifest = {
-        "format": FORMAT_VERSION,
-        "model_fingerprint": mfp,
-        "eval_fingerprint": eval_set.fingerprint,
-        "task": eval_set.task,
-        "model_task": model.kind,
-        "seed": eval_set.seed,
-        "source": eval_set.source,
-        "sites": list(site_list),
-        "hooks": {s: site_hooks(s, spec.n_layers) for s in site_list},
-        "positions": "cls" if eval_set.task != "mlm" else "modified",
-        "n_items": n_total,
-        "n_classes": eval_set.n_classes,
-        "n_layers": spec.n_layers,
-        "n_heads": spec.n_heads,
-        "d_model": spec.d_model,
-        "d_head": spec.d_head,
-        "dtype": dt_name,
-        "shapes": shapes,
-        "shards": shards,
-        "readout_file": "readout.safetensors",
-        "class_names_file": "classes.json",
-        "accuracy": n_correct / max(n_total, 1),
-    }
-    _write_json_atomic(manifest, out / MANIFEST)
+    out = _cache_path(out_dir, mfp, eval_set.fingerprint)
+    _prepare_dir(out)
+    _write_readout(model, eval_set, out)
+    hooks = [h for s in site_list for h in site_hooks(s, model.spec.n_layers)]
+    written = _write_shards(model, eval_set, hooks, dt, out, shard_batches, progress)
+    manifest = _manifest(model, eval_set, site_list, mfp, dt_name, written)
+    _write_json_atomic(manifest, out / MANIFEST)  # last: its presence marks a complete cache
     reader = CacheReader(out, manifest)
     reader.built = True
     return reader
@@ -534,12 +579,14 @@ def get_or_build_cache(
     another model or data is refused (:class:`NodeprobeError`) unless ``rebuild``; one that lacks
     some of ``sites`` is rebuilt with the union of its sites and ``sites``; a directory without a
     manifest is rebuilt.
+
+    Example:
+        >>> reader = get_or_build_cache(model, eval_set, "readout,resid")   # doctest: +SKIP
+        >>> reader.built                      # False when a matching cache was reused   # doctest: +SKIP
     """
     want = parse_sites(sites)
     mfp = model_fingerprint(model)
-    out = Path(cache_dir) if cache_dir is not None else default_cache_dir(mfp, eval_set.fingerprint, root)
-    if out.exists() and not out.is_dir():
-        raise NodeprobeError(f"cache={out}: is a file; give a directory")
+    out = _cache_path(cache_dir, mfp, eval_set.fingerprint, root)
     if not rebuild and (out / MANIFEST).is_file():
         reader = load_cache(out, eval_set=eval_set, model_fp=mfp)
         if all(s in reader.sites for s in want):

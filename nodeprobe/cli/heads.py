@@ -155,7 +155,7 @@ def track(
     task: str = typer.Option("mlm", "--task", help="mlm | fewrel | dbpedia"),
     data: Optional[Path] = DataOpt,
     text_file: Optional[Path] = typer.Option(None, "--text-file", help="MLM: evaluate on this text instead of the held-out corpus."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder of the per-step cache (default <first run>/track-<task>)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder of the per-step results (default <first run>/track-<task>)."),
     max_items: Optional[int] = typer.Option(None, "--max-items", help="Evaluate at most this many items (masked positions / sentences)."),
     heads: bool = typer.Option(True, "--heads/--no-heads", help="Also isolate every head (the slow part)."),
     mode: str = typer.Option("zero", "--mode", help="zero | mean fill for isolated nodes and heads."),

@@ -198,7 +198,7 @@ def render_track(rep) -> None:
         t.add_row(label, *[fmt(float(v)) for v in vals], style="bold" if s.step in breaks else None)
     console.print(t)
     console.print(Text("n = readout nodes, h = heads (isolated); |Λ| mean learned-set size per unit; cov |∪Λ|/K; "
-                       "J mean Jaccard overlap; ◆ symmetry breaks; * from the step cache", style="dim"))
+                       "J mean Jaccard overlap; ◆ symmetry breaks; * reused from the stored per-step results", style="dim"))
     lines = [Text("Trends over the steps", style="bold")]
     for c in cols[1:]:
         v = series[c]
@@ -218,5 +218,5 @@ def render_track(rep) -> None:
             continue
         rows.append((f"symmetry breaks ({fam})", "not within these steps" if st is None else f"step {st}"))
     rows.append(("rule", rep.rule))
-    rows.append(("steps computed / cached", f"{len(rep.computed_steps)} / {len(rep.reused_steps)}"))
+    rows.append(("steps computed / reused", f"{len(rep.computed_steps)} / {len(rep.reused_steps)}"))
     console.print(kv_table("Symmetry breaking", rows))

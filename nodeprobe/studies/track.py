@@ -23,7 +23,7 @@ no breaking step is computed).  The breaking rule is :func:`~nodeprobe.analysis.
 atomically to ``out_dir/steps/step-NNNNNNN.json`` as soon as the step is done, keyed by the
 evaluation set, the model files and the settings that change them; a re-run reuses every step
 whose key matches and computes only the rest.  Summaries (Jaccard convention, margins) are
-recomputed from the cached sets, so changing those never reruns a model.
+recomputed from the stored sets, so changing those never reruns a model.
 
 Example:
     >>> es = track_eval_set("mlm", tok, "../shared/data", max_items=2000, run_dir="runs/cpu/pretrain")  # doctest: +SKIP
@@ -49,7 +49,7 @@ from nodeprobe.analysis.order_parameters import FamilyParams, family_params, hea
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.data.eval_sets import EvalSet, load_eval_set, mlm_batch, mlm_eval_set
 
-CACHE_VERSION = 1
+RECORD_VERSION = 1  # of the per-step records in <out_dir>/steps/ (their JSON field "version")
 _STEP_RE = re.compile(r"(?:step|epoch|checkpoint)[-_]?(\d+)$")
 
 
@@ -303,7 +303,12 @@ def step_predictions(model, eval_set: EvalSet, *, heads: bool = True, mode: str 
 
 def step_record(model, eval_set: EvalSet, *, heads: bool = True, mode: str = "zero", tau_recall: float = 0.5,
                 tau_lift: float = 2.0, min_count: int = 5, progress: bool = False) -> dict:
-    """The raw per-step results that the cache keeps: scalars, node and head learned sets."""
+    """The raw results of one step that :func:`track` keeps in ``out_dir/steps/``: scalars, node and head learned sets.
+
+    Example:
+        >>> rec = step_record(model, eval_set, heads=False)        # doctest: +SKIP
+        >>> rec["accuracy"], len(rec["node_sets"])                 # (0.12, d_model)  # doctest: +SKIP
+    """
     from nodeprobe.analysis.apt import apt_per_token
     from nodeprobe.analysis.confusion import unit_stats_many
     from nodeprobe.analysis.readout import node_predictions
@@ -395,15 +400,17 @@ RULE = ("first step s > 0 with mean_jaccard(s) < mean_jaccard(0) − {mj:g} and 
         "pairs of two empty learned sets count as overlap {ep}")
 
 
-def _cache_key(ck: Checkpoint, eval_set: EvalSet, task: str, mode: str, tau_recall, tau_lift, min_count) -> str:
+def _record_key(ck: Checkpoint, eval_set: EvalSet, task: str, mode: str, tau_recall, tau_lift, min_count) -> str:
+    """What a step's record depends on: the evaluation set, the weight files and the settings."""
     from nodeprobe.train.loop import fingerprint
 
-    return fingerprint({"v": CACHE_VERSION, "task": task, "eval": eval_set.fingerprint, "n_items": eval_set.n_items,
+    return fingerprint({"v": RECORD_VERSION, "task": task, "eval": eval_set.fingerprint, "n_items": eval_set.n_items,
                         "mode": mode, "tau_recall": tau_recall, "tau_lift": tau_lift, "min_count": min_count,
                         "weights": _weights_identity(ck)})
 
 
-def _read_cache(path: Path, key: str, heads: bool) -> dict | None:
+def _read_record(path: Path, key: str, heads: bool) -> dict | None:
+    """The stored record at ``path`` if it matches ``key`` (and holds head sets when ``heads``), else None."""
     try:
         rec = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -413,14 +420,15 @@ def _read_cache(path: Path, key: str, heads: bool) -> dict | None:
     return rec
 
 
-def _write_cache(path: Path, rec: dict) -> None:
+def _write_record(path: Path, rec: dict) -> None:
+    """Write one step's record atomically (a temporary file, then a rename)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         tmp.write_text(json.dumps(rec, sort_keys=True, allow_nan=True) + "\n")
         os.replace(tmp, path)
     except OSError as e:
-        raise NodeprobeError(f"out={path.parent.parent}: cannot write the step cache ({e.strerror})") from None
+        raise NodeprobeError(f"out={path.parent.parent}: cannot write the per-step results ({e.strerror})") from None
 
 
 def _result(ck: Checkpoint, rec: dict, K: int, heads: bool, empty_pairs: str, reused: bool) -> StepResult:
@@ -441,6 +449,65 @@ def _result(ck: Checkpoint, rec: dict, K: int, heads: bool, empty_pairs: str, re
                       nodes=nodes, heads=hf, head_blocks=hb,
                       head_accuracy=rec["head_accuracy"] if heads else None,
                       reused=reused, seconds=float(rec.get("seconds", 0.0)))
+
+
+def _check_track_args(mode: str, empty_pairs: str, margin_jaccard, margin_size) -> None:
+    """Refuse a bad fill ``mode``, ``empty_pairs`` convention or negative margin before any model runs."""
+    from nodeprobe.analysis.order_parameters import check_empty_pairs
+
+    check_empty_pairs(empty_pairs)
+    if mode not in ("zero", "mean"):
+        raise NodeprobeError(f"mode={mode}: expected zero or mean")
+    for name, m in (("margin_jaccard", margin_jaccard), ("margin_size", margin_size)):
+        if not (isinstance(m, (int, float)) and m >= 0):
+            raise NodeprobeError(f"{name}={m}: expected a number ≥ 0")
+
+
+def _checkpoints_of(runs, random_init: bool, seed: int) -> list[Checkpoint]:
+    """``runs`` as checkpoints sorted by step (found with :func:`find_checkpoints` unless given)."""
+    if isinstance(runs, (str, os.PathLike)) or (runs and not isinstance(list(runs)[0], Checkpoint)):
+        cks = find_checkpoints(runs, random_init=random_init, seed=seed)
+    else:
+        cks = sorted(runs, key=lambda c: c.step)
+    if not cks:
+        raise NodeprobeError("`run`: no checkpoints found")
+    return cks
+
+
+def _step_record_of(ck: Checkpoint, eval_set: EvalSet, records: Path | None, *, task: str, heads: bool,
+                    mode: str, tau_recall, tau_lift, min_count, device: str) -> tuple[dict, bool]:
+    """One step's record and whether it was reused: read from ``records`` when its key matches,
+    else computed (and written there when ``records`` is given)."""
+    key = _record_key(ck, eval_set, task, mode, tau_recall, tau_lift, min_count)
+    path = records / f"step-{ck.step:07d}.json" if records is not None else None
+    rec = _read_record(path, key, heads) if path is not None and path.is_file() else None
+    reused = rec is not None
+    if rec is None:
+        model = load_checkpoint_model(ck, task, device)
+        rec = step_record(model, eval_set, heads=heads, mode=mode, tau_recall=tau_recall, tau_lift=tau_lift,
+                          min_count=min_count)
+        del model
+        rec.update(key=key, step=ck.step, label=ck.label, path=str(ck.path) if ck.path else None,
+                   version=RECORD_VERSION)
+        if path is not None:
+            _write_record(path, rec)
+    if rec["n_items"] != eval_set.n_items:
+        raise NodeprobeError(f"step {ck.step}: the stored results cover {rec['n_items']} items, the evaluation set "
+                             f"{eval_set.n_items}; remove {path}")
+    return rec, reused
+
+
+def _breaking_steps(results: list[StepResult], heads: bool, margin_jaccard, margin_size) -> dict[str, int | None]:
+    """The symmetry-breaking step of each family (None: not yet, or no random-init baseline)."""
+    breaking: dict[str, int | None] = {"nodes": None, "heads": None}
+    if results[0].step != 0:
+        return breaking
+    steps = [r.step for r in results]
+    for family in ("nodes", "heads") if heads else ("nodes",):
+        params = [getattr(r, family) for r in results]
+        breaking[family] = symmetry_breaking(steps, [p.mean_jaccard for p in params], [p.mean_size for p in params],
+                                             margin_jaccard=margin_jaccard, margin_size=margin_size)
+    return breaking
 
 
 def track(
@@ -468,7 +535,8 @@ def track(
             :class:`Checkpoint` objects (:func:`find_checkpoints`).
         eval_set: the fixed evaluation set (:func:`track_eval_set`); its task picks the head
             (``mlm`` → masked LM, else classifier).
-        out_dir: folder of the per-step JSON cache (``steps/``); None → no cache.
+        out_dir: folder of the per-step results (``steps/step-NNNNNNN.json``, reused by a re-run);
+            None → nothing is kept.
         heads: also isolate every head (L·H extra resumed passes per batch; the slow part).
         mode: ``zero`` or ``mean`` fill for isolated nodes and heads (METHODS §2).
         tau_recall, tau_lift, min_count: learned-set thresholds (METHODS §3) and APT's min count.
@@ -481,63 +549,31 @@ def track(
         ``mean_apt``, ``nodes``/``heads`` :class:`FamilyParams` with ``mean_size``, ``coverage``,
         ``mean_jaccard``; ``head_blocks`` per block; ``reused``), ``baseline`` (the step-0 result),
         ``breaking`` (``{"nodes": step | None, "heads": step | None}``), ``rule`` and ``settings``.
+
+    Example:
+        >>> rep = track(["runs/cpu/pretrain"], es, out_dir="runs/cpu/pretrain/track-mlm", heads=False)  # doctest: +SKIP
+        >>> rep.computed_steps, rep.breaking["nodes"]            # a re-run: rep.reused_steps   # doctest: +SKIP
     """
-    from nodeprobe.analysis.order_parameters import check_empty_pairs
     from nodeprobe.progress import iterate
 
+    _check_track_args(mode, empty_pairs, margin_jaccard, margin_size)
+    cks = _checkpoints_of(runs, random_init, seed)
+    records = Path(out_dir) / "steps" if out_dir is not None else None
     task = "mlm" if eval_set.task == "mlm" else "cls"
-    check_empty_pairs(empty_pairs)
-    if mode not in ("zero", "mean"):
-        raise NodeprobeError(f"mode={mode}: expected zero or mean")
-    for name, m in (("margin_jaccard", margin_jaccard), ("margin_size", margin_size)):
-        if not (isinstance(m, (int, float)) and m >= 0):
-            raise NodeprobeError(f"{name}={m}: expected a number ≥ 0")
-    if isinstance(runs, (str, os.PathLike)) or (runs and not isinstance(list(runs)[0], Checkpoint)):
-        cks = find_checkpoints(runs, random_init=random_init, seed=seed)
-    else:
-        cks = sorted(runs, key=lambda c: c.step)
-    if not cks:
-        raise NodeprobeError("`run`: no checkpoints found")
-    cache_dir = Path(out_dir) / "steps" if out_dir is not None else None
     K = eval_set.n_classes
     results = []
     for ck in iterate(cks, len(cks), "track", enabled=progress):
-        key = _cache_key(ck, eval_set, task, mode, tau_recall, tau_lift, min_count)
-        path = cache_dir / f"step-{ck.step:07d}.json" if cache_dir is not None else None
-        rec = _read_cache(path, key, heads) if path is not None and path.is_file() else None
-        reused = rec is not None
-        if rec is None:
-            model = load_checkpoint_model(ck, task, device)
-            rec = step_record(model, eval_set, heads=heads, mode=mode, tau_recall=tau_recall, tau_lift=tau_lift,
-                              min_count=min_count)
-            del model
-            rec.update(key=key, step=ck.step, label=ck.label, path=str(ck.path) if ck.path else None,
-                       version=CACHE_VERSION)
-            if path is not None:
-                _write_cache(path, rec)
-        if rec["n_items"] != eval_set.n_items:
-            raise NodeprobeError(f"step {ck.step}: cached results cover {rec['n_items']} items, the evaluation set "
-                                 f"{eval_set.n_items}; remove {path}")
+        rec, reused = _step_record_of(ck, eval_set, records, task=task, heads=heads, mode=mode, tau_recall=tau_recall,
+                                      tau_lift=tau_lift, min_count=min_count, device=device)
         results.append(_result(ck, rec, K, heads, empty_pairs, reused))
-    base = results[0]
-    is_init = base.step == 0
-    breaking: dict[str, int | None] = {"nodes": None, "heads": None}
-    if is_init:
-        steps = [r.step for r in results]
-        breaking["nodes"] = symmetry_breaking(steps, [r.nodes.mean_jaccard for r in results],
-                                              [r.nodes.mean_size for r in results],
-                                              margin_jaccard=margin_jaccard, margin_size=margin_size)
-        if heads:
-            breaking["heads"] = symmetry_breaking(steps, [r.heads.mean_jaccard for r in results],
-                                                  [r.heads.mean_size for r in results],
-                                                  margin_jaccard=margin_jaccard, margin_size=margin_size)
     settings = {"task": eval_set.task, "source": eval_set.source, "eval_fingerprint": eval_set.fingerprint,
                 "seed": eval_set.seed, "mode": mode, "heads": heads, "tau_recall": tau_recall, "tau_lift": tau_lift,
                 "min_count": min_count, "empty_pairs": empty_pairs, "margin_jaccard": margin_jaccard,
                 "margin_size": margin_size, "random_init": random_init,
                 "out_dir": str(out_dir) if out_dir is not None else None}
-    return TrackReport(task=eval_set.task, n_items=eval_set.n_items, n_classes=K, steps=results, baseline=base,
-                       baseline_is_init=is_init, breaking=breaking,
-                       rule=RULE.format(mj=margin_jaccard, ms=margin_size, ep={"one": 1, "zero": 0}.get(
-                           empty_pairs, "undefined (left out)")),
+    rule = RULE.format(mj=margin_jaccard, ms=margin_size,
+                       ep={"one": 1, "zero": 0}.get(empty_pairs, "undefined (left out)"))
+    return TrackReport(task=eval_set.task, n_items=eval_set.n_items, n_classes=K, steps=results, baseline=results[0],
+                       baseline_is_init=results[0].step == 0,
+                       breaking=_breaking_steps(results, heads, margin_jaccard, margin_size), rule=rule,
                        settings=settings)

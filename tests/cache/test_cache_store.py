@@ -194,3 +194,19 @@ def test_bad_inputs(cls_setup, tmp_path):
     (tmp_path / "bad" / "manifest.json").write_text("{not json")
     with pytest.raises(NodeprobeError, match="unreadable manifest"):
         load_cache(tmp_path / "bad")
+
+
+def test_build_refuses_bad_arguments_before_writing(cls_setup, tmp_path):
+    model, es = cls_setup
+    out = tmp_path / "c"
+    with pytest.raises(NodeprobeError, match="shard_batches=0"):
+        build_cache(model, es, "readout", out, shard_batches=0)
+    with pytest.raises(NodeprobeError, match="dtype"):
+        build_cache(model, es, "readout", out, dtype=torch.int8)
+    assert not out.exists()                                   # nothing written for a refused call
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NodeprobeError, match="is a file"):
+        build_cache(model, es, "readout", tmp_path / "file")
+    reader = build_cache(model, es, "readout", out, dtype=torch.float16)   # a torch dtype is accepted too
+    assert reader.manifest["dtype"] == "float16" and load_cache(out).manifest == reader.manifest
+    assert reader.readout().shape == (reader.n_items, reader.d_model)

@@ -112,7 +112,7 @@ def test_track_table_baseline_and_breaking(run, tmp_path):
     assert rep2.breaking == {"nodes": None, "heads": None}
 
 
-def test_track_resumes_from_the_step_cache(run, tmp_path, monkeypatch):
+def test_track_resumes_from_the_per_step_results(run, tmp_path, monkeypatch):
     import nodeprobe.studies.track as tr
 
     root, tok, es = run
@@ -124,9 +124,9 @@ def test_track_resumes_from_the_step_cache(run, tmp_path, monkeypatch):
     monkeypatch.setattr(tr, "load_checkpoint_model", lambda *a, **k: calls.append(a[0].step) or real(*a, **k))
     again = tr.track(root, es, out_dir=out, heads=False, empty_pairs="exclude")
     assert calls == [] and again.reused_steps == [0, 5, 30]            # nothing recomputed
-    assert again.steps[0].nodes.mean_jaccard == 0.0                    # summaries recomputed from cached sets
+    assert again.steps[0].nodes.mean_jaccard == 0.0                    # summaries recomputed from stored sets
     assert [s.accuracy for s in again.steps] == [s.accuracy for s in first.steps]
-    # heads now wanted: the cached steps have none → recompute all; afterwards all cached again
+    # heads now wanted: the stored steps have none → recompute all; afterwards all reused again
     with_heads = tr.track(root, es, out_dir=out, heads=True)
     assert calls == [0, 5, 30] and with_heads.reused_steps == []
     assert tr.track(root, es, out_dir=out, heads=False).reused_steps == [0, 5, 30]
