@@ -206,3 +206,170 @@ def truncate_log(path: Path, step: int) -> None:
         except json.JSONDecodeError:
             continue  # a torn last line from a kill -9
     write_text_atomic(path, "".join(l + "\n" for l in keep))
+
+
+# ---------------------------------------------------------------------- a run, start to finish
+def open_run_dir(runner, out_dir: Path, run_fp: str, resume: bool, overwrite: bool, record: dict,
+                 summary_name: str) -> dict | None:
+    """Prepare ``out_dir`` on the main process (the others wait for it; ``runner``:
+    :mod:`nodeprobe.train.dist`): refuse another run's folder (:func:`prepare_out_dir`), return the
+    summary ``summary_name`` of a completed run when resuming it, else write ``run.json``
+    (``record``) and return None."""
+
+    def start() -> dict | None:
+        prepare_out_dir(out_dir, run_fp, resume, overwrite)
+        done = out_dir / summary_name
+        if resume and done.is_file():
+            return json.loads(done.read_text())
+        write_text_atomic(out_dir / "run.json", json.dumps(record, indent=2, default=str))
+        return None
+
+    return runner.on_main(start)
+
+
+@dataclass
+class Training:
+    """A run's training state, as :func:`start_training` builds it.
+
+    ``model`` is the plain view of ``hf`` that evaluates; ``train_model`` the one that trains (under
+    Accelerate a second view that ``prepare()`` wraps and, with bf16, patches; else ``model``).
+    """
+
+    out_dir: Path
+    run_fp: str
+    hf: nn.Module
+    model: nn.Module
+    train_model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    prog: Progress
+    lengths: list[int]  # of the training examples, for the per-epoch batch order
+    batch_size: int
+    seed: int
+    n_batches: int  # per epoch
+    total: int  # steps of the whole run
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "log.jsonl"
+
+    def checkpoint(self) -> None:
+        """:func:`save_checkpoint` of this run's state."""
+        save_checkpoint(self.out_dir, self.hf, self.opt, self.sched, self.prog, self.run_fp)
+
+
+def start_training(runner, out_dir: Path, run_fp: str, hf, model, kind: str, lengths: list[int], settings,
+                   seed: int, resume: bool, betas=(0.9, 0.999)) -> Training:
+    """Optimizer and schedule over ``settings.epochs`` epochs of ``lengths`` (the examples' lengths)
+    in batches of ``settings.batch_size``, the state of the checkpoint when ``resume``, the view
+    that trains (see :class:`Training`) and, on the main process, the log cut back to that state."""
+    from nodeprobe.data.batching import make_batches
+    from nodeprobe.model import HookedBert
+
+    n_batches = len(make_batches(lengths, settings.batch_size, shuffle_seed=0))
+    total = n_batches * settings.epochs
+    opt = make_optimizer(hf, settings.lr, settings.weight_decay, betas)
+    sched = linear_schedule(opt, total, settings.warmup)
+    prog = (load_checkpoint(out_dir, hf, opt, sched, run_fp) if resume else None) or Progress()
+    train_model, opt = runner.prepare(HookedBert(hf, kind), opt) if runner.accelerated else (model, opt)
+    t = Training(out_dir, run_fp, hf, model, train_model, opt, sched, prog, lengths, settings.batch_size, seed,
+                 n_batches, total)
+    if runner.is_main:
+        truncate_log(t.log_path, prog.step)
+    return t
+
+
+@dataclass(frozen=True)
+class Step:
+    """What :func:`run_steps` tells ``after_step`` of the step just taken (``t.prog`` is past it)."""
+
+    loss: float  # the global mean loss of the step
+    tps: float  # tokens per second so far
+    epoch: int  # the epoch the step belongs to (0-based)
+    end_of_epoch: bool
+    now: float  # time.time() after the step
+
+
+def run_steps(runner, t: Training, desc: str, progress: bool, max_steps: int | None, batch, after_step,
+              check=None) -> None:
+    """Train ``t`` up to its last step (or ``max_steps``), from where its progress stands.
+
+    Each epoch has its own batch order (seeded by the epoch); ``batch(indices, step)`` returns
+    ``(n_rows, n_items, n_tokens, forward)`` of a step's batch (``forward`` as
+    :func:`nodeprobe.train.dist.step_loss` takes it); dropout is seeded by the step;
+    ``check(step, loss)``, if given, sees the global loss before the update; ``after_step(Step)``
+    runs on every process after each step (a command's main-only writes go through ``runner.on_main``).
+    """
+    from nodeprobe.data.batching import make_batches
+    from nodeprobe.progress import training_bar
+
+    prog = t.prog
+    t0 = time.time() - prog.seconds
+    stop_at = t.total if max_steps is None else min(t.total, max_steps)
+    with training_bar(t.total, desc, enabled=progress and runner.is_main) as bar:
+        bar.advance(prog.step)
+        while prog.step < stop_at:
+            epoch = prog.step // t.n_batches
+            order = make_batches(t.lengths, t.batch_size, shuffle_seed=step_seed(t.seed, epoch, "order"))
+            for bi in range(prog.step - epoch * t.n_batches, t.n_batches):
+                if prog.step >= stop_at:
+                    break
+                n_rows, n_items, n_tokens, forward = batch(order[bi], prog.step)
+                torch.manual_seed(step_seed(t.seed, prog.step, runner.salt("dropout")))
+                shown = _update(runner, t, n_rows, n_items, forward, check)
+                prog.step += 1
+                prog.tokens += n_tokens
+                now = time.time()
+                prog.seconds = now - t0
+                tps = prog.tokens / max(prog.seconds, 1e-9)
+                bar.update(loss=float(shown.detach()), tps=tps)
+                end_of_epoch = prog.step % t.n_batches == 0
+                if end_of_epoch:
+                    prog.epoch = epoch + 1
+                after_step(Step(float(shown.detach()), tps, epoch, end_of_epoch, now))
+
+
+def _update(runner, t: Training, n_rows: int, n_items: int, forward, check):
+    """One optimizer step on the loss of ``forward``; returns the global mean loss."""
+    from nodeprobe.train import dist
+
+    loss, shown = dist.step_loss(runner, n_rows, n_items, forward)
+    if check is not None:
+        check(t.prog.step, shown)
+    t.opt.zero_grad(set_to_none=True)
+    runner.backward(loss)
+    runner.clip(t.hf.parameters(), 1.0)
+    t.opt.step()
+    t.sched.step()
+    return shown
+
+
+def finish(runner, t: Training, summarize) -> dict:
+    """After :func:`run_steps`: a run stopped early (``max_steps``) saves its checkpoint and returns
+    where it stopped; a complete one returns ``summarize()``, run on the main process."""
+    if t.prog.step < t.total:  # stopped early on purpose (max_steps)
+        if runner.is_main:
+            t.checkpoint()
+        runner.barrier()
+        return {"stopped_at": t.prog.step, "total_steps": t.total}
+    return runner.on_main(summarize)
+
+
+def save_model(path: Path, hf_model, tokenizer) -> None:
+    """The model (safetensors) and its tokenizer files, in Hugging Face format, atomically at ``path``."""
+    with atomic_dir(path) as tmp:
+        hf_model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+
+def log_records(path: Path, key: str) -> list[dict]:
+    """The lines of the JSONL log ``path`` that hold ``key``."""
+    return [json.loads(l) for l in Path(path).read_text().splitlines() if key in l]
+
+
+def write_summary(runner, path: Path, summary: dict) -> dict:
+    """Write a run's summary (with its number of processes under Accelerate) and return it."""
+    if runner.accelerated:
+        summary["processes"] = runner.world
+    write_text_atomic(path, json.dumps(summary, indent=2))
+    return summary

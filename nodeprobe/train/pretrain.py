@@ -11,13 +11,13 @@ Outputs under ``out_dir``::
     pretrain.json       summary (written last: its presence means the run completed)
 
 Example:
-    >>> from nodeprobe.train.pretrain import pretrain                 # doctest: +SKIP
-    >>> summary = pretrain("runs/smoke/pretrain", preset="smoke", data_dir="../shared/data")
+    >>> from nodeprobe.train.presets import get_preset
+    >>> p = get_preset("smoke")
+    >>> summary = pretrain("runs/smoke/pretrain", p.model, p.pretrain, data_dir="../shared/data")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,8 +28,6 @@ from nodeprobe.data.corpus import PretrainData
 from nodeprobe.data.eval_sets import mlm_batch, mlm_eval_set
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.evaluate import run_eval
-from nodeprobe.io import atomic_dir, write_text_atomic
-from nodeprobe.progress import training_bar
 from nodeprobe.train import dist, loop
 from nodeprobe.train.precision import autocast, check_precision
 from nodeprobe.train.presets import ModelSize, PretrainSettings
@@ -94,154 +92,143 @@ def pretrain(
 def _pretrain(runner, out_dir: Path, size, settings, data_dir, corpus, seed, precision, resume, overwrite, log_every,
               checkpoint_seconds, max_steps, progress) -> dict:
     """The body of :func:`pretrain` in one process (``runner``: :mod:`nodeprobe.train.dist`)."""
-    from transformers import BertForMaskedLM
-
-    from nodeprobe.data.batching import make_batches
-    from nodeprobe.data.masking import step_rng
-    from nodeprobe.model import HookedBert
-
-    dev = runner.device
-    corp = PretrainData.load(data_dir, corpus, size.max_len, settings.heldout_every)
+    corp, train_seqs = _load_corpus(data_dir, corpus, size, settings)
     tok = corp.tokenizer
+    run = PretrainRun(size=size, settings=settings, seed=seed, corpus=corp.fingerprint, vocab_size=tok.vocab_size)
+    run_fp = run.fingerprint()
+    record = {"fingerprint": run_fp, "run": asdict(run), "corpus_source": corp.source}
+    done = loop.open_run_dir(runner, out_dir, run_fp, resume, overwrite, record, "pretrain.json")
+    if done is not None:
+        return done
+    t = _start(runner, out_dir, run_fp, size, settings, tok, train_seqs, seed, resume)
+    snapshots = set(loop.log_spaced_steps(t.total))
+    snapshots.add(0)
+    # held-out MLM accuracy/loss, in fp32 whatever the training precision (as it always was)
+    heldout_set = mlm_eval_set(corp.heldout, tok, seed=seed, source=f"mlm:{corp.source}[held-out]")
+    if t.prog.step == 0 and runner.is_main:
+        _snapshot(out_dir, t.hf, tok, 0)
+    work = _MainWork(t, tok, heldout_set, runner.device, snapshots, log_every, checkpoint_seconds)
+    loop.run_steps(runner, t, "pretrain", progress, max_steps,
+                   _mlm_batches(t, train_seqs, tok, settings.mask_rate, runner.device, precision),
+                   lambda s: _after_step(runner, work, s), check=_check_finite)
+    return loop.finish(runner, t, lambda: _finish(runner, t, tok, heldout_set, size, settings, seed, precision, corp,
+                                                  train_seqs))
+
+
+def _load_corpus(data_dir, corpus, size: ModelSize, settings: PretrainSettings):
+    """The corpus and its training sequences (capped by ``settings.max_sequences``)."""
+    corp = PretrainData.load(data_dir, corpus, size.max_len, settings.heldout_every)
     train_seqs = corp.train
     if settings.max_sequences:
         train_seqs = train_seqs[: settings.max_sequences]
-    heldout = corp.heldout
     if not train_seqs:
         raise NodeprobeError(f"corpus {corp.source}: no training sequences")
-    run = PretrainRun(size=size, settings=settings, seed=seed, corpus=corp.fingerprint,
-                      vocab_size=tok.vocab_size)
-    run_fp = run.fingerprint()
+    return corp, train_seqs
 
-    def start_out_dir():  # the main process only: the others wait for it
-        loop.prepare_out_dir(out_dir, run_fp, resume, overwrite)
-        if (out_dir / "pretrain.json").is_file() and resume:
-            return json.loads((out_dir / "pretrain.json").read_text())
-        write_text_atomic(out_dir / "run.json", json.dumps(
-            {"fingerprint": run_fp, "run": asdict(run), "corpus_source": corp.source}, indent=2, default=str))
-        return None
 
-    done = runner.on_main(start_out_dir)
-    if done is not None:
-        return done
+def _start(runner, out_dir: Path, run_fp: str, size: ModelSize, settings: PretrainSettings, tok, train_seqs, seed: int,
+           resume: bool) -> loop.Training:
+    """A freshly initialised (seeded) BertForMaskedLM, its optimizer, schedule and checkpoint state."""
+    from transformers import BertForMaskedLM
+
+    from nodeprobe.model import HookedBert
 
     torch.manual_seed(seed)
-    config = size.bert_config(tok.vocab_size)
-    hf = BertForMaskedLM(config)
-    hf.to(dev)
+    hf = BertForMaskedLM(size.bert_config(tok.vocab_size))
+    hf.to(runner.device)
     model = HookedBert(hf, "mlm")
     model.train()
-    batches_per_epoch = len(make_batches([len(s) for s in train_seqs], settings.batch_size, shuffle_seed=0))
-    total_steps = batches_per_epoch * settings.epochs
-    opt = loop.make_optimizer(hf, settings.lr, settings.weight_decay, settings.betas)
-    sched = loop.linear_schedule(opt, total_steps, settings.warmup)
-    prog = loop.load_checkpoint(out_dir, hf, opt, sched, run_fp) if resume else None
-    prog = prog or loop.Progress()
-    # under Accelerate a second view of the same weights trains (prepare() wraps it, and with bf16
-    # patches its forward); `model` stays plain for the held-out evaluation, as in one process
-    train_model, opt = runner.prepare(HookedBert(hf, "mlm"), opt) if runner.accelerated else (model, opt)
-    main = runner.is_main
-    log_path = out_dir / "log.jsonl"
-    if main:
-        loop.truncate_log(log_path, prog.step)
-    snapshots = set(loop.log_spaced_steps(total_steps))
-    snapshots.add(0)
-    # held-out MLM accuracy/loss, in fp32 whatever the training precision (as it always was)
-    heldout_set = mlm_eval_set(heldout, tok, seed=seed, source=f"mlm:{corp.source}[held-out]")
-    if prog.step == 0 and main:
-        _snapshot(out_dir, hf, tok, 0)
-
-    t_last_ckpt = time.time()
-
-    def main_work(step_loss: float, tps: float, epoch: int, end_of_epoch: bool, now: float) -> None:
-        """The main process's writes after a step: log line, snapshot, held-out evaluation, checkpoint."""
-        nonlocal t_last_ckpt
-        if prog.step % log_every == 0 or prog.step == total_steps:
-            loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch, "loss": round(step_loss, 5),
-                                         "lr": sched.get_last_lr()[0], "tokens": prog.tokens,
-                                         "tokens_per_s": round(tps, 1)})
-        if prog.step in snapshots:
-            _snapshot(out_dir, hf, tok, prog.step)
-        if end_of_epoch:
-            ev = run_eval(model, heldout_set, device=dev)
-            loop.append_jsonl(log_path, {"step": prog.step, "epoch": epoch + 1, "heldout_accuracy": ev.accuracy,
-                                         "heldout_loss": ev.loss, "heldout_n": ev.n})
-        if end_of_epoch or now - t_last_ckpt > checkpoint_seconds:
-            loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
-            t_last_ckpt = time.time()
-
-    t0 = time.time() - prog.seconds
-    stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
-    with training_bar(total_steps, "pretrain", enabled=progress and main) as bar:
-        bar.advance(prog.step)
-        while prog.step < stop_at:
-            epoch = prog.step // batches_per_epoch
-            order = make_batches([len(s) for s in train_seqs], settings.batch_size,
-                                 shuffle_seed=loop.step_seed(seed, epoch, "order"))
-            for bi in range(prog.step - epoch * batches_per_epoch, batches_per_epoch):
-                if prog.step >= stop_at:
-                    break
-                ids, attn, modified, targets = mlm_batch([train_seqs[i] for i in order[bi]], tok,
-                                                         rng=step_rng(seed, prog.step), rate=settings.mask_rate)
-                torch.manual_seed(loop.step_seed(seed, prog.step, runner.salt("dropout")))
-                def forward(rows, ids=ids, attn=attn, modified=modified, targets=targets):
-                    if rows is not None:  # this process's rows; `targets` are in row-major order
-                        targets = targets[torch.isin(modified.nonzero()[:, 0], rows)]
-                        ids, attn, modified = ids[rows], attn[rows], modified[rows]
-                    with autocast(dev, precision):
-                        return train_model(ids.to(dev), attn.to(dev), positions=modified.to(dev)), targets.to(dev)
-
-                loss, shown = dist.step_loss(runner, ids.shape[0], int(targets.numel()), forward)
-                if not torch.isfinite(shown):
-                    raise NodeprobeError(f"pre-training diverged at step {prog.step} (loss {float(shown.detach())}); lower `lr`")
-                opt.zero_grad(set_to_none=True)
-                runner.backward(loss)
-                runner.clip(hf.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                prog.step += 1
-                prog.tokens += int(attn.sum())
-                now = time.time()
-                prog.seconds = now - t0
-                tps = prog.tokens / max(prog.seconds, 1e-9)
-                bar.update(loss=float(shown.detach()), tps=tps)
-                end_of_epoch = prog.step % batches_per_epoch == 0
-                if end_of_epoch:
-                    prog.epoch = epoch + 1
-                step_loss = float(shown.detach())
-                if runner.world == 1:
-                    main_work(step_loss, tps, epoch, end_of_epoch, now)
-                elif (prog.step % log_every == 0 or prog.step == total_steps or prog.step in snapshots
-                      or end_of_epoch):  # the same steps on every rank; the main's errors reach them all
-                    runner.on_main(lambda: main_work(step_loss, tps, epoch, end_of_epoch, now))
-    if prog.step < total_steps:  # stopped early on purpose (max_steps)
-        if main:
-            loop.save_checkpoint(out_dir, hf, opt, sched, prog, run_fp)
-        runner.barrier()
-        return {"stopped_at": prog.step, "total_steps": total_steps}
-    return runner.on_main(lambda: _finish(runner, out_dir, model, hf, tok, heldout_set, dev, log_path, run_fp, size,
-                                          settings, seed, precision, corp, train_seqs, heldout, prog))
+    return loop.start_training(runner, out_dir, run_fp, hf, model, "mlm", [len(s) for s in train_seqs], settings, seed,
+                               resume, betas=settings.betas)
 
 
-def _finish(runner, out_dir, model, hf, tok, heldout_set, dev, log_path, run_fp, size, settings, seed, precision, corp,
-            train_seqs, heldout, prog) -> dict:
+def _mlm_batches(t: loop.Training, train_seqs, tok, rate: float, dev, precision: str):
+    """``batch(indices, step)`` for :func:`nodeprobe.train.loop.run_steps`: the step's MLM masks
+    (seeded by the step), the decoder run only at the modified positions."""
+    from nodeprobe.data.masking import step_rng
+
+    def batch(idx, step: int):
+        ids, attn, modified, targets = mlm_batch([train_seqs[i] for i in idx], tok, rng=step_rng(t.seed, step),
+                                                 rate=rate)
+
+        def forward(rows):
+            i, a, m, y = ids, attn, modified, targets
+            if rows is not None:  # this process's rows; `targets` are in row-major order
+                y = y[torch.isin(m.nonzero()[:, 0], rows)]
+                i, a, m = i[rows], a[rows], m[rows]
+            with autocast(dev, precision):
+                return t.train_model(i.to(dev), a.to(dev), positions=m.to(dev)), y.to(dev)
+
+        return ids.shape[0], int(targets.numel()), int(attn.sum()), forward
+
+    return batch
+
+
+def _check_finite(step: int, loss) -> None:
+    if not torch.isfinite(loss):
+        raise NodeprobeError(f"pre-training diverged at step {step} (loss {float(loss.detach())}); lower `lr`")
+
+
+def _after_step(runner, work: "_MainWork", s: loop.Step) -> None:
+    """The main process's writes after a step; with several processes, at the same steps on every
+    rank (the main's errors reach them all)."""
+    if runner.world == 1:
+        work(s)
+    elif work.due(s):
+        runner.on_main(lambda: work(s))
+
+
+class _MainWork:
+    """The main process's writes after a step: log line, snapshot, held-out evaluation, checkpoint."""
+
+    def __init__(self, t: loop.Training, tok, heldout_set, dev, snapshots: set[int], log_every: int,
+                 checkpoint_seconds: float):
+        self.t, self.tok, self.heldout_set, self.dev, self.snapshots = t, tok, heldout_set, dev, snapshots
+        self.log_every, self.checkpoint_seconds = log_every, checkpoint_seconds
+        self.t_last_ckpt = time.time()
+
+    def _log_step(self, step: int) -> bool:
+        return step % self.log_every == 0 or step == self.t.total
+
+    def due(self, s: loop.Step) -> bool:
+        """Whether this step has anything to write, time-based checkpoints aside."""
+        step = self.t.prog.step
+        return self._log_step(step) or step in self.snapshots or s.end_of_epoch
+
+    def __call__(self, s: loop.Step) -> None:
+        t, prog = self.t, self.t.prog
+        if self._log_step(prog.step):
+            loop.append_jsonl(t.log_path, {"step": prog.step, "epoch": s.epoch, "loss": round(s.loss, 5),
+                                           "lr": t.sched.get_last_lr()[0], "tokens": prog.tokens,
+                                           "tokens_per_s": round(s.tps, 1)})
+        if prog.step in self.snapshots:
+            _snapshot(t.out_dir, t.hf, self.tok, prog.step)
+        if s.end_of_epoch:
+            ev = run_eval(t.model, self.heldout_set, device=self.dev)
+            loop.append_jsonl(t.log_path, {"step": prog.step, "epoch": s.epoch + 1, "heldout_accuracy": ev.accuracy,
+                                           "heldout_loss": ev.loss, "heldout_n": ev.n})
+        if s.end_of_epoch or s.now - self.t_last_ckpt > self.checkpoint_seconds:
+            t.checkpoint()
+            self.t_last_ckpt = time.time()
+
+
+def _finish(runner, t: loop.Training, tok, heldout_set, size, settings, seed, precision, corp, train_seqs) -> dict:
     """Held-out evaluation, ``final/`` and ``pretrain.json`` (the main process only)."""
-    ev = run_eval(model, heldout_set, device=dev)
-    final = out_dir / "final"
-    with atomic_dir(final) as tmp:
-        hf.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-    curve = [json.loads(l) for l in log_path.read_text().splitlines() if "heldout_accuracy" in l]
+    dev, prog = runner.device, t.prog
+    ev = run_eval(t.model, heldout_set, device=dev)
+    final = t.out_dir / "final"
+    loop.save_model(final, t.hf, tok)
+    curve = loop.log_records(t.log_path, "heldout_accuracy")
     summary = {
         "model": str(final),
-        "fingerprint": run_fp,
+        "fingerprint": t.run_fp,
         "size": asdict(size),
         "settings": asdict(settings),
         "seed": seed,
         "device": str(dev),
         "precision": precision,
         "corpus": {"source": corp.source, "fingerprint": corp.fingerprint, "train_sequences": len(train_seqs),
-                   "heldout_sequences": len(heldout), "train_tokens": int(sum(len(s) for s in train_seqs))},
+                   "heldout_sequences": len(corp.heldout), "train_tokens": int(sum(len(s) for s in train_seqs))},
         "steps": prog.step,
         "tokens": prog.tokens,
         "seconds": round(prog.seconds, 1),
@@ -250,16 +237,11 @@ def _finish(runner, out_dir, model, hf, tok, heldout_set, dev, log_path, run_fp,
         "heldout_loss": ev.loss,
         "heldout_n": ev.n,
         "heldout_curve": [{"epoch": c["epoch"], "accuracy": c["heldout_accuracy"]} for c in curve],
-        "snapshots": sorted(int(p.name.split("-")[1]) for p in (out_dir / "snapshots").glob("step-*")),
+        "snapshots": sorted(int(p.name.split("-")[1]) for p in (t.out_dir / "snapshots").glob("step-*")),
     }
-    if runner.accelerated:
-        summary["processes"] = runner.world
-    write_text_atomic(out_dir / "pretrain.json", json.dumps(summary, indent=2))
-    return summary
+    return loop.write_summary(runner, t.out_dir / "pretrain.json", summary)
 
 
 def _snapshot(out_dir: Path, hf, tok, step: int) -> None:
-    with atomic_dir(out_dir / "snapshots" / f"step-{step:07d}") as tmp:
-        hf.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-
+    """``snapshots/step-N/``: the weights at ``step`` (for ``nodeprobe track``)."""
+    loop.save_model(out_dir / "snapshots" / f"step-{step:07d}", hf, tok)

@@ -1,0 +1,85 @@
+"""The run skeleton both commands share (nodeprobe/train/loop.py): run folder, step loop, finish.
+
+A toy linear classifier stands in for BERT: stopping after some steps (``max_steps``), then
+going on from that in-memory state, must take exactly the steps of one
+uninterrupted run, and ``after_step`` must see every step once with the right epoch flags.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nodeprobe.errors import NodeprobeError
+from nodeprobe.train import dist, loop
+
+N, BATCH, EPOCHS = 10, 4, 2  # 3 batches an epoch, 6 steps
+
+
+def _training(out: Path) -> loop.Training:
+    torch.manual_seed(0)
+    hf = nn.Linear(3, 2)
+    opt = loop.make_optimizer(hf, 1e-2, 0.0)
+    sched = loop.linear_schedule(opt, 3 * EPOCHS, 0.1)
+    return loop.Training(out, "fp", hf, hf, hf, opt, sched, loop.Progress(), [1] * N, BATCH, 7, 3, 3 * EPOCHS)
+
+
+def _batch(t: loop.Training):
+    x = torch.randn(N, 3, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(N) % 2
+
+    def batch(idx, step):
+        def forward(rows):
+            assert rows is None
+            return t.train_model(x[idx]), y[idx]
+
+        return len(idx), len(idx), len(idx), forward
+
+    return batch
+
+
+def _run(t: loop.Training, max_steps=None) -> list[loop.Step]:
+    seen = []
+    loop.run_steps(dist.Plain(torch.device("cpu")), t, "toy", False, max_steps, _batch(t), seen.append)
+    return seen
+
+
+def test_run_steps_resumes_where_it_stopped(tmp_path):
+    whole = _training(tmp_path / "a")
+    steps = _run(whole)
+    assert [s.end_of_epoch for s in steps] == [False, False, True] * EPOCHS
+    assert [s.epoch for s in steps] == [0, 0, 0, 1, 1, 1]
+    assert (whole.prog.step, whole.prog.epoch, whole.prog.tokens) == (6, 2, N * EPOCHS)
+
+    part = _training(tmp_path / "b")
+    first = _run(part, max_steps=4)
+    assert part.prog.step == 4 and [s.epoch for s in first] == [0, 0, 0, 1]
+    rest = _run(part)
+    assert [s.loss for s in first + rest] == [s.loss for s in steps]
+    assert torch.equal(part.hf.weight, whole.hf.weight) and torch.equal(part.hf.bias, whole.hf.bias)
+
+
+def test_run_steps_check_sees_the_loss_before_the_update(tmp_path):
+    t = _training(tmp_path)
+    before = t.hf.weight.detach().clone()
+
+    def check(step, loss):
+        raise NodeprobeError(f"step {step}")
+
+    with pytest.raises(NodeprobeError, match="step 0"):
+        loop.run_steps(dist.Plain(torch.device("cpu")), t, "toy", False, None, _batch(t), lambda s: None, check)
+    assert torch.equal(t.hf.weight, before) and t.prog.step == 0
+
+
+def test_open_run_dir_writes_run_json_or_returns_the_finished_summary(tmp_path):
+    runner, out = dist.Plain(torch.device("cpu")), tmp_path / "run"
+    assert loop.open_run_dir(runner, out, "fp", False, False, {"fingerprint": "fp"}, "x.json") is None
+    assert json.loads((out / "run.json").read_text()) == {"fingerprint": "fp"}
+    with pytest.raises(NodeprobeError, match="out=.*`resume`"):
+        loop.open_run_dir(runner, out, "fp", False, False, {"fingerprint": "fp"}, "x.json")
+    (out / "x.json").write_text('{"done": 1}')
+    assert loop.open_run_dir(runner, out, "fp", True, False, {"fingerprint": "fp"}, "x.json") == {"done": 1}
