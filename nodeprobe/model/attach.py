@@ -14,7 +14,8 @@ from torch import nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from nodeprobe.model.names import ROOT, BlockHookPoints, ReadoutHookPoints, add_hook_points
+from nodeprobe.errors import NodeprobeError
+from nodeprobe.model.names import ROOT, BlockHookPoints, ReadoutHookPoints, add_hook_points, check_hook_names
 
 _ATTN_NAME = "nodeprobe_eager"
 
@@ -97,6 +98,9 @@ class AttachedHooks(HookedRootModule):
         bert = hf_model if arch == "BertModel" else hf_model.bert
         cfg = hf_model.config
         H = cfg.num_attention_heads
+        if any(hasattr(layer.attention.self, "_nodeprobe_attn") for layer in bert.encoder.layer):
+            raise NodeprobeError(f"hf_model: this {arch} already has nodeprobe hooks attached (a nested attach() "
+                                 "on the same model would lose the outer hooks); use the outer hooked object")
         add_hook_points(self, ROOT)
         self.blocks = nn.ModuleList(BlockHookPoints() for _ in bert.encoder.layer)
         self.readout = ReadoutHookPoints()
@@ -132,6 +136,7 @@ class AttachedHooks(HookedRootModule):
             self.detach()
             raise
         self.setup()
+        check_hook_names(self)
 
     def forward(self, *args, **kwargs):
         """Call the wrapped HF model with its usual arguments."""

@@ -57,7 +57,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.model.names import ROOT, AttnHookPoints, BlockHookPoints, ReadoutHookPoints, add_hook_points
+from nodeprobe.model.names import ROOT, AttnHookPoints, BlockHookPoints, ReadoutHookPoints, add_hook_points, check_hook_names
 
 Kind = Literal["mlm", "cls", "base"]  # the output head: masked LM, classifier, bare encoder
 ARCH_KIND = {
@@ -308,6 +308,7 @@ class HookedBert(HookedRootModule):
         self.blocks = nn.ModuleList(HookedBlock(l, self.spec.n_heads, self.spec.d_head) for l in layers)
         self.readout = Readout()
         self.setup()
+        check_hook_names(self)
         self.train(hf_model.training)
 
     # ------------------------------------------------------------------ properties
@@ -400,8 +401,9 @@ class HookedBert(HookedRootModule):
                 training and evaluation: METHODS §0 computes loss only at modified positions).
             start_at_layer, residual: resume at block ``start_at_layer`` from a cached
                 ``blocks.{start}.hook_resid_pre`` (used by head sweeps, METHODS §7).
-            stop_at_layer: return the residual stream entering this block (``[B, P, D]``);
-                ``stop_at_layer = n_layers`` returns the last block's output.
+            stop_at_layer: return the residual stream entering this block (``[B, P, D]``), as in
+                TransformerLens: exclusive, ``0`` = the embeddings, ``n_layers`` = the last block's
+                output, negative counts from the end (``-1`` = entering the last block).
             readout_rows: compute the last block only at the rows the head reads ([CLS] of a
                 classifier, ``positions`` of a masked LM; see :meth:`readout_rows_of`): same
                 outputs up to float rounding, less work.  No effect with ``stop_at_layer``, for a
@@ -430,13 +432,22 @@ class HookedBert(HookedRootModule):
             self.spec.check_layer(start_at_layer, "start_at_layer")
             x, start = residual, start_at_layer
         mask = self.extended_mask(attention_mask, x.dtype if x.is_floating_point() else dtype)
-        stop = self.spec.n_layers if stop_at_layer is None else stop_at_layer
+        stop = self.spec.n_layers if stop_at_layer is None else self._stop_layer(stop_at_layer)
         rows = self.readout_rows_of(x.shape[0], positions, x.device) if readout_rows and stop_at_layer is None else None
         for l in range(start, stop):
             x = self.blocks[l](x, mask, rows if l == stop - 1 else None)
         if stop_at_layer is not None:
             return x
         return self.head(x, positions)
+
+    def _stop_layer(self, stop_at_layer: int) -> int:
+        """TransformerLens's ``stop_at_layer``: exclusive, negative counts from the end (−1: all but the
+        last block)."""
+        L = self.spec.n_layers
+        if isinstance(stop_at_layer, bool) or not isinstance(stop_at_layer, int) or not -L <= stop_at_layer <= L:
+            raise NodeprobeError(f"stop_at_layer={stop_at_layer}: expected an integer from {-L} to {L} "
+                                 f"(the model has {L} blocks; negative counts from the end)")
+        return stop_at_layer % L if stop_at_layer < 0 else stop_at_layer
 
     def readout_rows_of(self, batch: int, positions: Tensor | None = None, device=None) -> Rows | None:
         """The rows of the last hidden state the head reads: [CLS] of every item (classifier), the

@@ -117,6 +117,9 @@ def load_model(
         kind: the output head, ``"mlm"``, ``"cls"`` or ``"base"``; default from the checkpoint's architecture.
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``…
 
+    The model comes back in eval mode (an in-memory ``source`` is switched to eval too); call
+    ``.train()`` to fine-tune through the wrapper.
+
     Example:
         >>> model = load_model("runs/smoke/pretrain/final")      # doctest: +SKIP
         >>> model.spec.n_layers, model.spec.n_heads              # doctest: +SKIP
@@ -124,7 +127,7 @@ def load_model(
     """
     dev = resolve_device(device)
     hf = source if isinstance(source, nn.Module) else load_hf(source, kind, trust_pickle)
-    return HookedBert(hf, kind).to(dev)
+    return HookedBert(hf, kind).to(dev).eval()  # as TransformerLens loads: eval mode (dropout off)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

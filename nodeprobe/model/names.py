@@ -16,8 +16,12 @@ Example:
 
 from __future__ import annotations
 
+import re
+
 from torch import nn
 from transformer_lens.hook_points import HookPoint
+
+from nodeprobe.errors import NodeprobeError
 
 ROOT = ("hook_embed",)  # [B, P, D] the embedding layer's output
 ATTN = ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z")  # blocks.{l}.attn.*
@@ -96,3 +100,36 @@ class ReadoutHookPoints(nn.Module):
     def __init__(self):
         super().__init__()
         add_hook_points(self, READOUT)
+
+
+class HookNameDict(dict):
+    """TransformerLens's name → hook point table, where an unknown name is a :class:`NodeprobeError`
+    naming it and what exists (TL itself raises a bare ``KeyError``).
+
+    Example:
+        >>> d = HookNameDict({"hook_embed": 0, "blocks.0.attn.hook_z": 1, "blocks.1.attn.hook_z": 2})
+        >>> d["blocks.7.attn.hook_z"]
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: layer=7: the model has blocks 0–1 (no hook point blocks.7.attn.hook_z)
+    """
+
+    def __missing__(self, name):
+        blocks = sorted({int(m.group(1)) for k in self if (m := re.match(r"blocks\.(\d+)\.", k))})
+        hit = re.match(r"blocks\.(-?\d+)\.", str(name))
+        if hit and blocks and int(hit.group(1)) not in blocks:
+            raise NodeprobeError(f"layer={hit.group(1)}: the model has blocks {blocks[0]}–{blocks[-1]} "
+                                 f"(no hook point {name})")
+        import difflib
+
+        points = [k for k in self if "hook_" in k.rsplit(".", 1)[-1]]
+        like = difflib.get_close_matches(str(name), points, n=3, cutoff=0.0)
+        raise NodeprobeError(f"hook={name!r}: no such hook point; did you mean {' or '.join(like)}? "
+                             f"(all of them: model.hook_dict)")
+
+
+def check_hook_names(root) -> None:
+    """Make ``root``'s TransformerLens name tables (``mod_dict``, ``hook_dict``; filled by ``setup()``)
+    refuse unknown names with one line instead of a ``KeyError``."""
+    root.mod_dict = HookNameDict(root.mod_dict)
+    root.hook_dict = HookNameDict(root.hook_dict)

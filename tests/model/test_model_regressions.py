@@ -1,0 +1,71 @@
+"""Regressions from the TransformerLens review (issue 12's bug list): stop_at_layer's negative
+indices, unknown hook names, load_model's mode, nested attach()."""
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from nodeprobe.errors import NodeprobeError
+from nodeprobe.hooks import ablate_head, attach
+from nodeprobe.model import HookedBert, load_model
+
+IDS = torch.tensor([[2, 5, 7, 3], [2, 9, 3, 0]])
+MASK = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+
+
+def _hf(train: bool = False):
+    torch.manual_seed(0)
+    hf = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3,
+                                                  num_attention_heads=4, intermediate_size=32, num_labels=3))
+    return hf.train(train)
+
+
+def test_stop_at_layer_counts_from_the_end_like_transformer_lens():
+    model = HookedBert(_hf())
+    _, cache = model.run_with_cache(IDS, MASK)
+    for stop, name in ((-1, "blocks.2.hook_resid_pre"), (-3, "blocks.0.hook_resid_pre"), (1, "blocks.1.hook_resid_pre"),
+                       (0, "hook_embed"), (3, "blocks.2.hook_resid_post")):
+        # (caching every hook runs attention eagerly: equal up to float rounding)
+        torch.testing.assert_close(model(IDS, MASK, stop_at_layer=stop), cache[name], rtol=0, atol=1e-6)
+    for bad in (4, -4, 1.5, True):
+        with pytest.raises(NodeprobeError, match=rf"stop_at_layer={bad}: expected an integer from -3 to 3"):
+            model(IDS, MASK, stop_at_layer=bad)
+
+
+@pytest.mark.parametrize("where", ["hooked", "attached"])
+def test_unknown_hook_names_are_one_line_errors(where):
+    hf = _hf()
+
+    def run(hooks):
+        if where == "hooked":
+            return HookedBert(hf).run_with_hooks(IDS, MASK, fwd_hooks=hooks)
+        with attach(hf) as hooked:
+            return hooked.run_with_hooks(input_ids=IDS, attention_mask=MASK, fwd_hooks=hooks)
+
+    with pytest.raises(NodeprobeError, match=r"^layer=7: the model has blocks 0–2 \(no hook point blocks\.7\.attn\.hook_z\)$"):
+        run([ablate_head(7, 0)])
+    with pytest.raises(NodeprobeError, match=r"hook='blocks\.0\.attn\.hook_zz': no such hook point; did you mean blocks\.0\.attn\.hook_z"):
+        run([("blocks.0.attn.hook_zz", lambda t, hook: t)])
+    run([ablate_head(2, 3)])  # a real one still works
+
+
+def test_load_model_returns_eval_mode_even_for_a_training_model():
+    hf = _hf(train=True)
+    model = load_model(hf)
+    assert not model.training and not hf.training
+    a, b = model(IDS, MASK), model(IDS, MASK)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)  # dropout off
+
+
+def test_nested_attach_is_refused_and_the_outer_hooks_survive():
+    hf = _hf()
+    seen = []
+    with attach(hf) as outer:
+        with pytest.raises(NodeprobeError, match="already has nodeprobe hooks attached"):
+            with attach(hf):
+                pass
+        outer.run_with_hooks(input_ids=IDS, attention_mask=MASK,
+                             fwd_hooks=[("blocks.1.attn.hook_pattern", lambda t, hook: seen.append(t.shape))])
+    assert seen == [torch.Size([2, 4, 4, 4])]
+    with attach(hf) as again:  # detached cleanly: attaching again works
+        again(input_ids=IDS, attention_mask=MASK)
