@@ -477,7 +477,7 @@ def p5(ctx: Context) -> Result:
     from nodeprobe.train import loop
     from nodeprobe.train.presets import get_preset
     from nodeprobe.data.eval_sets import mlm_batch
-    from nodeprobe.train.precision import autocast as _autocast
+    from nodeprobe.precision import autocast as _autocast
 
     preset = get_preset("cpu")
     st = preset.pretrain

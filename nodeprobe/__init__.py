@@ -35,13 +35,18 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
         unit_stats,
         unit_stats_many,
     )
-    from nodeprobe.model import HookedBert, load_model
+    from nodeprobe.model import HookedBert, load_model, load_with_tokenizer
+
+#: the subpackages, reachable as attributes (``nodeprobe.analysis.learned_set``) like eager imports made them
+SUBMODULES = ("analysis", "cache", "data", "errors", "evaluate", "hooks", "io", "model", "pipeline", "progress",
+              "render", "runs", "studies", "train")
 
 #: public name → the module that defines it
 _LAZY = {
-    "hooks": "nodeprobe.hooks",
+    **{name: f"nodeprobe.{name}" for name in SUBMODULES},
     "HookedBert": "nodeprobe.model",
     "load_model": "nodeprobe.model",
+    "load_with_tokenizer": "nodeprobe.model",
     **{name: "nodeprobe.analysis" for name in (
         "apt_per_token", "apt_vs_frequency", "cooperation", "hull_bound", "hull_bound_single_nodes",
         "node_predictions", "reachable_classes", "strong_match_clusters", "symmetry_summary", "unit_stats",
@@ -58,6 +63,7 @@ __all__ = [
     "hull_bound",
     "hull_bound_single_nodes",
     "load_model",
+    "load_with_tokenizer",
     "node_predictions",
     "reachable_classes",
     "strong_match_clusters",
@@ -80,4 +86,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted({*__all__, *SUBMODULES, "__version__"})

@@ -12,7 +12,9 @@ Example:
     ...     raise NodeprobeError("layer=9: the model has blocks 0–5")
     ... except NodeprobeError as e:
     ...     print(e, e.exit_code)
-    --layer 9: the model has blocks 0–5 2
+    ...     print(e.in_flags({"layer": "--layer"}))
+    layer=9: the model has blocks 0–5 2
+    --layer 9: the model has blocks 0–5
 """
 
 from __future__ import annotations
@@ -52,5 +54,7 @@ def in_flags(message: str, flags: dict[str, str]) -> str:
     def bare(m):
         return flags.get(m.group(1), m.group(0))
 
-    message = re.sub(r"(?<![\w.])([A-Za-z_][A-Za-z0-9_]*)=(?!True\b|False\b|None\b)", valued, message)
+    # a name only where a word starts (message start, after a space or an opening bracket/quote): never
+    # inside a value such as a path data/seed=1/x.txt
+    message = re.sub(r"(?<![^\s(\[{,;'\"])([A-Za-z_][A-Za-z0-9_]*)=(?!True\b|False\b|None\b)", valued, message)
     return re.sub(r"`([A-Za-z_][A-Za-z0-9_]*)`", bare, message)

@@ -25,7 +25,7 @@ from torch import Tensor
 from nodeprobe.data.eval_sets import EvalSet
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.progress import iterate
-from nodeprobe.train.precision import autocast, check_precision
+from nodeprobe.precision import autocast, check_precision
 
 __all__ = ["EvalResult", "check_model", "run_eval"]
 

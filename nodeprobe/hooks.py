@@ -32,9 +32,17 @@ Mode = Literal["zero", "mean"]
 HookPair = tuple[str, Callable]
 
 
-def _check_mode(mode: str, means) -> None:
-    if mode not in ("zero", "mean"):
+MODES = ("zero", "mean")
+
+
+def check_mode(mode: str) -> None:
+    """What silenced units are set to: ``zero`` or ``mean`` (METHODS §2); a one-line error otherwise."""
+    if mode not in MODES:
         raise NodeprobeError(f"mode={mode}: expected zero or mean")
+
+
+def _check_mode(mode: str, means) -> None:
+    check_mode(mode)
     if mode == "mean" and means is None:
         raise NodeprobeError("mode=mean needs the eval-set means (nodeprobe.studies.ablation.head_means for heads, the readout mean for nodes)")
 

@@ -120,3 +120,36 @@ def test_core_does_not_import_presentation(core):
            if i.split(".")[0] == "rich" or i == "nodeprobe.render" or i.startswith("nodeprobe.render.")
            or i == "nodeprobe.pipeline"]
     assert bad == []
+
+
+#: the floors of docs/architecture.md, top (0) to bottom: a module imports only from floors below its own
+FLOORS = {
+    "cli": 0, "__main__": 0,
+    "pipeline": 1, "runs": 1,
+    "render": 2,
+    "studies": 3,
+    "train": 4,
+    "cache": 5,
+    "evaluate": 6,
+    "hooks": 7,
+    "model": 8,
+    "data": 9,
+    "analysis": 10,
+    "errors": 11, "io": 11, "progress": 11, "precision": 11,
+}
+
+
+def _floor(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None  # the package root (lazy public API) sits above them all
+
+
+def test_every_module_has_a_floor():
+    assert {f for m in MODULES if (f := _floor(m)) is not None} <= set(FLOORS)
+
+
+def test_floors_only_import_downward():
+    up = [(m, t) for m, targets in _graph().items() for t in targets
+          if _floor(m) is not None and _floor(t) is not None and _floor(m) != _floor(t)
+          and FLOORS[_floor(t)] < FLOORS[_floor(m)]]  # same rank: side by side (cycles are caught above)
+    assert up == []

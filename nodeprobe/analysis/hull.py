@@ -144,6 +144,15 @@ def _qhull_reachable(Wd, bd, n) -> tuple[set[int], set[int]] | None:
     return reach, undecided
 
 
+def _within_unbounded(r_unb, r_dat):
+    """The data range lies in ℝⁿ: whatever is reached there is reached unbounded too.  (A degenerate
+    data range — one point — is decided by argmax, ties to the lowest class, and that class may win
+    nowhere strictly; without the union the unbounded bound could fall below the data bound.)"""
+    if r_unb is None or r_dat is None:
+        return r_unb
+    return tuple(sorted(set(r_unb) | set(r_dat)))
+
+
 def _reachable(Wn, bn, box, tol=DEFAULT_TOL, witnesses=None, max_lp=None) -> tuple[int, ...] | None:
     K, n = Wn.shape
     if n == 1:  # exact (rational decisions at the interval ends)
@@ -316,6 +325,7 @@ def hull_bound(
     needs_lp_unb = S.size >= 4
     r_unb = _reachable(Ws, b64, None, tol, wit, max_lp if needs_lp_unb else None)
     r_dat = _reachable(Ws, b64, box, tol, wit, max_lp if S.size >= 2 else None)
+    r_unb = _within_unbounded(r_unb, r_dat)
     Nk = np.bincount(yt, minlength=K)
     ub_u, un_u = _ub(r_unb, st.outputs, Nk, N)
     ub_d, un_d = _ub(r_dat, st.outputs, Nk, N)
@@ -405,6 +415,7 @@ def hull_bound_single_nodes(
         s64, c64 = s.astype(np.float64), c.astype(np.float64)
         sel, strict = restrict_envelope(lines.env1, lines.point1, s64, c64, np.arange(K), float(lo[i]), float(hi[i]))
         r_dat.append(tuple(sorted(int(k) for k in lines.env1[sel][strict])))
+        r_unb[-1] = _within_unbounded(r_unb[-1], r_dat[-1])
     stats = unit_stats_many(yt, preds, K, tau_recall, tau_lift, min_count)
     Nk = np.bincount(yt, minlength=K)
     acc = np.array([st.acc for st in stats])

@@ -63,7 +63,7 @@ PROBE_HELP = "Also a seeded linear probe per block."
 MaxLenOpt = typer.Option(None, "--max-len", help="Cut texts at this many tokens (default 128).")
 
 MODES = ("zero", "mean")
-TASKS = ("mlm", "fewrel", "dbpedia")  # = nodeprobe.data.tasks.TASKS (tests/cli/test_options.py checks)
+TASKS = ("mlm", "fewrel", "dbpedia")  # = nodeprobe.data.tasks.TASKS (tests/cli/test_cli_options.py checks)
 
 
 # ---------------------------------------------------------------------- checks, before any work (cheap ones first)
@@ -159,7 +159,7 @@ def check_outputs(json_path: Path | None, plot: Path | None = None) -> None:
     if plot is not None:
         if plot.exists() and not plot.is_dir():
             raise NodeprobeError(f"--plot {plot}: is a file; give a folder")
-        check_writable(plot / "x.png", "--plot")
+        check_writable(plot / "x.png", "plot", shown=plot)  # a PNG inside the folder must be writable
 
 
 def check_text(text, task: str) -> None:

@@ -22,7 +22,7 @@ from typing import Optional
 import typer
 
 from nodeprobe.cli.options import (
-    PROBE_HELP, BatchOpt, CacheOpt, DataOpt, DeviceOpt, EvalSeedOpt, LimitOpt, MinCountOpt, ModelOpt,
+    PROBE_HELP, BatchOpt, CacheOpt, DataOpt, DeviceOpt, EvalSeedOpt, LimitOpt, MinCountOpt,
     ModeOpt, PlotOpt, ProbeEpochsOpt, RebuildOpt, ReportJsonOpt, ReportModelOpt, TaskOpt, TauLOpt, TauROpt, TextOpt,
     TopOpt, check_choice, check_common, check_task, load_for_task, load_report_inputs, resolve_model, trust_pickle,
 )
@@ -68,7 +68,7 @@ def _finish(kind: str, rep, reader, json_path: Optional[Path], plot: Optional[Pa
 # ---------------------------------------------------------------------- cache
 def cache(
     ctx: typer.Context,
-    model: str = ModelOpt,
+    model: Optional[str] = ReportModelOpt,
     task: str = TaskOpt,
     data: Optional[Path] = DataOpt,
     text: Optional[str] = TextOpt,
@@ -91,6 +91,7 @@ def cache(
     from nodeprobe.render.views import render_cache
 
     want = parse_sites(sites)
+    model = resolve_model(model, task)
     _, _, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, out, rebuild, want,
                                       trust_pickle(ctx), text=text, shard_batches=shard_batches, dtype=dtype)
     info = reader.describe()
@@ -154,7 +155,7 @@ def specialization(
 # ---------------------------------------------------------------------- APT
 def apt(
     ctx: typer.Context,
-    model: str = ModelOpt,
+    model: Optional[str] = ReportModelOpt,
     task: str = typer.Option("mlm", "--task", help="mlm (APT is an MLM metric)"),
     data: Optional[Path] = DataOpt,
     text: Optional[str] = TextOpt,
@@ -188,6 +189,7 @@ def apt(
     from nodeprobe.data.corpus import PretrainData
 
     trust = trust_pickle(ctx)
+    model = resolve_model(model, task)
     loaded = load_for_task(model, task, device, trust)  # a bad model fails before the corpus is read
     corpus = PretrainData.load(data, None, min(128, loaded[0].spec.max_len))
     m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,

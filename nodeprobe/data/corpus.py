@@ -21,6 +21,7 @@ from nodeprobe.errors import NodeprobeError
 
 __all__ = ["PretrainData"]
 
+HELDOUT_EVERY = 20  # an article is held out iff its stable hash ≡ 0 (mod 20): ~5 %
 _CORPORA: dict = {}
 
 
@@ -51,16 +52,14 @@ class PretrainData:
              heldout_every: int | None = None) -> PretrainData:
         """The local Wikipedia corpus (``data_dir``) or any text source given as ``corpus``; an
         article is held out iff its stable hash ≡ 0 (mod ``heldout_every``; default: the
-        pre-training setting ``PretrainSettings.heldout_every``).
+        pre-training setting ``PretrainSettings.heldout_every``, :data:`HELDOUT_EVERY`).
 
         Loaded once per process and argument set (tokenising ~1 M tokens takes seconds).
         """
         from nodeprobe.data.download import resolve_data_dir
 
         if heldout_every is None:
-            from nodeprobe.train.presets import PretrainSettings
-
-            heldout_every = PretrainSettings.heldout_every
+            heldout_every = HELDOUT_EVERY
         key = (str(resolve_data_dir(data_dir)), corpus, max_len, heldout_every)
         if key not in _CORPORA:
             _CORPORA[key] = cls._load(data_dir, corpus, max_len, heldout_every)

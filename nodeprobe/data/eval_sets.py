@@ -222,7 +222,7 @@ TEXT_FILE_ALLOWED = "a text file (.txt, .raw, .tokens, .jsonl, .parquet) or a pa
 def check_text_source(text, task: str = "mlm") -> str:
     """Validate a ``--text-file`` source once, before anything is loaded; returns its format.
 
-    The CLI calls it (``cli_common.check_text``); :func:`load_eval_set` / :func:`stream_eval_set`
+    The CLI calls it (``nodeprobe.cli.options.check_text``); :func:`load_eval_set` / :func:`stream_eval_set`
     do not repeat it.  One-line :class:`NodeprobeError` (naming the value and what is allowed) for
     a task other than ``mlm``, a path that does not exist (whatever its suffix: the option takes no
     datasets hub name), a directory without ``*.parquet`` files or an unreadable file.  Bad UTF-8

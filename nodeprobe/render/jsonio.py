@@ -8,7 +8,7 @@ the same seed writes byte-identical files.
 Example:
     >>> import tempfile, json, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "r.json"
-    >>> write_report(p, "ablate", {"layer": 1}, {"delta": 0.1234567891})
+    >>> _ = write_report(p, "ablate", {"layer": 1}, {"delta": 0.1234567891})
     >>> json.loads(p.read_text())["result"]["delta"]
     0.123457
 """
@@ -81,18 +81,20 @@ def write_report(path: str | Path | None, kind: str, settings: dict, result) -> 
     return write_atomic(path, dumps({"schema": f"nodeprobe.{kind}/1", "settings": settings, "result": result}))
 
 
-def check_writable(path: str | Path | None, flag: str = "json") -> None:
-    """Fail early (before any long computation) if ``path`` cannot be written."""
+def check_writable(path: str | Path | None, flag: str = "json", shown: str | Path | None = None) -> None:
+    """Fail early (before any long computation) if ``path`` cannot be written; the error names the
+    parameter ``flag`` and ``shown`` (default ``path``: e.g. the folder a file would go into)."""
     if path is None:
         return
     p = Path(path)
+    said = Path(shown) if shown is not None else p
     parent = p.parent if str(p.parent) else Path(".")
     probe = parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if p.is_dir():
-        raise NodeprobeError(f"{flag}={p}: is a directory; give a file path")
+        raise NodeprobeError(f"{flag}={said}: is a directory; give a file path")
     if not probe.is_dir():
-        raise NodeprobeError(f"{flag}={p}: {probe} is a file, not a folder")
+        raise NodeprobeError(f"{flag}={said}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK):
-        raise NodeprobeError(f"{flag}={p}: {probe} is not writable")
+        raise NodeprobeError(f"{flag}={said}: {probe} is not writable")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.hooks import check_mode  # noqa: F401  (re-used by every study)
 
 
 def check_thresholds(tau_recall: float, tau_lift: float, min_count: int) -> None:
@@ -20,9 +21,6 @@ def check_thresholds(tau_recall: float, tau_lift: float, min_count: int) -> None
         raise NodeprobeError(f"min_count={min_count}: expected an integer ≥ 1")
 
 
-def check_mode(mode: str) -> None:
-    if mode not in ("zero", "mean"):
-        raise NodeprobeError(f"mode={mode}: expected zero or mean")
 
 
 def check_cache_matches(cache, eval_set) -> None:

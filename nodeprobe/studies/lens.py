@@ -41,6 +41,7 @@ from torch import Tensor
 
 from nodeprobe.analysis.confusion import argmax_lowest
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.hooks import check_mode
 
 _CHUNK_CELLS = 1 << 24  # floats per chunk of logits / hidden activations
 
@@ -87,8 +88,7 @@ def resid_node_predictions(model, X: Tensor, mode: str = "zero", means: Tensor |
     """
     from nodeprobe.progress import iterate
 
-    if mode not in ("zero", "mean"):
-        raise NodeprobeError(f"mode={mode}: expected zero or mean")
+    check_mode(mode)
     N, d = X.shape
     if mode == "mean" and means is None:
         raise NodeprobeError("mode mean needs the eval-set means of the residual")
@@ -130,8 +130,7 @@ def head_isolation_predictions(model, eval_set, layers: Sequence[int], mode: str
     layers = sorted(set(int(l) for l in layers))
     for l in layers:
         model.spec.check_layer(l)
-    if mode not in ("zero", "mean"):
-        raise NodeprobeError(f"mode={mode}: expected zero or mean")
+    check_mode(mode)
     if mode == "mean" and means is None:
         from nodeprobe.studies.ablation import head_means
 

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from nodeprobe.analysis.order_parameters import FamilyParams, family_params, head_family_params, symmetry_breaking
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.hooks import check_mode
 from nodeprobe.data.eval_sets import EvalSet, load_eval_set, mlm_batch, mlm_eval_set
 
 RECORD_VERSION = 1  # of the per-step records in <out_dir>/steps/ (their JSON field "version")
@@ -262,8 +263,7 @@ def step_predictions(model, eval_set: EvalSet, *, heads: bool = True, mode: str 
     from nodeprobe.studies.ablation import head_sweep_logits
 
     check_model(model, eval_set)
-    if mode not in ("zero", "mean"):
-        raise NodeprobeError(f"mode={mode}: expected zero or mean")
+    check_mode(mode)
     L, H = model.spec.n_layers, model.spec.n_heads
     if heads and mode == "mean" and means is None:
         from nodeprobe.studies.ablation import head_means
@@ -422,11 +422,10 @@ def _read_record(path: Path, key: str, heads: bool) -> dict | None:
 
 def _write_record(path: Path, rec: dict) -> None:
     """Write one step's record atomically (a temporary file, then a rename)."""
+    from nodeprobe.io import write_text_atomic
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(rec, sort_keys=True, allow_nan=True) + "\n")
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(rec, sort_keys=True, allow_nan=True) + "\n")
     except OSError as e:
         raise NodeprobeError(f"out={path.parent.parent}: cannot write the per-step results ({e.strerror})") from None
 
@@ -456,8 +455,7 @@ def _check_track_args(mode: str, empty_pairs: str, margin_jaccard, margin_size) 
     from nodeprobe.analysis.order_parameters import check_empty_pairs
 
     check_empty_pairs(empty_pairs)
-    if mode not in ("zero", "mean"):
-        raise NodeprobeError(f"mode={mode}: expected zero or mean")
+    check_mode(mode)
     for name, m in (("margin_jaccard", margin_jaccard), ("margin_size", margin_size)):
         if not (isinstance(m, (int, float)) and m >= 0):
             raise NodeprobeError(f"{name}={m}: expected a number ≥ 0")
@@ -540,7 +538,7 @@ def track(
         heads: also isolate every head (L·H extra resumed passes per batch; the slow part).
         mode: ``zero`` or ``mean`` fill for isolated nodes and heads (METHODS §2).
         tau_recall, tau_lift, min_count: learned-set thresholds (METHODS §3) and APT's min count.
-        empty_pairs: Jaccard of two empty learned sets (``one``: identical; see analysis.track).
+        empty_pairs: Jaccard of two empty learned sets (``one``: identical; see analysis.order_parameters).
         margin_jaccard, margin_size: margins of the symmetry-breaking rule.
         random_init: add a seeded random init as step 0 when the runs have no step 0.
 

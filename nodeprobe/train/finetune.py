@@ -22,7 +22,7 @@ from nodeprobe.data.eval_sets import labeled_eval_set
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.evaluate import run_eval
 from nodeprobe.train import dist, loop
-from nodeprobe.train.precision import autocast, check_precision
+from nodeprobe.precision import autocast, check_precision
 from nodeprobe.train.presets import FinetuneSettings
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+from nodeprobe.data.corpus import HELDOUT_EVERY
 from nodeprobe.errors import NodeprobeError
 
 # bert-base-uncased special ids (METHODS §0: set explicitly)
@@ -79,7 +80,7 @@ class PretrainSettings:
     warmup: float = 0.06  # fraction of steps with linear warm-up, then linear decay to 0
     mask_rate: float = 0.15
     max_sequences: int | None = None  # cap on training sequences (smoke)
-    heldout_every: int = 20  # an article is held out iff its stable hash ≡ 0 (mod 20): ~5%
+    heldout_every: int = HELDOUT_EVERY  # an article is held out iff its stable hash ≡ 0 (mod 20): ~5%
     betas: tuple[float, float] = (0.9, 0.98)
     precision: str = "fp32"  # "bf16": autocast matmuls (CPU with avx512_bf16, or CUDA)
 

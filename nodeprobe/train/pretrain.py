@@ -29,7 +29,7 @@ from nodeprobe.data.eval_sets import mlm_batch, mlm_eval_set
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.evaluate import run_eval
 from nodeprobe.train import dist, loop
-from nodeprobe.train.precision import autocast, check_precision
+from nodeprobe.precision import autocast, check_precision
 from nodeprobe.train.presets import ModelSize, PretrainSettings
 
 

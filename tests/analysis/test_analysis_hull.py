@@ -255,3 +255,15 @@ def test_user_errors():
         reachable_classes(W, np.zeros(2))
     with pytest.raises(NodeprobeError, match="items"):
         hull_bound(W, b, np.zeros((4, 2)), [0, 1], [0])
+
+
+def test_a_one_point_data_range_is_reached_unbounded_too():
+    # found by the property test above: all items at x = 0, where classes 1, 2, 4, 5 tie and the
+    # argmax (ties → lowest) outputs class 1, which wins nowhere strictly.  The unbounded bound must
+    # still cover it (the data range lies in ℝ): acc = 1 ≤ ub_data ≤ ub_unbounded.
+    W = np.array([[0, 0], [0, -1], [2, -1], [1, -1], [0, 2], [-2, 1]], dtype=np.float32)
+    b = np.array([0, 1, 1, -1, 1, 1], dtype=np.float32)
+    X = np.array([[0, -2]], dtype=np.float32)
+    hb = hull_bound(W, b, X, np.array([1]), [0], "zero", X.mean(0))
+    assert hb.acc == 1.0 and hb.reachable_data == (1,)
+    assert set(hb.reachable_unbounded) == {1, 2, 5} and hb.ub_unbounded == hb.ub_data == 1.0

@@ -204,6 +204,14 @@ CASES = [
     P(CAT + ["--text-file", "{tmp}/adir"], "adir: is a directory", _setup_dir, id="cache-text-file-is-directory"),
     P(CAT + ["--text-file", "{tmp}/latin1.txt"], "latin1.txt: text file is not UTF-8", _setup_latin1,
       id="cache-text-file-not-utf8"),
+    # a --plot folder under a file: named once, as the folder given (not an internal probe file)
+    P(AB + ["--layer", "1", "--head", "1", "--plot", "{tmp}/afile/sub"], "nodeprobe: error: --plot {tmp}/afile/sub: ",
+      _setup_file, id="ablate-plot-under-a-file"),
+    P(["specialization", "--model", "{mlm}", "--task", "mlm", "--plot", "{tmp}/afile/sub"], "--plot {tmp}/afile/sub: ",
+      _setup_file, id="specialization-plot-under-a-file"),
+    # a name=value inside a value (a Hive-style parquet folder) is not taken for a parameter
+    P(CAT + ["--text-file", "{tmp}/seed=1/part"], "--text-file {tmp}/seed=1/part: not found", None,
+      id="cache-text-file-with-key-value-folder"),
 ]
 
 
@@ -234,7 +242,7 @@ def test_bad_input(args, msg, setup, fx, tmp_path, capsys, monkeypatch):
     assert rc == 2, (rc, err)
     assert "Traceback" not in err and "Traceback" not in out
     assert len(lines) == 1 and lines[0].startswith("nodeprobe: error: "), err
-    assert msg in lines[0], err
+    assert msg.format(**subs) in lines[0], err
     assert _listing(tmp_path) == before
     if json_path is not None and not os.path.isdir(json_path):
         assert not os.path.exists(json_path)
