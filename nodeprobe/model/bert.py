@@ -57,6 +57,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.model.weights import AttentionWeights, MLPWeights, ModelWeights
 from nodeprobe.model.names import ROOT, AttnHookPoints, BlockHookPoints, ReadoutHookPoints, add_hook_points, check_hook_names
 
 Kind = Literal["mlm", "cls", "base"]  # the output head: masked LM, classifier, bare encoder
@@ -136,7 +137,7 @@ class Rows:
         return cls(b, p, slot, int(counts.max()))
 
 
-class HookedAttention(AttnHookPoints):
+class HookedAttention(AttnHookPoints, AttentionWeights):
     """Self-attention of one BERT block with per-head hook points (weights stay in the HF layer)."""
 
     def __init__(self, n_heads: int, d_head: int):
@@ -203,12 +204,18 @@ class HookedAttention(AttnHookPoints):
         return torch.einsum("nhd,hed->nhe", xbar, w_v) + hf_self_attn.value.bias.view(H, Dh)  # [n, H, Dh]
 
 
+class HookedMLP(nn.Module, MLPWeights):
+    """Holds ``mlp.hook_pre`` / ``mlp.hook_post`` and exposes ``W_in b_in W_out b_out``."""
+
+
 class HookedBlock(BlockHookPoints):
     """One post-LayerNorm BERT block; computation identical to ``transformers.BertLayer``."""
 
     def __init__(self, hf_layer: nn.Module, n_heads: int, d_head: int):
-        super().__init__(HookedAttention(n_heads, d_head))
+        super().__init__(HookedAttention(n_heads, d_head), HookedMLP())
         object.__setattr__(self, "_hf", hf_layer)  # not a submodule: weights are owned by HookedBert.hf
+        object.__setattr__(self.attn, "_hf_attention", hf_layer.attention)  # for W_Q … (weights.py)
+        object.__setattr__(self.mlp, "_hf_layer", hf_layer)  # for W_in …
 
     def has_hooks(self) -> bool:
         """Whether any hook (forward, pre-forward or backward) is attached to a hook point of this block."""
@@ -258,7 +265,7 @@ class Readout(ReadoutHookPoints):
     """Holds ``readout.hook_in``: the vector entering the final linear map (METHODS §1)."""
 
 
-class HookedBert(HookedRootModule):
+class HookedBert(HookedRootModule, ModelWeights):
     """A hooked BERT (masked LM, sequence classifier, or bare encoder) with TL-style hook names.
 
     ``forward`` returns the same numbers as the wrapped Hugging Face model (max |Δ| ≤ 1e-5 in fp32),

@@ -84,13 +84,13 @@ class AttnHookPoints(nn.Module):
 class BlockHookPoints(nn.Module):
     """The hook points of one block: ``hook_resid_pre`` … ``hook_resid_post``, ``attn.*``, ``mlp.*``.
 
-    ``attn`` may be given (a module that already holds the attention hook points, e.g. the
-    hooked attention that also computes)."""
+    ``attn`` / ``mlp`` may be given (modules that already hold those hook points, e.g. the hooked
+    attention that also computes, or one that also exposes weights)."""
 
-    def __init__(self, attn: nn.Module | None = None):
+    def __init__(self, attn: nn.Module | None = None, mlp: nn.Module | None = None):
         super().__init__()
         self.attn = attn if attn is not None else AttnHookPoints()
-        self.mlp = add_hook_points(nn.Module(), MLP)
+        self.mlp = add_hook_points(mlp if mlp is not None else nn.Module(), MLP)
         add_hook_points(self, BLOCK)
 
 

@@ -1,0 +1,158 @@
+"""TransformerLens-shaped views of a Hugging Face BERT's weights (``W_Q``, ``W_O``, ``W_in``, ``W_E`` …).
+
+HF ``nn.Linear`` stores ``weight`` as ``[out, in]`` and computes ``x @ weight.T + bias``;
+TransformerLens stores per-head matrices that multiply from the right.  These properties are views
+(no copy) of the HF parameters in TL's layout, so that
+
+* ``hook_q = resid_pre @ W_Q + b_Q`` per head (``W_Q`` ``[H, D, Dh]``, ``b_Q`` ``[H, Dh]``; BERT's
+  attention reads the block input itself: LayerNorm comes *after* each sublayer),
+* ``hook_attn_out = Σ_h z_h @ W_O[h] + b_O`` (``W_O`` ``[H, Dh, D]``),
+* ``mlp.hook_pre = x @ W_in + b_in``, ``hook_mlp_out = mlp.hook_post @ W_out + b_out``,
+* ``W_E`` ``[V, D]`` token embeddings, ``W_pos`` ``[n_ctx, D]``, ``W_U`` ``[D, K]`` / ``b_U`` the
+  readout (``logits = readout.hook_in @ W_U + b_U``), ``QK`` / ``OV`` TransformerLens
+  ``FactoredMatrix``-es ``[L, H, D, D]``.
+
+Example:
+    >>> import torch
+    >>> from transformers import BertConfig, BertForMaskedLM
+    >>> from nodeprobe.model import HookedBert
+    >>> m = HookedBert(BertForMaskedLM(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=2,
+    ...                                            num_attention_heads=2, intermediate_size=16)).eval())
+    >>> m.W_Q.shape, m.blocks[1].attn.W_O.shape, m.W_in.shape, m.W_U.shape
+    (torch.Size([2, 2, 8, 4]), torch.Size([2, 4, 8]), torch.Size([2, 8, 16]), torch.Size([8, 30]))
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from jaxtyping import Float
+from torch import Tensor, nn
+
+
+class AttentionWeights:
+    """``W_Q W_K W_V W_O`` and biases of one block, from its HF ``BertAttention`` (``self._hf_attention``)."""
+
+    _hf_attention: nn.Module
+    n_heads: int
+
+    def _split_in(self, linear: nn.Linear) -> Float[Tensor, "H D Dh"]:
+        return rearrange(linear.weight, "(h dh) d -> h d dh", h=self.n_heads)
+
+    @property
+    def W_Q(self) -> Float[Tensor, "H D Dh"]:
+        return self._split_in(self._hf_attention.self.query)
+
+    @property
+    def W_K(self) -> Float[Tensor, "H D Dh"]:
+        return self._split_in(self._hf_attention.self.key)
+
+    @property
+    def W_V(self) -> Float[Tensor, "H D Dh"]:
+        return self._split_in(self._hf_attention.self.value)
+
+    @property
+    def b_Q(self) -> Float[Tensor, "H Dh"]:
+        return rearrange(self._hf_attention.self.query.bias, "(h dh) -> h dh", h=self.n_heads)
+
+    @property
+    def b_K(self) -> Float[Tensor, "H Dh"]:
+        return rearrange(self._hf_attention.self.key.bias, "(h dh) -> h dh", h=self.n_heads)
+
+    @property
+    def b_V(self) -> Float[Tensor, "H Dh"]:
+        return rearrange(self._hf_attention.self.value.bias, "(h dh) -> h dh", h=self.n_heads)
+
+    @property
+    def W_O(self) -> Float[Tensor, "H Dh D"]:
+        return rearrange(self._hf_attention.output.dense.weight, "d (h dh) -> h dh d", h=self.n_heads)
+
+    @property
+    def b_O(self) -> Float[Tensor, "D"]:
+        return self._hf_attention.output.dense.bias
+
+
+class MLPWeights:
+    """``W_in b_in W_out b_out`` of one block, from its HF layer (``self._hf_layer``)."""
+
+    _hf_layer: nn.Module
+
+    @property
+    def W_in(self) -> Float[Tensor, "D F"]:
+        return self._hf_layer.intermediate.dense.weight.T
+
+    @property
+    def b_in(self) -> Float[Tensor, "F"]:
+        return self._hf_layer.intermediate.dense.bias
+
+    @property
+    def W_out(self) -> Float[Tensor, "F D"]:
+        return self._hf_layer.output.dense.weight.T
+
+    @property
+    def b_out(self) -> Float[Tensor, "D"]:
+        return self._hf_layer.output.dense.bias
+
+
+def _stack(name: str, doc: str):
+    def get(self) -> Tensor:
+        part = "attn" if name[2:] in ("Q", "K", "V", "O") else "mlp"
+        return torch.stack([getattr(getattr(b, part), name) for b in self.blocks])
+
+    get.__doc__ = doc
+    return property(get)
+
+
+class ModelWeights:
+    """Model-level weights in TransformerLens's layout (stacked over blocks: leading ``[L]``)."""
+
+    W_Q = _stack("W_Q", "``[L, H, D, Dh]``")
+    W_K = _stack("W_K", "``[L, H, D, Dh]``")
+    W_V = _stack("W_V", "``[L, H, D, Dh]``")
+    W_O = _stack("W_O", "``[L, H, Dh, D]``")
+    b_Q = _stack("b_Q", "``[L, H, Dh]``")
+    b_K = _stack("b_K", "``[L, H, Dh]``")
+    b_V = _stack("b_V", "``[L, H, Dh]``")
+    b_O = _stack("b_O", "``[L, D]``")
+    W_in = _stack("W_in", "``[L, D, F]``")
+    b_in = _stack("b_in", "``[L, F]``")
+    W_out = _stack("W_out", "``[L, F, D]``")
+    b_out = _stack("b_out", "``[L, D]``")
+
+    @property
+    def W_E(self) -> Float[Tensor, "V D"]:
+        """Token embeddings."""
+        return self.bert.embeddings.word_embeddings.weight
+
+    @property
+    def W_pos(self) -> Float[Tensor, "n_ctx D"]:
+        """Position embeddings."""
+        return self.bert.embeddings.position_embeddings.weight
+
+    @property
+    def W_token_type(self) -> Float[Tensor, "n_types D"]:
+        """Token-type (segment) embeddings."""
+        return self.bert.embeddings.token_type_embeddings.weight
+
+    @property
+    def W_U(self) -> Float[Tensor, "D K"]:
+        """The readout's final linear map: ``logits = readout.hook_in @ W_U + b_U``."""
+        return self.readout_weights()[0].T
+
+    @property
+    def b_U(self) -> Float[Tensor, "K"]:
+        return self.readout_weights()[1]
+
+    @property
+    def QK(self):
+        """``FactoredMatrix(W_Q, W_Kᵀ)`` ``[L, H, D, D]``: query-side residual × key-side residual."""
+        from transformer_lens import FactoredMatrix
+
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self):
+        """``FactoredMatrix(W_V, W_O)`` ``[L, H, D, D]``: what a head writes per unit of attended input."""
+        from transformer_lens import FactoredMatrix
+
+        return FactoredMatrix(self.W_V, self.W_O)
