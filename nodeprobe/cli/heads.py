@@ -17,7 +17,7 @@ from typing import List, Optional
 import typer
 
 from nodeprobe.cli.options import (
-    DataOpt, DeviceOpt, HeadsModelOpt, HeadsTaskOpt, JsonOpt, MaxLenOpt, PlotOpt, check_common, check_index,
+    DataOpt, DeviceOpt, HeadsModelOpt, HeadsTaskOpt, JsonOpt, MaxLenOpt, PlotOpt, TrackSeedOpt, check_common, check_index,
     check_paths, check_positive, load_for_task, resolve_model, trust_pickle,
 )
 from nodeprobe.errors import NodeprobeError
@@ -164,7 +164,7 @@ def track(
     empty_pairs: str = typer.Option("one", "--empty-pairs", help="Jaccard of two empty learned sets: one | exclude | zero."),
     random_init: bool = typer.Option(True, "--random-init/--no-random-init", help="Add a seeded random init as step 0 if missing."),
     batch_size: int = typer.Option(64, "--batch-size"),
-    seed: int = typer.Option(0, "--seed", help="Seed of the evaluation masks / subset and of the random init."),
+    seed: int = TrackSeedOpt,
     device: str = DeviceOpt,
     json_path: Optional[Path] = JsonOpt,
     plot: Optional[Path] = PlotOpt,

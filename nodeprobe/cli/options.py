@@ -35,8 +35,21 @@ DeviceOpt = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N")
 JsonOpt = typer.Option(None, "--json", help="Also write the numbers as JSON to this path.")
 ReportJsonOpt = typer.Option(None, "--json", help="Also write the numbers as JSON to this path (schema: docs/json.md).")
 PlotOpt = typer.Option(None, "--plot", help="Write PNG plots into this folder (needs matplotlib).")
-SeedOpt = typer.Option(0, "--seed", help="Seed of every random choice (masks, subsets, init).")
-EvalSeedOpt = typer.Option(0, "--seed", help="Seed of the evaluation masks / subset and of every random choice.")
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds: an unsigned 32-bit integer
+
+
+def _seed(value: int) -> int:
+    """``--seed``: one validator for every command (numpy refuses negative seeds and ones ≥ 2³²)."""
+    if not 0 <= value <= SEED_MAX:
+        raise NodeprobeError(f"--seed {value}: expected an integer from 0 to {SEED_MAX}")
+    return value
+
+
+SeedOpt = typer.Option(0, "--seed", callback=_seed, help="Seed of every random choice (masks, subsets, init).")
+EvalSeedOpt = typer.Option(0, "--seed", callback=_seed,
+                           help="Seed of the evaluation masks / subset and of every random choice.")
+TrackSeedOpt = typer.Option(0, "--seed", callback=_seed,
+                            help="Seed of the evaluation masks / subset and of the random init.")
 TextOpt = typer.Option(
     None, "--text-file",
     help="--task mlm only: evaluate this whole text file (.txt with blank-line-separated articles, WikiText "

@@ -209,6 +209,15 @@ CASES = [
       _setup_file, id="ablate-plot-under-a-file"),
     P(["specialization", "--model", "{mlm}", "--task", "mlm", "--plot", "{tmp}/afile/sub"], "--plot {tmp}/afile/sub: ",
       _setup_file, id="specialization-plot-under-a-file"),
+    # --seed: one validator on every command (numpy refuses negative seeds and ones ≥ 2^32: a traceback before)
+    P(PT + ["--seed", "-1"], "--seed -1: expected an integer from 0 to 4294967295", None, id="pretrain-seed-negative"),
+    P(FT + ["--seed", str(2**40)], f"--seed {2**40}: expected an integer from 0", None, id="finetune-seed-too-large"),
+    P(AB + ["--layer", "1", "--head", "1", "--seed", "-7"], "--seed -7:", None, id="ablate-seed-negative"),
+    P(["specialization", "--model", "{cls}", "--seed", str(2**32)], f"--seed {2**32}:", None,
+      id="specialization-seed-2-to-the-32"),
+    P(["track", "--run", "{tmp}/norun", "--seed", "-1"], "--seed -1:", None, id="track-seed-negative"),
+    P(["reproduce", "--seed", "-2", "--runs", "{tmp}/runs", "--reports", "{tmp}/reports"], "--seed -2:", None,
+      id="reproduce-seed-negative"),
     # a name=value inside a value (a Hive-style parquet folder) is not taken for a parameter
     P(CAT + ["--text-file", "{tmp}/seed=1/part"], "--text-file {tmp}/seed=1/part: not found", None,
       id="cache-text-file-with-key-value-folder"),
