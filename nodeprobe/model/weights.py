@@ -36,32 +36,18 @@ class AttentionWeights:
     _hf_attention: nn.Module
     n_heads: int
 
-    def _split_in(self, linear: nn.Linear) -> Float[Tensor, "H D Dh"]:
+    def _heads(self, linear: nn.Linear, bias: bool = False) -> Tensor:
+        """A q/k/v projection per head: weight ``[H, D, Dh]`` (right-multiplying) or bias ``[H, Dh]``."""
+        if bias:
+            return rearrange(linear.bias, "(h dh) -> h dh", h=self.n_heads)
         return rearrange(linear.weight, "(h dh) d -> h d dh", h=self.n_heads)
 
-    @property
-    def W_Q(self) -> Float[Tensor, "H D Dh"]:
-        return self._split_in(self._hf_attention.self.query)
-
-    @property
-    def W_K(self) -> Float[Tensor, "H D Dh"]:
-        return self._split_in(self._hf_attention.self.key)
-
-    @property
-    def W_V(self) -> Float[Tensor, "H D Dh"]:
-        return self._split_in(self._hf_attention.self.value)
-
-    @property
-    def b_Q(self) -> Float[Tensor, "H Dh"]:
-        return rearrange(self._hf_attention.self.query.bias, "(h dh) -> h dh", h=self.n_heads)
-
-    @property
-    def b_K(self) -> Float[Tensor, "H Dh"]:
-        return rearrange(self._hf_attention.self.key.bias, "(h dh) -> h dh", h=self.n_heads)
-
-    @property
-    def b_V(self) -> Float[Tensor, "H Dh"]:
-        return rearrange(self._hf_attention.self.value.bias, "(h dh) -> h dh", h=self.n_heads)
+    W_Q = property(lambda self: self._heads(self._hf_attention.self.query), doc="``[H, D, Dh]``")
+    W_K = property(lambda self: self._heads(self._hf_attention.self.key), doc="``[H, D, Dh]``")
+    W_V = property(lambda self: self._heads(self._hf_attention.self.value), doc="``[H, D, Dh]``")
+    b_Q = property(lambda self: self._heads(self._hf_attention.self.query, bias=True), doc="``[H, Dh]``")
+    b_K = property(lambda self: self._heads(self._hf_attention.self.key, bias=True), doc="``[H, Dh]``")
+    b_V = property(lambda self: self._heads(self._hf_attention.self.value, bias=True), doc="``[H, Dh]``")
 
     @property
     def W_O(self) -> Float[Tensor, "H Dh D"]:
@@ -94,9 +80,10 @@ class MLPWeights:
         return self._hf_layer.output.dense.bias
 
 
-def _stack(name: str, doc: str):
+def _stack(part: str, name: str, doc: str):
+    """A per-block weight (``blocks[l].<part>.<name>``) stacked over the blocks."""
+
     def get(self) -> Tensor:
-        part = "attn" if name[2:] in ("Q", "K", "V", "O") else "mlp"
         return torch.stack([getattr(getattr(b, part), name) for b in self.blocks])
 
     get.__doc__ = doc
@@ -106,18 +93,18 @@ def _stack(name: str, doc: str):
 class ModelWeights:
     """Model-level weights in TransformerLens's layout (stacked over blocks: leading ``[L]``)."""
 
-    W_Q = _stack("W_Q", "``[L, H, D, Dh]``")
-    W_K = _stack("W_K", "``[L, H, D, Dh]``")
-    W_V = _stack("W_V", "``[L, H, D, Dh]``")
-    W_O = _stack("W_O", "``[L, H, Dh, D]``")
-    b_Q = _stack("b_Q", "``[L, H, Dh]``")
-    b_K = _stack("b_K", "``[L, H, Dh]``")
-    b_V = _stack("b_V", "``[L, H, Dh]``")
-    b_O = _stack("b_O", "``[L, D]``")
-    W_in = _stack("W_in", "``[L, D, F]``")
-    b_in = _stack("b_in", "``[L, F]``")
-    W_out = _stack("W_out", "``[L, F, D]``")
-    b_out = _stack("b_out", "``[L, D]``")
+    W_Q = _stack("attn", "W_Q", "``[L, H, D, Dh]``")
+    W_K = _stack("attn", "W_K", "``[L, H, D, Dh]``")
+    W_V = _stack("attn", "W_V", "``[L, H, D, Dh]``")
+    W_O = _stack("attn", "W_O", "``[L, H, Dh, D]``")
+    b_Q = _stack("attn", "b_Q", "``[L, H, Dh]``")
+    b_K = _stack("attn", "b_K", "``[L, H, Dh]``")
+    b_V = _stack("attn", "b_V", "``[L, H, Dh]``")
+    b_O = _stack("attn", "b_O", "``[L, D]``")
+    W_in = _stack("mlp", "W_in", "``[L, D, F]``")
+    b_in = _stack("mlp", "b_in", "``[L, F]``")
+    W_out = _stack("mlp", "W_out", "``[L, F, D]``")
+    b_out = _stack("mlp", "b_out", "``[L, D]``")
 
     @property
     def W_E(self) -> Float[Tensor, "V D"]:

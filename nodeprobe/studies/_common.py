@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.hooks import check_mode  # noqa: F401  (re-used by every study)
 
 
 def check_thresholds(tau_recall: float, tau_lift: float, min_count: int) -> None:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from nodeprobe.analysis import DEFAULT_GRID, cooperation
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.studies._common import check_mode, check_thresholds
+from nodeprobe.hooks import check_mode
+from nodeprobe.studies._common import check_thresholds
 
 
 @dataclass

@@ -18,7 +18,8 @@ import numpy as np
 
 from nodeprobe.analysis import hull_bound, hull_bound_single_nodes
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.studies._common import check_mode, check_thresholds, parse_nodes
+from nodeprobe.hooks import check_mode
+from nodeprobe.studies._common import check_thresholds, parse_nodes
 
 
 @dataclass

@@ -22,7 +22,8 @@ import torch
 
 from nodeprobe.analysis import node_predictions, symmetry_summary, unit_stats_many
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.studies._common import check_cache_matches, check_mode, check_thresholds
+from nodeprobe.hooks import check_mode
+from nodeprobe.studies._common import check_cache_matches, check_thresholds
 
 
 @dataclass
