@@ -246,9 +246,11 @@ def attach(hf_model: nn.Module) -> Iterator["object"]:
 
     Inside the block, the yielded object is a ``HookedRootModule`` whose forward calls the HF model
     (with its usual keyword arguments) and whose hook points carry the same names and shapes as
-    :class:`HookedBert` (``hook_embed``, ``blocks.{l}.hook_resid_pre``, ``attn.hook_q|k|v|z``,
-    ``attn.hook_attn_scores|pattern``, ``hook_attn_out``, ``hook_resid_mid``, ``mlp.hook_pre|post``,
-    ``hook_mlp_out``, ``hook_resid_post``, ``readout.hook_in``); attention runs through an eager
+    :class:`HookedBert`, with TransformerLens's BERT meanings (``embed.*``, ``hook_full_embed``,
+    ``blocks.{l}.hook_resid_pre``, ``attn.hook_q|k|v|attn_scores|pattern|z``, ``hook_attn_out``,
+    ``hook_resid_mid``, ``ln1.*``, ``mlp.hook_pre|post``, ``hook_mlp_out``, ``hook_resid_post``,
+    ``ln2.*``, ``hook_normalized_resid_post``, ``mlm_head.ln.*``, ``unembed.*``,
+    ``readout.hook_in``; see :mod:`nodeprobe.model.names`); attention runs through an eager
     kernel while attached, so scores and patterns are always exposed.  Every PyTorch hook it put
     on the HF modules is removed on exit, exceptions included, and ``config._attn_implementation``
     is restored.

@@ -278,12 +278,12 @@ def test_site_cache_all_positions_and_errors(models):
     assert kept is not cache["blocks.2.hook_resid_mid"] and _is_compact(kept)
     assert maxdiff(sc.stack()["blocks.2.hook_resid_mid"], cache["blocks.2.hook_resid_mid"]) == 0.0
     with pytest.raises(NodeprobeError, match="positions 'first'"):
-        SiteCache(["hook_embed"], positions="first")
-    sc = SiteCache(["hook_embed"], positions=None)
+        SiteCache(["hook_full_embed"], positions="first")
+    sc = SiteCache(["hook_full_embed"], positions=None)
     with pytest.raises(NodeprobeError, match="set_positions"):
         model.run_with_hooks(ids, fwd_hooks=sc.fwd_hooks())
     assert n_hooks(model) == 0
-    assert SiteCache(["hook_embed"]).stack()["hook_embed"].numel() == 0
+    assert SiteCache(["hook_full_embed"]).stack()["hook_full_embed"].numel() == 0
 
 
 # ---------------------------------------------------------------------- attach
@@ -372,7 +372,7 @@ def _assert_exceptions_leave_no_hooks(runner, counted, ids, mask, call):
                                                             ("blocks.1.attn.hook_z", lambda z, hook: z)])
     assert n_hooks(counted) == 0
     with pytest.raises(KeyError, match="inside"):
-        with runner.hooks(fwd_hooks=[ablate_head(2, 1), ("hook_embed", lambda x, hook: x)]):
+        with runner.hooks(fwd_hooks=[ablate_head(2, 1), ("hook_full_embed", lambda x, hook: x)]):
             assert n_hooks(counted) > 0
             raise KeyError("inside")
     assert n_hooks(counted) == 0
@@ -469,11 +469,12 @@ def test_bridge_names_that_match_nodeprobe(bridge_pair):
     ids, mask, types = make_batch()
     same = {f"blocks.2.{s}": f"blocks.2.{s}" for s in (
         "hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z",
-        "attn.hook_pattern", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post")}
+        "attn.hook_pattern", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out")}
     same.update({
-        "hook_embed": "hook_embed",
+        "hook_embed": "hook_full_embed",
         "blocks.2.attn.o.hook_out": "blocks.2.hook_attn_out",  # bridge hook_attn_out is post-LN
-        "blocks.2.attn.hook_out": "blocks.2.hook_resid_mid",
+        "blocks.2.hook_resid_mid": "blocks.2.hook_resid_post",  # bridge: LN1(x + a) + m
+        "blocks.2.hook_resid_post": "blocks.2.hook_normalized_resid_post",
         "ln_final.hook_out": "readout.hook_in",
     })
     with torch.no_grad():

@@ -10,8 +10,8 @@ site           tensors in every shard (n items)           hook
 =============  =========================================  ===========================================
 ``readout``    ``readout``  ``[n, d_model]``              ``readout.hook_in`` (METHODS §1)
 ``z``          ``z.{l}``    ``[n, n_heads, d_head]``      ``blocks.{l}.attn.hook_z`` for every block l
-``resid``      ``resid.{b}`` ``[n, d_model]``, b = 0…L   b = 0: ``hook_embed``; b = l+1:
-                                                          ``blocks.{l}.hook_resid_post``
+``resid``      ``resid.{b}`` ``[n, d_model]``, b = 0…L   b = 0: ``hook_full_embed``; b = l+1:
+                                                          ``blocks.{l}.hook_normalized_resid_post``
 (always)       ``targets``, ``preds`` (int64), ``loss``   true class, the model's argmax, per-item loss
 =============  =========================================  ===========================================
 
@@ -116,19 +116,19 @@ def site_hooks(site: str, n_layers: int) -> list[str]:
     if site == "z":
         return [z_name(l) for l in range(n_layers)]
     if site == "resid":
-        return ["hook_embed"] + [f"blocks.{l}.hook_resid_post" for l in range(n_layers)]
+        return ["hook_full_embed"] + [f"blocks.{l}.hook_normalized_resid_post" for l in range(n_layers)]
     raise NodeprobeError(f"site {site!r}: expected one of {', '.join(SITES)}")
 
 
 def _key_of_hook(name: str) -> str:
     if name == "readout.hook_in":
         return "readout"
-    if name == "hook_embed":
+    if name == "hook_full_embed":
         return "resid.0"
     parts = name.split(".")
     if name.endswith("attn.hook_z"):
         return f"z.{parts[1]}"
-    if name.endswith("hook_resid_post"):
+    if name.endswith("hook_normalized_resid_post"):
         return f"resid.{int(parts[1]) + 1}"
     raise AssertionError(name)
 
@@ -599,8 +599,8 @@ def get_or_build_cache(
 def site_means(cache: CacheReader, site: str, layer: int | None = None) -> Tensor:
     """Eval-set means of a cached site for mean-mode isolation at the evaluated positions.
 
-    ``readout`` → ``[d]``; ``resid`` with ``layer`` l → ``[d]`` of ``blocks.{l}.hook_resid_post``
-    (``layer=-1``: ``hook_embed``); ``z`` with ``layer`` → ``[n_heads, d_head]``.  Head ablation in
+    ``readout`` → ``[d]``; ``resid`` with ``layer`` l → ``[d]`` of ``blocks.{l}.hook_normalized_resid_post``
+    (``layer=-1``: ``hook_full_embed``); ``z`` with ``layer`` → ``[n_heads, d_head]``.  Head ablation in
     mean mode uses per-position means over *all* positions (METHODS §2), which a cache of the
     evaluated positions does not hold: use :func:`nodeprobe.studies.ablation.head_means` for that.
     """

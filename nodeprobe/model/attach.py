@@ -1,6 +1,11 @@
 """Hook points on an unwrapped Hugging Face BERT, added with PyTorch hooks and removed on exit.
 
-Use it through :func:`nodeprobe.hooks.attach`; the names and shapes match :class:`HookedBert`.
+Use it through :func:`nodeprobe.hooks.attach`; the names, shapes and tensors match :class:`HookedBert`
+(TransformerLens's BERT meanings: ``hook_resid_mid`` is the input of the attention LayerNorm,
+``hook_resid_post`` the input of the output LayerNorm, ``hook_normalized_resid_post`` the block's
+output).  The optional hook points TransformerLens gates behind ``cfg`` switches
+(``attn.hook_result``, ``hook_attn_in``, ``hook_q|k|v_input``, ``hook_mlp_in``) exist but never fire
+here: use :class:`~nodeprobe.model.bert.HookedBert` for them.
 Attention scores/patterns are exposed by routing the model's attention through a registered
 eager attention function for as long as the hooks are attached (SDPA would hide them).
 """
@@ -15,7 +20,8 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.model.names import ROOT, BlockHookPoints, ReadoutHookPoints, add_hook_points, check_hook_names
+from nodeprobe.model.names import (ROOT, BlockHookPoints, EmbedHookPoints, MLMHeadHookPoints, ReadoutHookPoints,
+                                   UnembedHookPoints, add_hook_points, check_hook_names, has_hooks)
 
 _ATTN_NAME = "nodeprobe_eager"
 
@@ -77,6 +83,46 @@ def _out(hp: HookPoint):
     return fn
 
 
+def _in(hp: HookPoint):
+    """Forward pre-hook: pass the module's (first) input through ``hp``."""
+
+    def fn(module, args):
+        return (hp(args[0]), *args[1:])
+
+    return fn
+
+
+def _layer_norm(points: nn.Module):
+    """Forward hook on an ``nn.LayerNorm``: with a hook on ``points.hook_scale|hook_normalized``,
+    recompute the output through them (TransformerLens's LayerNorm), else leave it."""
+
+    def fn(module, args, out):
+        if not has_hooks(points.hook_scale, points.hook_normalized):
+            return out
+        x = args[0]
+        xc = x - x.mean(-1, keepdim=True)
+        scale = points.hook_scale((xc.pow(2).mean(-1, keepdim=True) + module.eps).sqrt())
+        return points.hook_normalized(xc / scale) * module.weight + module.bias
+
+    return fn
+
+
+def _embed_parts(points: nn.Module):
+    """Forward hooks on the token, token-type and position embeddings (position ones broadcast
+    ``[1, P, D]`` in HF: expanded to the batch, ``[B, P, D]``, as in TransformerLens)."""
+    shape = {}
+
+    def token_type(module, args, out):
+        shape["bp"] = out.shape[:2]
+        return points.hook_token_type_embed(out)
+
+    def position(module, args, out):
+        bp = shape.get("bp")
+        return points.hook_pos_embed(out.expand(*bp, -1) if bp is not None and out.shape[0] == 1 else out)
+
+    return _out(points.hook_embed), token_type, position
+
+
 def _pre(hp: HookPoint):
     def fn(module, args, kwargs):
         if args:
@@ -102,30 +148,49 @@ class AttachedHooks(HookedRootModule):
             raise NodeprobeError(f"hf_model: this {arch} already has nodeprobe hooks attached (a nested attach() "
                                  "on the same model would lose the outer hooks); use the outer hooked object")
         add_hook_points(self, ROOT)
+        self.embed = EmbedHookPoints()
         self.blocks = nn.ModuleList(BlockHookPoints() for _ in bert.encoder.layer)
+        mlm = arch == "BertForMaskedLM"
+        if mlm:
+            self.mlm_head = MLMHeadHookPoints()
+            self.unembed = UnembedHookPoints()
         self.readout = ReadoutHookPoints()
         self._handles: list = []
         self._swapped = False
         self._saved_attn = None
         try:
             reg = self._handles.append
-            reg(bert.embeddings.register_forward_hook(_out(self.hook_embed)))
+            emb = bert.embeddings
+            word, token_type, position = _embed_parts(self.embed)
+            reg(emb.word_embeddings.register_forward_hook(word))
+            reg(emb.token_type_embeddings.register_forward_hook(token_type))
+            reg(emb.position_embeddings.register_forward_hook(position))
+            reg(emb.LayerNorm.register_forward_hook(_layer_norm(self.embed.ln)))
+            reg(emb.register_forward_hook(_out(self.hook_full_embed)))
             for layer, blk in zip(bert.encoder.layer, self.blocks):
                 att = layer.attention.self
                 reg(layer.register_forward_pre_hook(_pre(blk.hook_resid_pre), with_kwargs=True))
                 reg(att.query.register_forward_hook(_split_heads(blk.attn.hook_q, H)))
                 reg(att.key.register_forward_hook(_split_heads(blk.attn.hook_k, H)))
                 reg(att.value.register_forward_hook(_split_heads(blk.attn.hook_v, H)))
-                reg(layer.attention.output.dense.register_forward_pre_hook(_split_heads_pre(blk.attn.hook_z, H)))
-                reg(layer.attention.output.dense.register_forward_hook(_out(blk.hook_attn_out)))
-                reg(layer.attention.output.register_forward_hook(_out(blk.hook_resid_mid)))
+                out = layer.attention.output
+                reg(out.dense.register_forward_pre_hook(_split_heads_pre(blk.attn.hook_z, H)))
+                reg(out.dense.register_forward_hook(_out(blk.hook_attn_out)))
+                reg(out.LayerNorm.register_forward_pre_hook(_in(blk.hook_resid_mid)))
+                reg(out.LayerNorm.register_forward_hook(_layer_norm(blk.ln1)))
                 reg(layer.intermediate.dense.register_forward_hook(_out(blk.mlp.hook_pre)))
                 reg(layer.intermediate.register_forward_hook(_out(blk.mlp.hook_post)))
                 reg(layer.output.dense.register_forward_hook(_out(blk.hook_mlp_out)))
-                reg(layer.register_forward_hook(_out(blk.hook_resid_post)))
+                reg(layer.output.LayerNorm.register_forward_pre_hook(_in(blk.hook_resid_post)))
+                reg(layer.output.LayerNorm.register_forward_hook(_layer_norm(blk.ln2)))
+                reg(layer.register_forward_hook(_out(blk.hook_normalized_resid_post)))
                 att._nodeprobe_attn = blk.attn
-            if arch == "BertForMaskedLM":
-                reg(hf_model.cls.predictions.transform.register_forward_hook(_out(self.readout.hook_in)))
+            if mlm:
+                pred = hf_model.cls.predictions
+                reg(pred.transform.LayerNorm.register_forward_hook(_layer_norm(self.mlm_head.ln)))
+                reg(pred.transform.register_forward_hook(_out(self.readout.hook_in)))
+                reg(pred.decoder.register_forward_pre_hook(_in(self.unembed.hook_in)))
+                reg(pred.decoder.register_forward_hook(_out(self.unembed.hook_out)))
             elif bert.pooler is not None:
                 reg(bert.pooler.register_forward_hook(_out(self.readout.hook_in)))
             _register_attention()

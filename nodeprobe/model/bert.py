@@ -6,30 +6,43 @@ step by step, passing every intermediate tensor through a :class:`HookPoint` wit
 TransformerLens-style name.  Training the wrapper trains the HF model, and
 ``model.hf.save_pretrained(dir)`` saves it in Hugging Face format.
 
-Hook points (``B`` batch, ``P`` positions, ``H`` heads, ``D`` d_model, ``Dh`` d_head, ``F`` d_ff,
-``K`` readout classes: vocab size V for MLM, labels for classification, ``n`` selected positions):
+Hook points mean what they mean in TransformerLens's own BERT (``HookedEncoder``, TL 3.9); ``B``
+batch, ``P`` positions, ``H`` heads, ``D`` d_model, ``Dh`` d_head, ``F`` d_ff, ``K`` readout classes
+(vocab size V for MLM, labels for classification), ``n`` selected positions; x = block input,
+a = attention output, m = MLP output, LN(v) = w ⊙ (v − mean) / scale + b:
 
-==================================  ==============================  ==========================================
-name                                shape                           what
-==================================  ==============================  ==========================================
-``hook_embed``                      ``[B, P, D]``                   word + position + token-type embedding,
-                                                                    after LayerNorm (and dropout)
-``blocks.{l}.hook_resid_pre``       ``[B, P, D]``                   input of block l (= ``hook_embed`` for l=0)
-``blocks.{l}.attn.hook_q|k|v``      ``[B, P, H, Dh]``               per-head queries / keys / values
-``blocks.{l}.attn.hook_attn_scores`` ``[B, H, P_q, P_k]``           scaled scores + padding mask, pre-softmax
-``blocks.{l}.attn.hook_pattern``    ``[B, H, P_q, P_k]``            attention probabilities
-``blocks.{l}.attn.hook_z``          ``[B, P, H, Dh]``               head outputs before W_O (METHODS site ``z``)
-``blocks.{l}.hook_attn_out``        ``[B, P, D]``                   attention output after W_O (+ b_O)
-``blocks.{l}.hook_resid_mid``       ``[B, P, D]``                   after the attention residual + LayerNorm
-``blocks.{l}.mlp.hook_pre``         ``[B, P, F]``                   MLP pre-activation
-``blocks.{l}.mlp.hook_post``        ``[B, P, F]``                   MLP post-activation (GELU)
-``blocks.{l}.hook_mlp_out``         ``[B, P, D]``                   MLP output after the down projection
-``blocks.{l}.hook_resid_post``      ``[B, P, D]``                   output of block l
-``readout.hook_in``                 MLM ``[B, P, D]`` or ``[n, D]`` the vector entering the final linear map
-                                    cls ``[B, D]``                  (METHODS §1 ``readout``): MLM after
-                                                                    ``cls.predictions.transform``; classifier
-                                                                    the pooled [CLS] after tanh
-==================================  ==============================  ==========================================
+=========================================  ===================  ==========================================
+name                                       shape                what
+=========================================  ===================  ==========================================
+``embed.hook_embed|hook_pos_embed``        ``[B, P, D]``        token / position / token-type embedding
+``embed.hook_token_type_embed``
+``embed.ln.hook_scale|hook_normalized``    ``[B, P, 1|D]``      their sum's LayerNorm (scale; (v−mean)/scale)
+``hook_full_embed``                        ``[B, P, D]``        the embedding layer's output (after LN)
+``blocks.{l}.hook_resid_pre``              ``[B, P, D]``        x, the input of block l
+``blocks.{l}.attn.hook_q|k|v``             ``[B, P, H, Dh]``    per-head queries / keys / values
+``blocks.{l}.attn.hook_attn_scores``       ``[B, H, P, P]``     scaled scores + padding mask, pre-softmax
+``blocks.{l}.attn.hook_pattern``           ``[B, H, P, P]``     attention probabilities
+``blocks.{l}.attn.hook_z``                 ``[B, P, H, Dh]``    head outputs before W_O (METHODS site ``z``)
+``blocks.{l}.attn.hook_result`` *          ``[B, P, H, D]``     per-head z_h W_O[h] (sum + b_O = a)
+``blocks.{l}.hook_attn_out``               ``[B, P, D]``        a = W_O z + b_O
+``blocks.{l}.hook_resid_mid``              ``[B, P, D]``        x + a (before LN1)
+``blocks.{l}.ln1.hook_scale|normalized``   ``[B, P, 1|D]``      LN1 of x + a
+``blocks.{l}.mlp.hook_pre|hook_post``      ``[B, P, F]``        MLP pre-activation / after GELU
+``blocks.{l}.hook_mlp_out``                ``[B, P, D]``        m
+``blocks.{l}.hook_resid_post``             ``[B, P, D]``        LN1(x + a) + m (before LN2)
+``blocks.{l}.ln2.hook_scale|normalized``   ``[B, P, 1|D]``      LN2 of it
+``blocks.{l}.hook_normalized_resid_post``  ``[B, P, D]``        LN2(LN1(x + a) + m): the output of block l
+``mlm_head.ln.hook_scale|normalized``      ``[B, P, 1|D]``      MLM only: the prediction-head LayerNorm
+``readout.hook_in``                        MLM ``[B, P, D]``    the vector entering the final linear map
+                                           (``[n, D]``),        (METHODS §1 ``readout``): MLM after the
+                                           cls ``[B, D]``       prediction-head transform; classifier the
+                                                                pooled [CLS] after tanh
+``unembed.hook_in|hook_out``               ``[B, P, D|V]``      MLM only: decoder input (= readout.hook_in), logits
+=========================================  ===================  ==========================================
+
+\* Optional, as in TransformerLens: ``attn.hook_result`` fires with ``cfg.use_attn_result``,
+``hook_q_input|k_input|v_input`` (``[B, P, H, D]``) with ``cfg.use_split_qkv_input``,
+``hook_attn_in`` with ``cfg.use_attn_in``, ``hook_mlp_in`` (= x + a) with ``cfg.use_hook_mlp_in``.
 
 Attention runs through PyTorch's fused ``scaled_dot_product_attention`` unless a hook is attached
 to ``hook_attn_scores`` or ``hook_pattern`` of that block; then it runs eagerly, so a hook that edits
@@ -58,7 +71,9 @@ from transformer_lens.hook_points import HookPoint
 
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.model.weights import AttentionWeights, MLPWeights, ModelWeights
-from nodeprobe.model.names import ROOT, AttnHookPoints, BlockHookPoints, ReadoutHookPoints, add_hook_points, check_hook_names
+from nodeprobe.model.config import HookedBertConfig
+from nodeprobe.model.names import (ROOT, AttnHookPoints, BlockHookPoints, EmbedHookPoints, LNHookPoints, MLMHeadHookPoints,
+                                   ReadoutHookPoints, UnembedHookPoints, add_hook_points, check_hook_names, has_hooks)
 
 Kind = Literal["mlm", "cls", "base"]  # the output head: masked LM, classifier, bare encoder
 ARCH_KIND = {
@@ -69,29 +84,7 @@ ARCH_KIND = {
 }
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Sizes of a hooked BERT (read from its ``BertConfig``)."""
-
-    kind: str  # mlm | cls | base: the output head
-    n_layers: int
-    n_heads: int
-    d_model: int
-    d_head: int
-    d_mlp: int
-    d_vocab: int
-    n_classes: int  # K: vocab size for MLM, labels for classification, 0 for a bare encoder
-    max_len: int
-
-    def check_layer(self, layer: int, what: str = "layer") -> None:
-        """Raise a one-line error unless ``0 <= layer < n_layers``."""
-        if not (isinstance(layer, int) and 0 <= layer < self.n_layers):
-            raise NodeprobeError(f"{what}={layer}: the model has blocks 0–{self.n_layers - 1}")
-
-    def check_head(self, head: int, what: str = "head") -> None:
-        """Raise a one-line error unless ``0 <= head < n_heads``."""
-        if not (isinstance(head, int) and 0 <= head < self.n_heads):
-            raise NodeprobeError(f"{what}={head}: the model has heads 0–{self.n_heads - 1}")
+ModelSpec = HookedBertConfig  # the name before the config became TransformerLens's
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,32 +130,83 @@ class Rows:
         return cls(b, p, slot, int(counts.max()))
 
 
+class HookedLayerNorm(LNHookPoints):
+    """A Hugging Face ``LayerNorm`` with TransformerLens's ``hook_scale`` and ``hook_normalized``.
+
+    ``hook_scale`` is ``sqrt(var + eps)`` ``[..., 1]`` and ``hook_normalized`` is ``(x − mean) / scale``
+    ``[..., D]`` *before* the weight and bias, as in TransformerLens's ``LayerNorm``.  Without a hook
+    on them it runs the fused ``F.layer_norm`` (same numbers up to float rounding).
+    """
+
+    def __init__(self, hf_ln: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "_hf", hf_ln)  # not a submodule: the weights are HookedBert.hf's
+
+    w = property(lambda self: self._hf.weight, doc="``[D]`` weight (TransformerLens's name)")
+    b = property(lambda self: self._hf.bias, doc="``[D]`` bias")
+    eps = property(lambda self: self._hf.eps, doc="the variance epsilon")
+
+    def forward(self, x: Float[Tensor, "... D"]) -> Float[Tensor, "... D"]:
+        ln = self._hf
+        if not has_hooks(self.hook_scale, self.hook_normalized):
+            return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+        xc = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((xc.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt())
+        return self.hook_normalized(xc / scale) * ln.weight + ln.bias
+
+
+class HookedEmbed(EmbedHookPoints):
+    """BERT's embedding layer: ``embed.hook_embed`` (token), ``hook_pos_embed``, ``hook_token_type_embed``
+    (each ``[B, P, D]``), their sum through ``embed.ln``, then dropout (as ``BertEmbeddings``)."""
+
+    def __init__(self, hf_embeddings: nn.Module):
+        super().__init__(HookedLayerNorm(hf_embeddings.LayerNorm))
+        object.__setattr__(self, "_hf", hf_embeddings)
+
+    def forward(self, input_ids: Int[Tensor, "B P"], token_type_ids: Int[Tensor, "B P"] | None = None
+                ) -> Float[Tensor, "B P D"]:
+        emb = self._hf
+        B, P = input_ids.shape
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.hook_embed(emb.word_embeddings(input_ids))
+        x = x + self.hook_token_type_embed(emb.token_type_embeddings(token_type_ids))
+        x = x + self.hook_pos_embed(emb.position_embeddings(emb.position_ids[:, :P]).expand(B, P, -1))
+        return emb.dropout(self.ln(x))
+
+
 class HookedAttention(AttnHookPoints, AttentionWeights):
     """Self-attention of one BERT block with per-head hook points (weights stay in the HF layer)."""
 
-    def __init__(self, n_heads: int, d_head: int):
+    def __init__(self, n_heads: int, d_head: int, cfg: HookedBertConfig | None = None):
         super().__init__()
         self.n_heads, self.d_head = n_heads, d_head
+        object.__setattr__(self, "cfg", cfg)
 
     def _needs_eager(self) -> bool:
         # Any hook on scores/pattern (forward, or backward only, e.g. for gradients of the
         # pattern) needs the eager path: the fused kernel never materialises them.
-        return any(
-            hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks
-            for hp in (self.hook_pattern, self.hook_attn_scores)
-        )
+        return has_hooks(self.hook_pattern, self.hook_attn_scores)
 
     def forward(self, hf_self_attn: nn.Module, x: Float[Tensor, "B P D"], mask: Tensor | None,
-                rows: Rows | None = None):
+                rows: Rows | None = None, qkv_input: tuple[Tensor, Tensor, Tensor] | None = None):
         """Head outputs ``z`` ``[B, P, H, Dh]``; with ``rows``, only at those rows ``[n, H, Dh]``
-        (the rows attend to every position of their item; no hook points are called)."""
+        (the rows attend to every position of their item; no hook points are called).
+
+        ``qkv_input``: per-head inputs ``[B, P, H, D]`` of the queries, keys and values
+        (``hook_q_input`` … or ``hook_attn_in``); each head projects its own copy."""
         B, P, _ = x.shape
         H, Dh = self.n_heads, self.d_head
         if rows is not None:
             return self._rows(hf_self_attn, x, mask, rows)
-        q = self.hook_q(hf_self_attn.query(x).view(B, P, H, Dh)).transpose(1, 2)
-        k = self.hook_k(hf_self_attn.key(x).view(B, P, H, Dh)).transpose(1, 2)
-        v = self.hook_v(hf_self_attn.value(x).view(B, P, H, Dh)).transpose(1, 2)
+        if qkv_input is None:
+            q, k, v = (lin(x).view(B, P, H, Dh) for lin in (hf_self_attn.query, hf_self_attn.key, hf_self_attn.value))
+        else:
+            q, k, v = (torch.einsum("bphd,hde->bphe", i, w) + b for i, w, b in
+                       zip(qkv_input, (self.W_Q, self.W_K, self.W_V), (self.b_Q, self.b_K, self.b_V)))
+        q = self.hook_q(q).transpose(1, 2)
+        k = self.hook_k(k).transpose(1, 2)
+        v = self.hook_v(v).transpose(1, 2)
         training = hf_self_attn.training
         p_drop = hf_self_attn.dropout.p if training else 0.0
         if self._needs_eager():
@@ -209,20 +253,25 @@ class HookedMLP(nn.Module, MLPWeights):
 
 
 class HookedBlock(BlockHookPoints):
-    """One post-LayerNorm BERT block; computation identical to ``transformers.BertLayer``."""
+    """One post-LayerNorm BERT block; computation identical to ``transformers.BertLayer``, hook
+    points as TransformerLens's ``BertBlock`` (x = input, a = attention output, m = MLP output)::
 
-    def __init__(self, hf_layer: nn.Module, n_heads: int, d_head: int):
-        super().__init__(HookedAttention(n_heads, d_head), HookedMLP())
+        hook_resid_pre = x;  hook_attn_out = a = W_O z + b_O;  hook_resid_mid = x + a
+        ln1 → y = LN1(x + a);  hook_mlp_out = m = MLP(y);  hook_resid_post = y + m
+        ln2 → hook_normalized_resid_post = LN2(y + m)   (the block's output)
+    """
+
+    def __init__(self, hf_layer: nn.Module, n_heads: int, d_head: int, cfg: HookedBertConfig | None = None):
+        super().__init__(HookedAttention(n_heads, d_head, cfg), HookedMLP(),
+                         HookedLayerNorm(hf_layer.attention.output.LayerNorm), HookedLayerNorm(hf_layer.output.LayerNorm))
         object.__setattr__(self, "_hf", hf_layer)  # not a submodule: weights are owned by HookedBert.hf
+        object.__setattr__(self, "cfg", cfg)
         object.__setattr__(self.attn, "_hf_attention", hf_layer.attention)  # for W_Q … (weights.py)
         object.__setattr__(self.mlp, "_hf_layer", hf_layer)  # for W_in …
 
     def has_hooks(self) -> bool:
         """Whether any hook (forward, pre-forward or backward) is attached to a hook point of this block."""
-        return any(
-            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-            for m in self.modules() if isinstance(m, HookPoint)
-        )
+        return has_hooks(*(m for m in self.modules() if isinstance(m, HookPoint)))
 
     def forward(self, x: Float[Tensor, "B P D"], mask: Tensor | None, rows: Rows | None = None) -> Tensor:
         """The block's output ``[B, P, D]``; with ``rows`` only at those rows, ``[n, D]``.
@@ -240,7 +289,25 @@ class HookedBlock(BlockHookPoints):
     def attend(self, x: Float[Tensor, "B P D"], mask: Tensor | None, rows: Rows | None = None) -> Tensor:
         """Head outputs ``z`` ``[B, P, H, Dh]`` (``hook_z``) of the block with input ``x``
         (``hook_resid_pre`` is not called); with ``rows``, ``[n, H, Dh]`` at those rows."""
-        return self.attn(self._hf.attention.self, x, mask, rows)
+        cfg = self.cfg
+        qkv = None
+        if rows is None and cfg is not None and (cfg.use_attn_in or cfg.use_split_qkv_input):
+            per_head = x[:, :, None, :].expand(-1, -1, self.attn.n_heads, -1)
+            if cfg.use_split_qkv_input:
+                qkv = (self.hook_q_input(per_head), self.hook_k_input(per_head), self.hook_v_input(per_head))
+            else:
+                attn_in = self.hook_attn_in(per_head)
+                qkv = (attn_in, attn_in, attn_in)
+        return self.attn(self._hf.attention.self, x, mask, rows, qkv)
+
+    def attn_output(self, z: Float[Tensor, "... H Dh"]) -> Float[Tensor, "... D"]:
+        """``a = Σ_h z_h W_O[h] + b_O``; with ``cfg.use_attn_result`` through ``attn.hook_result``
+        (``[..., H, D]``, per-head terms without ``b_O``) as TransformerLens computes it."""
+        dense = self._hf.attention.output.dense
+        if self.cfg is not None and self.cfg.use_attn_result and z.dim() == 4:
+            result = self.attn.hook_result(torch.einsum("...hd,hdm->...hm", z, self.attn.W_O))
+            return result.sum(-2) + dense.bias
+        return dense(z.flatten(-2))
 
     def finish(self, x: Tensor, z: Tensor) -> Tensor:
         """The rest of the block from its input ``x`` and head outputs ``z``: ``W_O``, residual +
@@ -251,14 +318,17 @@ class HookedBlock(BlockHookPoints):
         copy: ablating a head's ``z`` leaves the block's queries, keys, values and pattern as they are.
         """
         layer = self._hf
-        out = layer.attention.output
-        attn_out = self.hook_attn_out(out.dense(z.flatten(-2)))
-        x = self.hook_resid_mid(out.LayerNorm(out.dropout(attn_out) + x))
-        pre = self.mlp.hook_pre(layer.intermediate.dense(x))
+        attn_out = self.hook_attn_out(self.attn_output(z))
+        resid_mid = self.hook_resid_mid(x + layer.attention.output.dropout(attn_out))
+        if self.cfg is not None and self.cfg.use_hook_mlp_in:
+            resid_mid = self.hook_mlp_in(resid_mid.clone())
+        y = self.ln1(resid_mid)
+        pre = self.mlp.hook_pre(layer.intermediate.dense(y))
         post = self.mlp.hook_post(layer.intermediate.intermediate_act_fn(pre))
         o = layer.output
         mlp_out = self.hook_mlp_out(o.dense(post))
-        return self.hook_resid_post(o.LayerNorm(o.dropout(mlp_out) + x))
+        resid_post = self.hook_resid_post(y + o.dropout(mlp_out))
+        return self.hook_normalized_resid_post(self.ln2(resid_post))
 
 
 class Readout(ReadoutHookPoints):
@@ -293,26 +363,15 @@ class HookedBert(HookedRootModule, ModelWeights):
         self.kind = kind
         # the encoder inside ``hf``: not registered a second time (state_dict lists each weight once)
         object.__setattr__(self, "bert", hf_model if arch == "BertModel" else hf_model.bert)
-        cfg = hf_model.config
-        if cfg.hidden_size % cfg.num_attention_heads:
-            raise NodeprobeError(
-                f"hidden size {cfg.hidden_size} does not divide into {cfg.num_attention_heads} heads"
-            )
-        n_classes = {"mlm": cfg.vocab_size, "cls": getattr(cfg, "num_labels", 0), "base": 0}[kind]
-        self.spec = ModelSpec(
-            kind=kind,
-            n_layers=cfg.num_hidden_layers,
-            n_heads=cfg.num_attention_heads,
-            d_model=cfg.hidden_size,
-            d_head=cfg.hidden_size // cfg.num_attention_heads,
-            d_mlp=cfg.intermediate_size,
-            d_vocab=cfg.vocab_size,
-            n_classes=n_classes,
-            max_len=cfg.max_position_embeddings,
-        )
+        param = next(hf_model.parameters())
+        self._cfg = HookedBertConfig.from_hf(hf_model.config, kind, device=param.device, dtype=param.dtype)
         add_hook_points(self, ROOT)
+        self.embed = HookedEmbed(self.bert.embeddings)
         layers = self.bert.encoder.layer
-        self.blocks = nn.ModuleList(HookedBlock(l, self.spec.n_heads, self.spec.d_head) for l in layers)
+        self.blocks = nn.ModuleList(HookedBlock(l, self.cfg.n_heads, self.cfg.d_head, self.cfg) for l in layers)
+        if kind == "mlm":
+            self.mlm_head = MLMHeadHookPoints(HookedLayerNorm(hf_model.cls.predictions.transform.LayerNorm))
+            self.unembed = UnembedHookPoints()
         self.readout = Readout()
         self.setup()
         check_hook_names(self)
@@ -325,9 +384,21 @@ class HookedBert(HookedRootModule, ModelWeights):
         return self.hf.config
 
     @property
-    def cfg(self) -> ModelSpec:
-        """TransformerLens-style alias of :attr:`spec`."""
-        return self.spec
+    def cfg(self) -> HookedBertConfig:
+        """The TransformerLens config (a ``transformer_lens.config.TransformerLensConfig``)."""
+        return self._cfg
+
+    @property
+    def spec(self) -> HookedBertConfig:
+        """The sizes of the model: the same object as :attr:`cfg`."""
+        return self._cfg
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        param = next(self.hf.parameters(), None)
+        if param is not None:  # keep cfg.device / cfg.dtype true after .to(), .cuda(), .half()
+            self._cfg.device, self._cfg.dtype = str(param.device), param.dtype
+        return out
 
     def readout_weights(self) -> tuple[Float[Tensor, "K D"], Float[Tensor, " K"]]:
         """``(W, b)`` of the final linear map, so that ``logits = readout_in @ W.T + b`` exactly.
@@ -365,18 +436,6 @@ class HookedBert(HookedRootModule, ModelWeights):
         if lo < 0 or hi >= n_types:
             bad = hi if hi >= n_types else lo
             raise NodeprobeError(f"token type id {bad}: the model has token types 0–{n_types - 1}")
-
-    def embed(
-        self, input_ids: Int[Tensor, "B P"], token_type_ids: Int[Tensor, "B P"] | None = None
-    ) -> Float[Tensor, "B P D"]:
-        """Embedding layer output (``hook_embed``), as ``BertEmbeddings`` computes it."""
-        emb = self.bert.embeddings
-        P = input_ids.shape[1]
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = emb.word_embeddings(input_ids) + emb.token_type_embeddings(token_type_ids)
-        x = x + emb.position_embeddings(emb.position_ids[:, :P])
-        return self.hook_embed(emb.dropout(emb.LayerNorm(x)))
 
     def extended_mask(self, attention_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
         """Additive key mask ``[B, 1, 1, P]`` (0 where attended, dtype-min where padded), or None."""
@@ -431,7 +490,7 @@ class HookedBert(HookedRootModule, ModelWeights):
                 raise NodeprobeError("forward needs input_ids (or start_at_layer with a residual)")
             self._check_ids(input_ids)
             self._check_token_types(token_type_ids)
-            x = self.embed(input_ids, token_type_ids)
+            x = self.hook_full_embed(self.embed(input_ids, token_type_ids))
             start = 0
         else:
             if residual is None:
@@ -476,7 +535,9 @@ class HookedBert(HookedRootModule, ModelWeights):
             if positions is not None and not rows_given:
                 x = x[positions]
             pred = self.hf.cls.predictions
-            return pred.decoder(self.readout.hook_in(pred.transform(x)))
+            t = pred.transform
+            h = self.readout.hook_in(self.mlm_head.ln(t.transform_act_fn(t.dense(x))))
+            return self.unembed.hook_out(pred.decoder(self.unembed.hook_in(h)))
         if self.kind == "cls":
             pooled = self.readout.hook_in(self.bert.pooler(x[:, None] if rows_given else x))
             return self.hf.classifier(self.hf.dropout(pooled))

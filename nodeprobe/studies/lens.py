@@ -2,7 +2,7 @@
 isolation in the residual stream, head isolation, and seeded linear probes.
 
 **Logit lens** (METHODS §2 "along blocks"): the trained readout path applied to a cached residual
-vector ``r`` (``hook_embed`` or ``blocks.{l}.hook_resid_post`` at the evaluated position):
+vector ``r`` (``hook_full_embed`` or ``blocks.{l}.hook_normalized_resid_post`` at the evaluated position):
 MLM → ``decoder(transform(r))`` (dense, GELU, LayerNorm, then the decoder); classification →
 ``classifier(tanh(pooler.dense(r)))`` on the [CLS] vector.  At the last block this is exactly the
 model's own output.

@@ -3,7 +3,7 @@
 * ``level="node", site="readout"``: node i of the readout vector isolated (others → 0 or their
   eval-set mean); predictions from :func:`nodeprobe.analysis.node_predictions` (exact upper
   envelope, no O(N·K) pass per node).
-* ``level="node", site="resid", layer=l``: node i of ``blocks.{l}.hook_resid_post`` isolated,
+* ``level="node", site="resid", layer=l``: node i of ``blocks.{l}.hook_normalized_resid_post`` (the block output) isolated,
   then the rest of the trained readout path (logit lens;
   :func:`nodeprobe.studies.lens.resid_node_predictions`).
 * ``level="head"`` (site ``z``): head (l, h) isolated — every other head of block l ablated, the

@@ -38,9 +38,11 @@ def _reference(model, es):
     L = model.spec.n_layers
     out = {k: [] for k in ["readout", "targets"] + [f"z.{l}" for l in range(L)] + [f"resid.{b}" for b in range(L + 1)]}
     for b in es.batches:
-        # no pattern/score hooks: those switch attention to the eager kernel (not bit-identical)
+        # no pattern/score hooks: those switch attention to the eager kernel, and no LayerNorm
+        # scale/normalized hooks: those switch LayerNorm to the unfused form (neither bit-identical)
         logits, c = model.run_with_cache(b.input_ids, b.attention_mask, positions=b.positions,
-                                         names_filter=lambda n: not n.endswith(("hook_pattern", "hook_attn_scores")))
+                                         names_filter=lambda n: not n.endswith(("hook_pattern", "hook_attn_scores",
+                                                                                "hook_scale", "hook_normalized")))
         if b.positions is None:
             sel = lambda t: t[:, 0]  # noqa: E731
         else:
@@ -48,8 +50,8 @@ def _reference(model, es):
         out["readout"].append(c["readout.hook_in"])
         for l in range(L):
             out[f"z.{l}"].append(sel(c[f"blocks.{l}.attn.hook_z"]))
-            out[f"resid.{l + 1}"].append(sel(c[f"blocks.{l}.hook_resid_post"]))
-        out["resid.0"].append(sel(c["hook_embed"]))
+            out[f"resid.{l + 1}"].append(sel(c[f"blocks.{l}.hook_normalized_resid_post"]))
+        out["resid.0"].append(sel(c["hook_full_embed"]))
         out["targets"].append(b.targets)
     return {k: torch.cat(v) for k, v in out.items()}
 

@@ -167,7 +167,7 @@ def test_stop_and_start_at_layer_reproduce_forward(models, task):
             out = model(start_at_layer=layer, residual=resid, attention_mask=mask)
             assert maxdiff(out, full) <= TOL
         last = model(ids, attention_mask=mask, token_type_ids=types, stop_at_layer=n)
-        assert maxdiff(last, cache[f"blocks.{n - 1}.hook_resid_post"]) == 0.0
+        assert maxdiff(last, cache[f"blocks.{n - 1}.hook_normalized_resid_post"]) == 0.0
         hidden = hf(input_ids=ids, attention_mask=mask, token_type_ids=types,
                     output_hidden_states=True).hidden_states
         for layer in range(n):
@@ -179,10 +179,15 @@ def test_stop_and_start_at_layer_reproduce_forward(models, task):
 def documented_shapes(task, B, P, n=None, sizes=WIDE):
     D, H = sizes["hidden_size"], sizes["num_attention_heads"]
     Dh, F = D // H, sizes["intermediate_size"]
-    shapes = {"hook_embed": (B, P, D)}
+    shapes = {"embed.hook_embed": (B, P, D), "embed.hook_pos_embed": (B, P, D),
+              "embed.hook_token_type_embed": (B, P, D), "embed.ln.hook_scale": (B, P, 1),
+              "embed.ln.hook_normalized": (B, P, D), "hook_full_embed": (B, P, D)}
     for l in range(sizes["num_hidden_layers"]):
         b = f"blocks.{l}"
         shapes.update({
+            f"{b}.ln1.hook_scale": (B, P, 1), f"{b}.ln1.hook_normalized": (B, P, D),
+            f"{b}.ln2.hook_scale": (B, P, 1), f"{b}.ln2.hook_normalized": (B, P, D),
+            f"{b}.hook_normalized_resid_post": (B, P, D),
             f"{b}.hook_resid_pre": (B, P, D),
             f"{b}.attn.hook_q": (B, P, H, Dh), f"{b}.attn.hook_k": (B, P, H, Dh),
             f"{b}.attn.hook_v": (B, P, H, Dh),
@@ -193,6 +198,10 @@ def documented_shapes(task, B, P, n=None, sizes=WIDE):
             f"{b}.hook_resid_post": (B, P, D),
         })
     shapes["readout.hook_in"] = {"mlm": (B, P, D) if n is None else (n, D), "cls": (B, D), "base": (B, D)}[task]
+    if task == "mlm":
+        rows = (B, P) if n is None else (n,)
+        shapes.update({"mlm_head.ln.hook_scale": (*rows, 1), "mlm_head.ln.hook_normalized": (*rows, D),
+                       "unembed.hook_in": (*rows, D), "unembed.hook_out": (*rows, sizes["vocab_size"])})
     return shapes
 
 
@@ -204,11 +213,27 @@ def test_run_with_cache_names_and_shapes(models, task):
         out, cache = model.run_with_cache(ids, attention_mask=mask, token_type_ids=types)
         ref = hf(input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
     expected = documented_shapes(task, 4, 9)
-    assert set(cache) == set(expected) == set(model.hook_dict)
+    optional = {n for n in model.hook_dict if n.rsplit(".", 1)[-1] in
+                ("hook_result", "hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input", "hook_mlp_in")}
+    assert set(cache) == set(expected) == set(model.hook_dict) - optional
     for name, shape in expected.items():
         assert tuple(cache[name].shape) == shape, name
     # values, not just shapes
-    assert maxdiff(cache["hook_embed"], ref.hidden_states[0]) <= TOL
+    assert maxdiff(cache["hook_full_embed"], ref.hidden_states[0]) <= TOL
+    for l in range(WIDE["num_hidden_layers"]):  # TransformerLens's BERT meanings (HookedEncoder)
+        b = f"blocks.{l}"
+        assert maxdiff(cache[f"{b}.hook_resid_mid"], cache[f"{b}.hook_resid_pre"] + cache[f"{b}.hook_attn_out"]) <= TOL
+        ln1 = hf.base_model.encoder.layer[l].attention.output.LayerNorm
+        y = ln1(cache[f"{b}.hook_resid_mid"])
+        assert maxdiff(cache[f"{b}.ln1.hook_normalized"] * ln1.weight + ln1.bias, y) <= TOL
+        assert maxdiff(cache[f"{b}.hook_resid_post"], y + cache[f"{b}.hook_mlp_out"]) <= TOL
+        assert maxdiff(cache[f"{b}.hook_normalized_resid_post"], ref.hidden_states[l + 1]) <= TOL
+        r = cache[f"{b}.hook_resid_post"]
+        assert maxdiff(cache[f"{b}.ln2.hook_scale"], (r.var(-1, unbiased=False, keepdim=True) + 1e-12).sqrt()) <= TOL
+    emb = hf.base_model.embeddings
+    parts = cache["embed.hook_embed"] + cache["embed.hook_pos_embed"] + cache["embed.hook_token_type_embed"]
+    assert maxdiff(emb.LayerNorm(parts), cache["hook_full_embed"]) <= TOL
+    assert maxdiff(cache["embed.hook_embed"], emb.word_embeddings(ids)) == 0.0
     W_O = hf.base_model.encoder.layer[1].attention.output.dense  # base_model: the BertModel
     z = cache["blocks.1.attn.hook_z"]
     assert maxdiff(W_O(z.flatten(2)), cache["blocks.1.hook_attn_out"]) <= TOL
@@ -253,7 +278,10 @@ def test_pattern_matches_hf_attentions(models):
 
 # ---------------------------------------------------------------------- writes take effect
 WRITE_SITES = [
-    "hook_embed", "blocks.{l}.hook_resid_pre", "blocks.{l}.attn.hook_q", "blocks.{l}.attn.hook_k",
+    "embed.hook_embed", "embed.hook_pos_embed", "embed.hook_token_type_embed", "embed.ln.hook_scale",
+    "embed.ln.hook_normalized", "hook_full_embed", "blocks.{l}.hook_resid_pre", "blocks.{l}.ln1.hook_scale",
+    "blocks.{l}.ln1.hook_normalized", "blocks.{l}.ln2.hook_scale", "blocks.{l}.ln2.hook_normalized",
+    "blocks.{l}.hook_normalized_resid_post", "blocks.{l}.attn.hook_q", "blocks.{l}.attn.hook_k",
     "blocks.{l}.attn.hook_v", "blocks.{l}.attn.hook_attn_scores", "blocks.{l}.attn.hook_pattern",
     "blocks.{l}.attn.hook_z", "blocks.{l}.hook_attn_out", "blocks.{l}.hook_resid_mid",
     "blocks.{l}.mlp.hook_pre", "blocks.{l}.mlp.hook_post", "blocks.{l}.hook_mlp_out",

@@ -24,7 +24,7 @@ def test_stop_at_layer_counts_from_the_end_like_transformer_lens():
     model = HookedBert(_hf())
     _, cache = model.run_with_cache(IDS, MASK)
     for stop, name in ((-1, "blocks.2.hook_resid_pre"), (-3, "blocks.0.hook_resid_pre"), (1, "blocks.1.hook_resid_pre"),
-                       (0, "hook_embed"), (3, "blocks.2.hook_resid_post")):
+                       (0, "hook_full_embed"), (3, "blocks.2.hook_normalized_resid_post")):
         # (caching every hook runs attention eagerly: equal up to float rounding)
         torch.testing.assert_close(model(IDS, MASK, stop_at_layer=stop), cache[name], rtol=0, atol=1e-6)
     for bad in (4, -4, 1.5, True):

@@ -34,7 +34,8 @@ def test_weights_reproduce_the_hooked_activations(kind):
         z = c[f"blocks.{l}.attn.hook_z"]
         attn_out = einsum(z, blk.attn.W_O, "b p h e, h e d -> b p d") + blk.attn.b_O
         torch.testing.assert_close(attn_out, c[f"blocks.{l}.hook_attn_out"], **close)
-        pre = c[f"blocks.{l}.hook_resid_mid"] @ blk.mlp.W_in + blk.mlp.b_in
+        y = c[f"blocks.{l}.ln1.hook_normalized"] * blk.ln1.w + blk.ln1.b
+        pre = y @ blk.mlp.W_in + blk.mlp.b_in
         torch.testing.assert_close(pre, c[f"blocks.{l}.mlp.hook_pre"], **close)
         out = c[f"blocks.{l}.mlp.hook_post"] @ blk.mlp.W_out + blk.mlp.b_out
         torch.testing.assert_close(out, c[f"blocks.{l}.hook_mlp_out"], **close)
@@ -45,7 +46,7 @@ def test_weights_reproduce_the_hooked_activations(kind):
     # embeddings and readout
     emb = m.bert.embeddings
     raw = m.W_E[IDS] + m.W_pos[: IDS.shape[1]] + m.W_token_type[torch.zeros_like(IDS)]
-    torch.testing.assert_close(emb.LayerNorm(raw), c["hook_embed"], **close)
+    torch.testing.assert_close(emb.LayerNorm(raw), c["hook_full_embed"], **close)
     logits = m(IDS, MASK)
     torch.testing.assert_close(c["readout.hook_in"] @ m.W_U + m.b_U, logits, **close)
 
