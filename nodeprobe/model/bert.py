@@ -72,6 +72,7 @@ from transformer_lens.hook_points import HookPoint
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.model.weights import AttentionWeights, MLPWeights, ModelWeights
 from nodeprobe.model.config import HookedBertConfig
+from nodeprobe.model.tl_surface import RETURN_TYPES, TransformerLensSurface
 from nodeprobe.model.names import (ROOT, AttnHookPoints, BlockHookPoints, EmbedHookPoints, LNHookPoints, MLMHeadHookPoints,
                                    ReadoutHookPoints, UnembedHookPoints, add_hook_points, check_hook_names, has_hooks)
 
@@ -335,7 +336,7 @@ class Readout(ReadoutHookPoints):
     """Holds ``readout.hook_in``: the vector entering the final linear map (METHODS §1)."""
 
 
-class HookedBert(HookedRootModule, ModelWeights):
+class HookedBert(TransformerLensSurface, HookedRootModule, ModelWeights):
     """A hooked BERT (masked LM, sequence classifier, or bare encoder) with TL-style hook names.
 
     ``forward`` returns the same numbers as the wrapped Hugging Face model (max |Δ| ≤ 1e-5 in fp32),
@@ -352,7 +353,7 @@ class HookedBert(HookedRootModule, ModelWeights):
         (torch.Size([1, 4, 50]), torch.Size([1, 4, 4, 4]))
     """
 
-    def __init__(self, hf_model: nn.Module, kind: Kind | None = None):
+    def __init__(self, hf_model: nn.Module, kind: Kind | None = None, tokenizer=None):
         super().__init__()
         arch = type(hf_model).__name__
         if kind is None:
@@ -361,6 +362,7 @@ class HookedBert(HookedRootModule, ModelWeights):
                 raise NodeprobeError(f"model class {arch}: expected one of {', '.join(ARCH_KIND)}")
         self.hf = hf_model
         self.kind = kind
+        self.tokenizer = tokenizer
         # the encoder inside ``hf``: not registered a second time (state_dict lists each weight once)
         object.__setattr__(self, "bert", hf_model if arch == "BertModel" else hf_model.bert)
         param = next(hf_model.parameters())
@@ -446,7 +448,7 @@ class HookedBert(HookedRootModule, ModelWeights):
 
     def forward(
         self,
-        input_ids: Int[Tensor, "B P"] | None = None,
+        input_ids: Int[Tensor, "B P"] | str | list[str] | None = None,
         attention_mask: Int[Tensor, "B P"] | None = None,
         token_type_ids: Int[Tensor, "B P"] | None = None,
         *,
@@ -455,13 +457,29 @@ class HookedBert(HookedRootModule, ModelWeights):
         residual: Float[Tensor, "B P D"] | None = None,
         stop_at_layer: int | None = None,
         readout_rows: bool = False,
-    ) -> Tensor:
+        return_type: str | None = "logits",
+        labels: Tensor | None = None,
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+        one_zero_attention_mask: Int[Tensor, "B P"] | None = None,
+    ):
         """Run the model.
 
         Args:
-            input_ids: token ids ``[B, P]`` (omit when resuming from ``residual``).
-            attention_mask: 1 for real tokens, 0 for padding ``[B, P]``.
+            input_ids: token ids ``[B, P]`` (omit when resuming from ``residual``), or a string
+                or list of strings (tokenized with :attr:`tokenizer`; the mask and token types
+                come from it).
+            attention_mask: 1 for real tokens, 0 for padding ``[B, P]``.  When omitted and the
+                model has a tokenizer, it is built from the pad token (as TransformerLens does);
+                without a tokenizer every position is attended (as Hugging Face does).
+                ``one_zero_attention_mask`` is HookedEncoder's name for it.
             token_type_ids: segment ids ``[B, P]`` (default zeros, as HF).
+            return_type: ``"logits"`` (default), ``"loss"`` (cross-entropy against ``labels``),
+                ``"both"`` (``(logits, loss)``) or ``None``.
+            labels: for the loss: MLM ``[B, P]`` token ids with −100 where no loss is taken (HF's
+                convention; ``[n]`` with ``positions``), classifier ``[B]`` label ids.
+            prepend_bos, padding_side: accepted for TransformerLens/SAELens callers; [CLS] is
+                always there and BERT pads on the right (see :meth:`to_tokens`).
             positions: MLM only: a bool mask ``[B, P]`` or a pair of index tensors ``(b, p)``;
                 decode only these positions and return ``[n, V]`` (the cheap path for
                 training and evaluation: METHODS §0 computes loss only at modified positions).
@@ -484,6 +502,47 @@ class HookedBert(HookedRootModule, ModelWeights):
             >>> resid = model(ids, stop_at_layer=3)                   # doctest: +SKIP
             >>> out = model(start_at_layer=3, residual=resid, attention_mask=mask)  # doctest: +SKIP
         """
+        if return_type not in RETURN_TYPES:
+            raise NodeprobeError(f"return_type={return_type!r}: expected one of 'logits', 'loss', 'both', None")
+        if padding_side not in (None, "right"):
+            raise NodeprobeError(f"padding_side={padding_side!r}: BERT pads on the right (allowed: 'right', None)")
+        if attention_mask is None:
+            attention_mask = one_zero_attention_mask
+        if isinstance(input_ids, (str, list, tuple)):
+            input_ids, types, mask = self.tokenize(input_ids)
+            token_type_ids = types if token_type_ids is None else token_type_ids
+            attention_mask = mask if attention_mask is None else attention_mask
+        elif attention_mask is None and input_ids is not None and self.tokenizer is not None:
+            pad = getattr(self.tokenizer, "pad_token_id", None)
+            if pad is not None and bool((input_ids == pad).any()):
+                attention_mask = (input_ids != pad).long()
+        out = self._run(input_ids, attention_mask, token_type_ids, positions, start_at_layer, residual,
+                        stop_at_layer, readout_rows)
+        if stop_at_layer is not None or return_type == "logits":
+            return out
+        if return_type is None:
+            return None
+        loss = self.loss(out, labels, positions)
+        return loss if return_type == "loss" else (out, loss)
+
+    def loss(self, logits: Tensor, labels: Tensor | None, positions: Tensor | None = None) -> Tensor:
+        """Mean cross-entropy of ``logits`` against ``labels`` (−100 ignored), the loss HF computes."""
+        if labels is None:
+            raise NodeprobeError("return_type='loss' needs labels= (MLM: [B, P] ids with -100 where no "
+                                 "loss is taken; classifier: [B] label ids)")
+        if self.kind == "base":
+            raise NodeprobeError("return_type='loss': a bare encoder has no output head to take a loss of")
+        labels = labels.to(logits.device)
+        if self.kind == "mlm" and positions is not None and labels.dim() == 2 and logits.dim() == 2:
+            labels = labels[positions]
+        if labels.shape != logits.shape[:-1]:
+            raise NodeprobeError(f"labels shape {tuple(labels.shape)}: expected {tuple(logits.shape[:-1])} "
+                                 "(one label per logit row)")
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).long(),
+                               ignore_index=-100)
+
+    def _run(self, input_ids, attention_mask, token_type_ids, positions, start_at_layer, residual,
+             stop_at_layer, readout_rows) -> Tensor:
         dtype = next(self.hf.parameters()).dtype
         if start_at_layer is None:
             if input_ids is None:

