@@ -25,25 +25,28 @@ Building a bridge offline (TransformerLens 4.3)::
     # you also want a HookedBert on it):
     bridge = TransformerBridge.boot_transformers("any-name", hf_model=hf, tokenizer=tok, device="cpu")
 
-Both force eager attention on the HF model.  Bridge hook names that matter here (checked in
-tests/test_hooks.py):
+Both force eager attention on the HF model.  Bridge hook names that matter here (the full
+table, row by row tested, is in the README and tests/test_bridge_table.py):
 
-=====================================  ======================================  ====================
-bridge                                 nodeprobe (HookedBert / attach)         shape
-=====================================  ======================================  ====================
-``blocks.{l}.attn.hook_z``             ``blocks.{l}.attn.hook_z``              ``[B, P, H, Dh]``
-``blocks.{l}.attn.hook_q|k|v``         same                                    ``[B, P, H, Dh]``
-``blocks.{l}.attn.hook_pattern``       same                                    ``[B, H, P, P]``
-``hook_embed``, ``blocks.{l}.hook_resid_pre|post``, ``mlp.hook_pre|post``, ``hook_mlp_out``: same
-``blocks.{l}.attn.o.hook_out``         ``blocks.{l}.hook_attn_out``            ``[B, P, D]``
-``blocks.{l}.attn.hook_out``           ``blocks.{l}.hook_resid_mid``           ``[B, P, D]``
-``ln_final.hook_out``                  ``readout.hook_in`` (MLM)               ``[B, P, D]``
-=====================================  ======================================  ====================
+=====================================  ===========================================  ====================
+bridge                                 nodeprobe (HookedBert / attach)              shape
+=====================================  ===========================================  ====================
+``blocks.{l}.attn.hook_z``             ``blocks.{l}.attn.hook_z``                   ``[B, P, H, Dh]``
+``blocks.{l}.attn.hook_q|k|v``         same                                         ``[B, P, H, Dh]``
+``blocks.{l}.attn.hook_pattern``       same                                         ``[B, H, P, P]``
+``blocks.{l}.hook_resid_pre``, ``mlp.hook_pre|post``, ``hook_mlp_out``: same
+``hook_embed``                         ``hook_full_embed``                          ``[B, P, D]``
+``blocks.{l}.attn.o.hook_out``         ``blocks.{l}.hook_attn_out``                 ``[B, P, D]``
+``blocks.{l}.hook_resid_mid``          ``blocks.{l}.hook_resid_post``               ``[B, P, D]``
+``blocks.{l}.hook_resid_post``         ``blocks.{l}.hook_normalized_resid_post``    ``[B, P, D]``
+``ln_final.hook_out``                  ``readout.hook_in`` (MLM)                    ``[B, P, D]``
+=====================================  ===========================================  ====================
 
-Caveats: the bridge's ``blocks.{l}.hook_attn_out`` is the *post-LayerNorm* attention sub-layer
-output (nodeprobe's ``hook_resid_mid``), its ``hook_resid_mid`` is the pre-LayerNorm sum of the MLP
-sub-layer, and its ``hook_attn_scores`` carries softmaxed weights for BERT — use
-``hook_pattern``.  ``hook_z`` is an alias of ``blocks.{l}.attn.o.hook_in``; hook functions receive
+Caveats: nodeprobe's hook names mean what they mean in TransformerLens's own BERT
+(``HookedEncoder``); the bridge's ``blocks.{l}.hook_attn_out`` is the *post-LayerNorm* attention
+sub-layer output LN1(x + a), its ``hook_resid_mid`` is LN1(x + a) + m, and its ``hook_attn_scores``
+carries softmaxed weights for BERT — use ``hook_pattern``; pattern edits are discarded by it.
+``hook_z`` is an alias of ``blocks.{l}.attn.o.hook_in``; hook functions receive
 the canonical HookPoint, so ``hook.name`` reads ``...attn.o.hook_in`` (``SiteCache`` binds names
 itself and is unaffected).
 """
