@@ -75,3 +75,39 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         os.replace(final_p, old)
     os.replace(tmp, final_p)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _real(path: str | os.PathLike) -> Path:
+    return Path(path).expanduser().resolve(strict=False)
+
+
+def check_disjoint(outputs: dict[str, str | os.PathLike | None], inputs: dict[str, str | os.PathLike | None],
+                   role: str = "input") -> None:
+    """Refuse an output that is, contains, or sits inside an input (an output never overwrites an
+    input).  Keys name the parameters (``out``, ``--json`` …) as the caller says them; ``None``
+    values are skipped; symlinks and ``..`` are resolved first.  ``role="output"`` checks two sets of
+    outputs against each other (a report's ``--json`` inside the ``--cache`` it writes).
+
+    Example:
+        >>> check_disjoint({"json": "run/final/config.json"}, {"model": "run/final"})
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: json=run/final/config.json: is inside the input model=run/final; an output never overwrites an input (choose another path)
+        >>> check_disjoint({"out": "runs/ft"}, {"model": "runs/pt/final"})
+    """
+    from nodeprobe.errors import NodeprobeError
+
+    ins = [(k, v, _real(v)) for k, v in inputs.items() if v is not None]
+    for name, out in outputs.items():
+        if out is None:
+            continue
+        o = _real(out)
+        for iname, given, i in ins:
+            how = ("is" if o == i else "is inside" if i in o.parents else "contains" if o in i.parents else None)
+            if how:
+                sep = " " if name.startswith("-") else "="
+                isep = " " if iname.startswith("-") else "="
+                why = ("an output never overwrites an input" if role == "input"
+                       else "outputs must not overlap")
+                raise NodeprobeError(f"{name}{sep}{out}: {how} the {role} {iname}{isep}{given}; {why} "
+                                     "(choose another path)")

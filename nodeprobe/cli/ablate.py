@@ -49,7 +49,7 @@ def ablate(
     check_common(task, model, json_path, plot, data=data, device=device, mode=mode, limit=limit, top=top,
                  batch_size=batch_size)
     _check_head_choice(layer, head, all_heads)
-    model = resolve_model(model, task)
+    model = resolve_model(model, task, io=dict(json_path=json_path, plot=plot, data=data))
     from nodeprobe.data.eval_sets import load_eval_set
     from nodeprobe.render.jsonio import write_report
     from nodeprobe.render.tables import render_ablation, render_sweep

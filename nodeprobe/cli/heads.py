@@ -18,7 +18,7 @@ import typer
 
 from nodeprobe.cli.options import (
     DataOpt, DeviceOpt, HeadsModelOpt, HeadsTaskOpt, JsonOpt, MaxLenOpt, PlotOpt, TrackSeedOpt, check_common, check_index,
-    check_paths, check_positive, load_for_task, resolve_model, trust_pickle,
+    check_io, check_paths, check_positive, load_for_task, resolve_model, trust_pickle,
 )
 from nodeprobe.errors import NodeprobeError
 
@@ -55,7 +55,7 @@ def _texts(text: Optional[str], text_file: Optional[Path], max_texts: int) -> li
 
 
 def _study_inputs(ctx: typer.Context, model: Optional[str], task: Optional[str], device: str, layer, head,
-                  text, text_file, max_texts: int, json_path: Optional[Path]):
+                  text, text_file, max_texts: int, json_path: Optional[Path], plot: Optional[Path] = None):
     """``(model name, HookedBert, tokenizer, texts)`` of ``similarity``/``segment``: options checked
     (cheap ones first), the model loaded (``--task``: that head; none: whatever head the checkpoint
     has), ``--layer``/``--head`` checked against it."""
@@ -63,8 +63,9 @@ def _study_inputs(ctx: typer.Context, model: Optional[str], task: Optional[str],
     if (layer is None) != (head is None):
         raise NodeprobeError("give --layer and --head together")
     check_index(layer=layer, head=head)
+    check_io(model, json_path, plot, text=text_file)
     texts = _texts(text, text_file, max_texts)
-    model = resolve_model(model, task)
+    model = resolve_model(model, task, io=dict(json_path=json_path, plot=plot, text=text_file))
     m, tok = load_for_task(model, task, device, trust_pickle(ctx))
     if layer is not None:
         m.spec.check_layer(layer)
@@ -94,7 +95,7 @@ def similarity(
 ):
     """Attention to separators and context similarity of every head (heat map of one head with --layer/--head)."""
     check_positive(max_show=max_show)
-    model, m, tok, texts = _study_inputs(ctx, model, task, device, layer, head, text, text_file, max_texts, json_path)
+    model, m, tok, texts = _study_inputs(ctx, model, task, device, layer, head, text, text_file, max_texts, json_path, plot)
     from nodeprobe.render import figures
     from nodeprobe.render.heads_view import render_similarity
     from nodeprobe.render.jsonio import write_report
@@ -171,9 +172,11 @@ def track(
 ):
     """Order parameters (accuracy, ⟨APT⟩, |Λ|, coverage, Jaccard of nodes and heads) at every snapshot; resumable."""
     check_common(task, None, json_path, plot, data=data, device=device, max_items=max_items,
-                 batch_size=batch_size)
+                 batch_size=batch_size, outputs={"--out": out})
     check_paths("--run", *run)
     check_paths("--text-file", text_file)
+    for r in run:  # the snapshots are inputs; --out may sit inside a run folder (the default does)
+        check_io(str(r), json_path, plot, text=text_file)
     from nodeprobe.data.tasks import data_root
     from nodeprobe.data.tokenizer import load_tokenizer
     from nodeprobe.render import figures

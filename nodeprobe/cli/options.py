@@ -219,12 +219,33 @@ def check_device(device: str | None) -> None:
         raise NodeprobeError(f"--device {device}: expected cpu, cuda or cuda:N")
 
 
+def check_io(model: str | None = None, json_path: Path | None = None, plot: Path | None = None, data=None,
+             text=None, outputs: dict | None = None) -> None:
+    """No output (``--json``, ``--plot`` and the command's ``outputs``, e.g. ``{"--out": out}``) may
+    be, contain, or sit inside an input (``--model`` when it is a folder, ``--data``, ``--text-file``).
+
+    Example:
+        >>> check_io("/tmp", Path("/tmp/config.json"))
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --json /tmp/config.json: is inside the input --model /tmp; an output never overwrites an input (choose another path)
+    """
+    from nodeprobe.io import check_disjoint
+
+    is_dir = model is not None and Path(str(model)).expanduser().exists()
+    text_file = text if text is not None and Path(str(text)).expanduser().is_file() else None
+    check_disjoint({"--json": json_path, "--plot": plot, **(outputs or {})},
+                   {"--model": model if is_dir else None, "--data": data, "--text-file": text_file})
+    check_disjoint({"--json": json_path, "--plot": plot}, outputs or {}, role="output")
+
+
 def check_common(task: str | None = None, model: str | None = None, json_path: Path | None = None,
                  plot: Path | None = None, *, data=None, device: str | None = None, mode: str | None = None,
-                 text=None, learned: tuple | None = None, **positive) -> None:
+                 text=None, learned: tuple | None = None, outputs: dict | None = None, **positive) -> None:
     """The checks a command starts with, cheapest first: ``--task``, ``--mode``, ``--device``, the
     ``positive`` integers, the output paths, the ``--model`` and ``--data`` paths (none imports
-    torch), then ``--text-file`` and the learned-set thresholds ``learned = (tau_recall, tau_lift,
+    torch), that no output overwrites an input (:func:`check_io`; ``outputs`` are the command's
+    other output flags, ``{"--out": out}``), then ``--text-file`` and the learned-set thresholds ``learned = (tau_recall, tau_lift,
     min_count)`` (library checks).
 
     Example:
@@ -241,6 +262,7 @@ def check_common(task: str | None = None, model: str | None = None, json_path: P
     check_outputs(json_path, plot)
     check_model_path(model)
     check_paths("--data", data)
+    check_io(model, json_path, plot, data, text, outputs)
     if text is not None:
         check_text(text, task)
     if learned is not None:
@@ -250,9 +272,10 @@ def check_common(task: str | None = None, model: str | None = None, json_path: P
 
 
 # ---------------------------------------------------------------------- model defaults and loading
-def resolve_model(model: str | None, task: str | None, runs_dir: str | Path = "runs") -> str:
+def resolve_model(model: str | None, task: str | None, runs_dir: str | Path = "runs", io: dict | None = None) -> str:
     """``--model``, else the newest fitting model of ``nodeprobe reproduce`` under ``./runs``
-    (printed as one line), else a one-line error saying how to get one.
+    (printed as one line), else a one-line error saying how to get one.  ``io``: the command's
+    :func:`check_io` arguments, checked again against the model found.
 
     Example:
         >>> resolve_model("minilm", "fewrel")
@@ -269,6 +292,7 @@ def resolve_model(model: str | None, task: str | None, runs_dir: str | Path = "r
         how = ("run `nodeprobe reproduce --preset smoke` first (it trains one)" if stage_of(task) is not None
                else "`nodeprobe reproduce` trains none")
         raise NodeprobeError(f"no --model given and no {what} under ./{Path(runs_dir)}: {how}, or give --model DIR")
+    check_io(str(found), **(io or {}))
     typer.echo(f"nodeprobe: --model {found} (the {what} of the newest `nodeprobe reproduce` run; "
                f"--model DIR for another)")
     return str(found)

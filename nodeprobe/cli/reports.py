@@ -85,13 +85,14 @@ def cache(
 ):
     """Run the model once and cache the chosen sites (readout, z, resid) for every report."""
     check_choice("--dtype", dtype, ("float32", "float16", "bfloat16"))
+    io = dict(json_path=json_path, data=data, text=text, outputs={"--out": out})
     check_common(task, model, json_path, data=data, device=device, text=text, limit=limit, batch_size=batch_size,
-                 shard_batches=shard_batches)
+                 shard_batches=shard_batches, outputs=io["outputs"])
     from nodeprobe.cache import parse_sites
     from nodeprobe.render.views import render_cache
 
     want = parse_sites(sites)
-    model = resolve_model(model, task)
+    model = resolve_model(model, task, io=io)
     _, _, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, out, rebuild, want,
                                       trust_pickle(ctx), text=text, shard_batches=shard_batches, dtype=dtype)
     info = reader.describe()
@@ -126,7 +127,8 @@ def specialization(
     plot: Optional[Path] = PlotOpt,
 ):
     """Per-node or per-head accuracy, outputs, learned classes Λ, SNR, and the symmetry summary."""
-    check_common(task, model, json_path, plot, data=data, device=device, mode=mode, text=text,
+    io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
+    check_common(task, model, json_path, plot, outputs=io["outputs"], data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), limit=limit, top=top, batch_size=batch_size)
     from nodeprobe.render.views import render_specialization
     from nodeprobe.studies.specialization import parse_unit, resolve_specialization, specialization_report
@@ -140,7 +142,7 @@ def specialization(
         if unit is not None:
             parse_unit(level, unit, m.spec.n_layers, m.spec.n_heads, m.spec.d_model)
 
-    model = resolve_model(model, task)
+    model = resolve_model(model, task, io=io)
     sites = ("readout", "resid") if the_site == "resid" else ("readout",)
     m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild, sites,
                                        trust_pickle(ctx), validate, text=text)
@@ -181,7 +183,8 @@ def apt(
         raise NodeprobeError(f"--task {task}: APT is a masked-LM metric; use --task mlm")
     if not 0.0 < cluster_threshold <= 1.0:
         raise NodeprobeError(f"--cluster-threshold {cluster_threshold}: expected a number in (0, 1]")
-    check_common(task, model, json_path, plot, data=data, device=device, text=text, min_count=min_count, bins=bins,
+    io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
+    check_common(task, model, json_path, plot, outputs=io["outputs"], data=data, device=device, text=text, min_count=min_count, bins=bins,
                  probe_epochs=probe_epochs, limit=limit, top=top, batch_size=batch_size)
     ps = _probe(probe_fraction, probe_epochs, seed)
     from nodeprobe.render.views import render_apt
@@ -189,7 +192,7 @@ def apt(
     from nodeprobe.data.corpus import PretrainData
 
     trust = trust_pickle(ctx)
-    model = resolve_model(model, task)
+    model = resolve_model(model, task, io=io)
     loaded = load_for_task(model, task, device, trust)  # a bad model fails before the corpus is read
     corpus = PretrainData.load(data, None, min(128, loaded[0].spec.max_len))
     m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
@@ -225,13 +228,14 @@ def cooperation(
     plot: Optional[Path] = PlotOpt,
 ):
     """Cooperation gain and crossover of random readout node sets (METHODS §5)."""
-    check_common(task, model, json_path, plot, data=data, device=device, mode=mode, text=text,
+    io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
+    check_common(task, model, json_path, plot, outputs=io["outputs"], data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), R=R, limit=limit, batch_size=batch_size)
     from nodeprobe.render.views import render_cooperation
     from nodeprobe.studies.cooperation import cooperation_report, parse_grid
 
     g = parse_grid(grid)
-    model = resolve_model(model, task)
+    model = resolve_model(model, task, io=io)
     m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
                                        ("readout",), trust_pickle(ctx), text=text)
     rep = cooperation_report(reader, mode=mode, R=R, seed=seed, grid=g, tau_recall=tau_recall, tau_lift=tau_lift,
@@ -271,7 +275,8 @@ def hull(
     """Convex-hull bound (METHODS §6): reachable classes, UB, achieved accuracy and efficiency."""
     if unit is not None and n != 1:
         raise NodeprobeError("--unit needs --n 1 (it picks one single node)")
-    check_common(task, model, json_path, plot, data=data, device=device, mode=mode, text=text,
+    io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
+    check_common(task, model, json_path, plot, outputs=io["outputs"], data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), R=R, max_lp=max_lp, limit=limit, top=top,
                  batch_size=batch_size)
     from nodeprobe.render.views import render_hull
@@ -287,7 +292,7 @@ def hull(
         if unit is not None and not 0 <= unit < m.spec.d_model:
             raise NodeprobeError(f"--unit {unit}: the readout has nodes 0–{m.spec.d_model - 1}")
 
-    model = resolve_model(model, task)
+    model = resolve_model(model, task, io=io)
     m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
                                        ("readout",), trust_pickle(ctx), validate, text=text)
     rep = hull_report(reader, nodes=nodes, n=n, R=R, seed=seed, mode=mode, top=top, max_lp=max_lp,
@@ -318,13 +323,14 @@ def blocks(
     plot: Optional[Path] = PlotOpt,
 ):
     """Accuracy along blocks (0 = embeddings): logit lens and a seeded linear probe."""
-    check_common(task, model, json_path, plot, data=data, device=device, text=text, probe_epochs=probe_epochs,
+    io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
+    check_common(task, model, json_path, plot, outputs=io["outputs"], data=data, device=device, text=text, probe_epochs=probe_epochs,
                  limit=limit, batch_size=batch_size)
     ps = _probe(probe_fraction, probe_epochs, seed)
     from nodeprobe.render.views import render_blocks
     from nodeprobe.studies.blocks import blocks_report
 
-    model = resolve_model(model, task)
+    model = resolve_model(model, task, io=io)
     m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
                                        ("readout", "resid"), trust_pickle(ctx), text=text)
     rep = blocks_report(reader, m, probe=ps if probe else None, device=device, progress=True)

@@ -27,7 +27,7 @@ def reproduce(
     from nodeprobe.train.presets import get_preset
 
     get_preset(preset)  # an unknown preset, a bad device or data path fail before anything heavy is imported
-    check_common(data=data, device=device)
+    check_common(data=data, device=device, outputs={"--runs": runs, "--reports": reports})
     from nodeprobe.pipeline import reproduce as run
 
     run(preset, runs_dir=runs, reports_dir=reports, data_dir=data, seed=seed, device=device, minilm=minilm)

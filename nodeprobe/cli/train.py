@@ -68,7 +68,7 @@ def pretrain(
     size = custom_size(p.model, n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_ff=d_ff)
     settings = replace(p.pretrain, **{k: v for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size).items() if v is not None})
     check_common(json_path=json_path, data=data, device=device, epochs=epochs, batch_size=batch_size,
-                 max_steps=max_steps)
+                 max_steps=max_steps, outputs={"--out": out})
     check_no_contradiction(resume, overwrite)
     if lr is not None and not lr > 0:
         raise NodeprobeError(f"--lr {lr}: expected a positive learning rate")
@@ -105,7 +105,7 @@ def finetune(
     from nodeprobe.train.presets import get_preset
 
     check_common(task, model, json_path, data=data, device=device, epochs=epochs, batch_size=batch_size,
-                 n_train=n_train, n_test=n_test)
+                 n_train=n_train, n_test=n_test, outputs={"--out": out})
     check_no_contradiction(resume, overwrite)
     check_choice("--precision", precision, PRECISIONS)
     p = get_preset(preset)

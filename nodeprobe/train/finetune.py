@@ -69,6 +69,10 @@ def finetune(
     check_task(task)
     if task == "mlm":
         raise NodeprobeError("task=mlm: fine-tuning is for fewrel or dbpedia; use `nodeprobe pretrain` for MLM")
+    if model is not None and Path(str(model)).expanduser().exists():
+        from nodeprobe.io import check_disjoint
+
+        check_disjoint({"out_dir": out_dir}, {"model": model})  # --overwrite must never delete the model
     dev = resolve_device(device)
     src, tok, base_cfg = _source(model)
     max_len = min(128, base_cfg.max_position_embeddings)

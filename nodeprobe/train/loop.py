@@ -143,12 +143,25 @@ def load_checkpoint(out_dir: Path, hf_model, optimizer, scheduler, run_fp: str) 
     return Progress(step=state["step"], epoch=state["epoch"], tokens=state["tokens"], seconds=state["seconds"])
 
 
+def _is_run_folder(marker: Path) -> bool:
+    """Whether ``marker`` (a folder's ``run.json``) is the record nodeprobe writes for a run."""
+    try:
+        return isinstance(json.loads(marker.read_text()).get("fingerprint"), str)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -> None:
     """Refuse an output directory that holds another run unless ``--resume`` or ``--overwrite``."""
     out_dir = Path(out_dir)
     marker = out_dir / "run.json"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NodeprobeError(f"out={out_dir}: is a file; give a folder")
     if out_dir.exists() and any(out_dir.iterdir()):
         if overwrite:
+            if not _is_run_folder(marker):  # never delete what nodeprobe did not write
+                raise NodeprobeError(f"out={out_dir}: holds files that are not a nodeprobe run (no run.json with "
+                                     "a fingerprint); `overwrite` only replaces a run folder — choose another out")
             shutil.rmtree(out_dir)
         elif not resume:
             raise NodeprobeError(

@@ -218,6 +218,28 @@ CASES = [
     P(["track", "--run", "{tmp}/norun", "--seed", "-1"], "--seed -1:", None, id="track-seed-negative"),
     P(["reproduce", "--seed", "-2", "--runs", "{tmp}/runs", "--reports", "{tmp}/reports"], "--seed -2:", None,
       id="reproduce-seed-negative"),
+    # an output never overwrites an input (issue 15, class 1): is, contains or sits inside it
+    P(AB + ["--all", "--json", "{cls}/config.json"], "--json {cls}/config.json: is inside the input --model {cls}",
+      None, id="ablate-json-is-the-models-config"),
+    P(["hull", "--model", "{cls}", "--data", "{shared}", "--json", "{cls}/config.json"],
+      "--json {cls}/config.json: is inside the input --model", None, id="hull-json-is-the-models-config"),
+    P(["specialization", "--model", "{cls}", "--data", "{shared}", "--cache", "{cls}/cache"],
+      "--cache {cls}/cache: is inside the input --model", None, id="specialization-cache-inside-model"),
+    P(["specialization", "--model", "{cls}", "--data", "{shared}", "--cache", "{tmp}/c", "--json", "{tmp}/c/s.json"],
+      "--json {tmp}/c/s.json: is inside the output --cache {tmp}/c", None, id="specialization-json-inside-its-cache"),
+    P(["cache", "--model", "{cls}", "--data", "{shared}", "--limit", "16", "--out", "{cls}"],
+      "--out {cls}: is the input --model {cls}", None, id="cache-out-is-the-model"),
+    P(PT + TINY + ["--out", "{data}"], "--out {data}: is the input --data", None, id="pretrain-out-is-the-data"),
+    P(["pretrain", "--preset", "smoke", "--data", "{data}", "--out", "{data}/run"] + TINY,
+      "--out {data}/run: is inside the input --data", None, id="pretrain-out-inside-the-data"),
+    P(FT + ["--json", "{shared}/x.json"], "--json {shared}/x.json: is inside the input --data", None,
+      id="finetune-json-inside-the-data"),
+    P(["reproduce", "--data", "{data}", "--runs", "{data}/runs", "--reports", "{tmp}/reports"],
+      "--runs {data}/runs: is inside the input --data", None, id="reproduce-runs-inside-the-data"),
+    P(SIM + ["--model", "{mlm}", "--json", "{mlm}/sim.json"], "--json {mlm}/sim.json: is inside the input --model",
+      None, id="similarity-json-inside-model"),
+    P(["track", "--run", "{cls}", "--json", "{cls}/t.json"], "--json {cls}/t.json: is inside the input --model",
+      None, id="track-json-inside-a-run"),
     # a name=value inside a value (a Hive-style parquet folder) is not taken for a parameter
     P(CAT + ["--text-file", "{tmp}/seed=1/part"], "--text-file {tmp}/seed=1/part: not found", None,
       id="cache-text-file-with-key-value-folder"),
@@ -243,6 +265,7 @@ def test_bad_input(args, msg, setup, fx, tmp_path, capsys, monkeypatch):
     subs["tmp"] = str(tmp_path)
     argv = [a.format(**subs) for a in args]
     json_path = argv[argv.index("--json") + 1] if "--json" in argv else None
+    json_before = open(json_path, "rb").read() if json_path is not None and os.path.isfile(json_path) else None
     before = _listing(tmp_path)
     capsys.readouterr()
     rc = main(argv)
@@ -253,5 +276,50 @@ def test_bad_input(args, msg, setup, fx, tmp_path, capsys, monkeypatch):
     assert len(lines) == 1 and lines[0].startswith("nodeprobe: error: "), err
     assert msg.format(**subs) in lines[0], err
     assert _listing(tmp_path) == before
-    if json_path is not None and not os.path.isdir(json_path):
+    if json_before is not None:  # an input given as --json: untouched
+        assert open(json_path, "rb").read() == json_before
+    elif json_path is not None and not os.path.isdir(json_path):
         assert not os.path.exists(json_path)
+
+
+# ---------------------------------------------------------------------- the two data-loss regressions
+def _model_copy(fx, tmp_path):
+    m = tmp_path / "m"
+    shutil.copytree(fx["cls"], m)
+    return m, _listing(m), (m / "config.json").read_bytes()
+
+
+@pytest.mark.parametrize("out", ["{m}", "{tmp}"])
+def test_finetune_overwrite_never_deletes_the_model_it_reads(fx, tmp_path, capsys, monkeypatch, out):
+    """``finetune --model X --out X --overwrite`` deleted X before reading it (issue 15)."""
+    monkeypatch.chdir(tmp_path)
+    m, listing, _ = _model_copy(fx, tmp_path)
+    argv = ["finetune", "--model", str(m), "--task", "fewrel", "--data", str(fx["shared"]), "--n-train", "4",
+            "--n-test", "2", "--overwrite", "--out", out.format(m=m, tmp=tmp_path)]
+    assert main(argv) == 2
+    assert "an output never overwrites an input" in capsys.readouterr().err
+    assert _listing(m) == listing
+
+
+def test_report_json_never_overwrites_the_models_config(fx, tmp_path, capsys, monkeypatch):
+    """``hull … --json MODEL_DIR/config.json`` overwrote the model's config (issue 15)."""
+    monkeypatch.chdir(tmp_path)
+    m, listing, config = _model_copy(fx, tmp_path)
+    for cmd in ("hull", "specialization", "cooperation", "ablate"):
+        extra = ["--all"] if cmd == "ablate" else []
+        assert main([cmd, "--model", str(m), "--data", str(fx["shared"]), "--json", str(m / "config.json")] + extra) == 2
+        assert (m / "config.json").read_bytes() == config and _listing(m) == listing
+    assert "is inside the input --model" in capsys.readouterr().err
+
+
+def test_overwrite_clears_only_a_folder_nodeprobe_wrote(fx, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "thesis.tex").write_text("years of work")
+    argv = PT + TINY + ["--overwrite"]
+    argv = [a.format(data=fx["data"], tmp=tmp_path) for a in argv]
+    argv[argv.index("--out") + 1] = str(other)
+    assert main(argv) == 2
+    assert "not a nodeprobe run" in capsys.readouterr().err
+    assert (other / "thesis.tex").read_text() == "years of work"
