@@ -18,7 +18,7 @@ import typer
 
 from nodeprobe.cli.options import (
     DataOpt, DeviceOpt, HeadsModelOpt, HeadsTaskOpt, JsonOpt, MaxLenOpt, PlotOpt, TrackSeedOpt, check_common, check_index,
-    check_io, check_paths, check_positive, load_for_task, resolve_model, trust_pickle,
+    check_io, check_paths, check_positive, load_for_task, number, resolve_model, trust_pickle,
 )
 from nodeprobe.errors import NodeprobeError
 
@@ -82,10 +82,10 @@ def similarity(
     head: Optional[int] = typer.Option(None, "--head", help="Head within the block."),
     task: Optional[str] = HeadsTaskOpt,
     site: str = typer.Option("z", "--site", help="Vectors compared: z | q | k | v | qk (q_i·k_j)."),
-    q: float = typer.Option(0.99, "--q", help="High-similarity pairs: the top (1−q) of a head's pairs per text."),
+    q: float = typer.Option(0.99, "--q", callback=number("--q", 0, 1, lo_open=True, hi_open=True), help="High-similarity pairs: the top (1−q) of a head's pairs per text."),
     long_range: int = typer.Option(16, "--long-range", help="Pairs farther apart than this are long-range."),
     normalize: bool = typer.Option(False, "--normalize", help="Cosine instead of raw scalar products."),
-    threshold: float = typer.Option(0.3, "--threshold", help="Separator-focused: separator share above this."),
+    threshold: float = typer.Option(0.3, "--threshold", callback=number("--threshold", 0, 1), help="Separator-focused: separator share above this."),
     max_texts: int = typer.Option(MAX_TEXTS, "--max-texts", help="At most this many paragraphs of --text-file."),
     max_show: int = typer.Option(48, "--max-show", help="Tokens shown in the heat map."),
     max_len: Optional[int] = MaxLenOpt,
@@ -130,8 +130,8 @@ def segment(
     layer: Optional[int] = typer.Option(None, "--layer", help="Segment with this head instead of the separator-focused ones."),
     head: Optional[int] = typer.Option(None, "--head"),
     task: Optional[str] = HeadsTaskOpt,
-    threshold: float = typer.Option(0.3, "--threshold", help="Separator-focused heads: share above this."),
-    min_ratio: float = typer.Option(3.0, "--min-ratio", help="Boundary: receives ≥ this × the uniform attention."),
+    threshold: float = typer.Option(0.3, "--threshold", callback=number("--threshold", 0, 1), help="Separator-focused heads: share above this."),
+    min_ratio: float = typer.Option(3.0, "--min-ratio", callback=number("--min-ratio", 0, lo_open=True), help="Boundary: receives ≥ this × the uniform attention."),
     max_texts: int = typer.Option(8, "--max-texts", help="At most this many paragraphs of --text-file."),
     max_len: Optional[int] = MaxLenOpt,
     device: str = DeviceOpt,
@@ -160,8 +160,8 @@ def track(
     max_items: Optional[int] = typer.Option(None, "--max-items", help="Evaluate at most this many items (masked positions / sentences)."),
     heads: bool = typer.Option(True, "--heads/--no-heads", help="Also isolate every head (the slow part)."),
     mode: str = typer.Option("zero", "--mode", help="zero | mean fill for isolated nodes and heads."),
-    margin_jaccard: float = typer.Option(0.0, "--margin-jaccard", help="Breaking: Jaccard must fall by more than this."),
-    margin_size: float = typer.Option(0.0, "--margin-size", help="Breaking: mean |Λ| must rise by more than this."),
+    margin_jaccard: float = typer.Option(0.0, "--margin-jaccard", callback=number("--margin-jaccard", 0, 1), help="Breaking: Jaccard must fall by more than this."),
+    margin_size: float = typer.Option(0.0, "--margin-size", callback=number("--margin-size", 0), help="Breaking: mean |Λ| must rise by more than this."),
     empty_pairs: str = typer.Option("one", "--empty-pairs", help="Jaccard of two empty learned sets: one | exclude | zero."),
     random_init: bool = typer.Option(True, "--random-init/--no-random-init", help="Add a seeded random init as step 0 if missing."),
     batch_size: int = typer.Option(64, "--batch-size"),

@@ -45,6 +45,34 @@ def _seed(value: int) -> int:
     return value
 
 
+def number(flag: str, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+           hi_open: bool = False):
+    """A Typer callback for a float option: finite (no nan/inf) and within ``[lo, hi]`` (``lo_open``/
+    ``hi_open`` exclude an end; ``None`` = unbounded); one line naming the value and the range.
+
+    Example:
+        >>> number("--lr", 0, 10, lo_open=True)(float("nan"))
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --lr nan: expected a finite number in (0, 10]
+    """
+    left = "-∞" if lo is None else f"{lo:g}"
+    right = "∞" if hi is None else f"{hi:g}"
+    span = f"{'(' if lo_open or lo is None else '['}{left}, {right}{')' if hi_open or hi is None else ']'}"
+
+    def check(value):
+        if value is None:
+            return value
+        ok = value == value and value not in (float("inf"), float("-inf"))  # no nan, no ±inf
+        ok = ok and (lo is None or (value > lo if lo_open else value >= lo))
+        ok = ok and (hi is None or (value < hi if hi_open else value <= hi))
+        if not ok:
+            raise NodeprobeError(f"{flag} {value:g}: expected a finite number in {span}")
+        return value
+
+    return check
+
+
 SeedOpt = typer.Option(0, "--seed", callback=_seed, help="Seed of every random choice (masks, subsets, init).")
 EvalSeedOpt = typer.Option(0, "--seed", callback=_seed,
                            help="Seed of the evaluation masks / subset and of every random choice.")
@@ -58,7 +86,8 @@ TextOpt = typer.Option(
 )
 # training (pretrain, finetune)
 EpochsOpt = typer.Option(None, "--epochs")
-LrOpt = typer.Option(None, "--lr")
+LR_MAX = 10.0  # a learning rate above this diverges at once: refused as absurd
+LrOpt = typer.Option(None, "--lr", callback=number("--lr", 0, LR_MAX, lo_open=True))
 TrainBatchOpt = typer.Option(None, "--batch-size")
 # reports (cache, specialization, apt, cooperation, hull, blocks)
 LimitOpt = typer.Option(None, "--limit", help="Evaluate at most this many sentences (MLM: sequences).")
@@ -67,8 +96,8 @@ RebuildOpt = typer.Option(False, "--rebuild", help="Rebuild the cache even if a 
 TopOpt = typer.Option(10, "--top", help="Rows to show in the detail tables.")
 BatchOpt = typer.Option(64, "--batch-size", help="Evaluation batch size.")
 ModeOpt = typer.Option("zero", "--mode", help="zero | mean: what isolated-away units are set to (METHODS §2).")
-TauROpt = typer.Option(0.5, "--tau-recall", help="Learned set: recall ≥ τ_r (METHODS §3).")
-TauLOpt = typer.Option(2.0, "--tau-lift", help="Learned set: lift ≥ τ_ℓ.")
+TauROpt = typer.Option(0.5, "--tau-recall", callback=number("--tau-recall", 0, 1), help="Learned set: recall ≥ τ_r (METHODS §3).")
+TauLOpt = typer.Option(2.0, "--tau-lift", callback=number("--tau-lift", 0), help="Learned set: lift ≥ τ_ℓ.")
 MinCountOpt = typer.Option(5, "--min-count", help="Learned set: at least this many correct items.")
 ProbeEpochsOpt = typer.Option(30, "--probe-epochs")
 PROBE_HELP = "Also a seeded linear probe per block."

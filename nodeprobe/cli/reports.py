@@ -24,7 +24,8 @@ import typer
 from nodeprobe.cli.options import (
     PROBE_HELP, BatchOpt, CacheOpt, DataOpt, DeviceOpt, EvalSeedOpt, LimitOpt, MinCountOpt,
     ModeOpt, PlotOpt, ProbeEpochsOpt, RebuildOpt, ReportJsonOpt, ReportModelOpt, TaskOpt, TauLOpt, TauROpt, TextOpt,
-    TopOpt, check_choice, check_common, check_task, load_for_task, load_report_inputs, resolve_model, trust_pickle,
+    TopOpt, check_choice, check_common, check_task, load_for_task, load_report_inputs, number, resolve_model,
+    trust_pickle,
 )
 from nodeprobe.errors import NodeprobeError
 
@@ -164,9 +165,9 @@ def apt(
     min_count: int = typer.Option(5, "--min-count", help="Tokens with at least this many modified occurrences."),
     bins: int = typer.Option(10, "--bins", help="log10-frequency bins."),
     probe: bool = typer.Option(False, "--probe/--no-probe", help=PROBE_HELP),
-    probe_fraction: float = typer.Option(0.5, "--probe-fraction", help="Share of the held-out items that train the probe."),
+    probe_fraction: float = typer.Option(0.5, "--probe-fraction", callback=number("--probe-fraction", 0, 1, lo_open=True, hi_open=True), help="Share of the held-out items that train the probe."),
     probe_epochs: int = ProbeEpochsOpt,
-    cluster_threshold: float = typer.Option(0.5, "--cluster-threshold", help="Strong match: C[i,j]/C[i,i] ≥ this."),
+    cluster_threshold: float = typer.Option(0.5, "--cluster-threshold", callback=number("--cluster-threshold", 0, 1), help="Strong match: C[i,j]/C[i,i] ≥ this."),
     limit: Optional[int] = LimitOpt,
     seed: int = EvalSeedOpt,
     device: str = DeviceOpt,
@@ -311,7 +312,7 @@ def blocks(
     data: Optional[Path] = DataOpt,
     text: Optional[str] = TextOpt,
     probe: bool = typer.Option(True, "--probe/--no-probe", help=PROBE_HELP),
-    probe_fraction: float = typer.Option(0.5, "--probe-fraction", help="Share of the items that train the probe."),
+    probe_fraction: float = typer.Option(0.5, "--probe-fraction", callback=number("--probe-fraction", 0, 1, lo_open=True, hi_open=True), help="Share of the items that train the probe."),
     probe_epochs: int = ProbeEpochsOpt,
     limit: Optional[int] = LimitOpt,
     seed: int = EvalSeedOpt,

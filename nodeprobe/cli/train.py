@@ -15,7 +15,7 @@ import typer
 
 from nodeprobe.cli.options import (
     DataOpt, DeviceOpt, EpochsOpt, JsonOpt, LrOpt, ModelOpt, SeedOpt, TaskOpt, TrainBatchOpt, check_choice,
-    check_common, check_no_contradiction,
+    check_common, check_no_contradiction, number,
 )
 from nodeprobe.errors import NodeprobeError
 
@@ -56,6 +56,7 @@ def pretrain(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps (resumable)."),
     checkpoint_seconds: float = typer.Option(120.0, "--checkpoint-every-seconds", hidden=True,
+                                             callback=number("--checkpoint-every-seconds", 0, lo_open=True),
                                              help="Checkpoint at least this often (tests use small values)."),
     json_path: Optional[Path] = JsonOpt,
 ):
@@ -70,8 +71,6 @@ def pretrain(
     check_common(json_path=json_path, data=data, device=device, epochs=epochs, batch_size=batch_size,
                  max_steps=max_steps, outputs={"--out": out})
     check_no_contradiction(resume, overwrite)
-    if lr is not None and not lr > 0:
-        raise NodeprobeError(f"--lr {lr}: expected a positive learning rate")
     from nodeprobe.train.pretrain import pretrain as run
 
     summary = run(out or Path("runs") / preset / "pretrain", size, settings, data_dir=data, corpus=corpus, seed=seed,

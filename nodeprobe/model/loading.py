@@ -140,24 +140,50 @@ def load_model(
     return HookedBert(hf, kind, tokenizer=tokenizer).to(dev).eval()  # as TransformerLens loads: eval mode
 
 
+def available_devices() -> list[str]:
+    """The devices this torch can run on here: ``cpu``, ``cuda:0`` … (and ``mps`` on Apple GPUs).
+
+    Example:
+        >>> available_devices()[0]
+        'cpu'
+    """
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
-    """Parse a device string; a one-line error for CUDA without a GPU.
+    """Parse a device string; a one-line error naming the devices available for one this torch
+    cannot use (CUDA without a GPU, ``cuda:7`` with one GPU, ``mps`` off a Mac, ``xpu`` …).
 
     Example:
         >>> resolve_device("cpu")
         device(type='cpu')
+        >>> resolve_device("mps")        # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: device=mps: not available here (available: cpu)
     """
+    here = available_devices()
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise NodeprobeError(f"device={device}: expected cpu, cuda or cuda:N") from None
+        raise NodeprobeError(f"device={device}: expected cpu, cuda, cuda:N or mps (available: {', '.join(here)})") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise NodeprobeError(f"device={device}: no CUDA GPU is available here (use cpu)")
+            raise NodeprobeError(f"device={device}: no CUDA GPU is available here (available: {', '.join(here)})")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise NodeprobeError(f"device={device}: only {torch.cuda.device_count()} GPU(s) here")
-    elif dev.type not in ("cpu", "mps"):
-        raise NodeprobeError(f"device={device}: expected cpu, cuda or cuda:N")
+            raise NodeprobeError(f"device={device}: only {torch.cuda.device_count()} GPU(s) here "
+                                 f"(available: {', '.join(here)})")
+    elif dev.type == "cpu":
+        if dev.index not in (None, 0):
+            raise NodeprobeError(f"device={device}: expected cpu (available: {', '.join(here)})")
+    elif dev.type != "mps" or "mps" not in here:
+        raise NodeprobeError(f"device={device}: not available here (available: {', '.join(here)})")
     return dev
 
 

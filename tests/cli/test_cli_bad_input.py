@@ -240,6 +240,24 @@ CASES = [
       None, id="similarity-json-inside-model"),
     P(["track", "--run", "{cls}", "--json", "{cls}/t.json"], "--json {cls}/t.json: is inside the input --model",
       None, id="track-json-inside-a-run"),
+    # numbers: finite and in range, one validator per kind (issue 15, class 3)
+    P(PT + ["--lr", "nan"], "--lr nan: expected a finite number in (0, 10]", None, id="pretrain-lr-nan"),
+    P(PT + ["--lr", "inf"], "--lr inf: expected a finite number", None, id="pretrain-lr-inf"),
+    P(FT + ["--lr", "1e6"], "--lr 1e+06: expected a finite number in (0, 10]", None, id="finetune-lr-absurd"),
+    P(["specialization", "--model", "{cls}", "--tau-recall", "nan"], "--tau-recall nan: expected a finite number in [0, 1]",
+      None, id="specialization-tau-recall-nan"),
+    P(["cooperation", "--model", "{cls}", "--tau-lift", "-inf"], "--tau-lift -inf:", None, id="cooperation-tau-lift-minus-inf"),
+    P(SIM + ["--q", "1.5"], "--q 1.5: expected a finite number in (0, 1)", None, id="similarity-q-above-1"),
+    P(SIM + ["--threshold", "nan"], "--threshold nan:", None, id="similarity-threshold-nan"),
+    P(SEG + ["--min-ratio", "0"], "--min-ratio 0: expected a finite number in (0, ∞)", None, id="segment-min-ratio-0"),
+    P(["track", "--run", "{cls}", "--margin-jaccard", "-1"], "--margin-jaccard -1:", None, id="track-margin-negative"),
+    P(["apt", "--model", "{mlm}", "--task", "mlm", "--probe-fraction", "1"], "--probe-fraction 1: expected a finite "
+      "number in (0, 1)", None, id="apt-probe-fraction-1"),
+    # devices this torch cannot use (issue 15, class 5): named with the ones available
+    P(PT + TINY + ["--device", "mps"], "--device mps: not available here (available: cpu", None, id="pretrain-device-mps"),
+    P(AB + ["--all", "--device", "mps"], "--device mps: not available here", None, id="ablate-device-mps"),
+    P(["specialization", "--model", "{cls}", "--data", "{shared}", "--device", "xpu"], "--device xpu: expected cpu, cuda",
+      None, id="specialization-device-xpu"),
     # a name=value inside a value (a Hive-style parquet folder) is not taken for a parameter
     P(CAT + ["--text-file", "{tmp}/seed=1/part"], "--text-file {tmp}/seed=1/part: not found", None,
       id="cache-text-file-with-key-value-folder"),
