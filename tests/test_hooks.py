@@ -523,6 +523,8 @@ def test_bridge_site_cache_on_aliased_hook_z(bridge_pair):
         assert maxdiff(ga[n], gb[n]) <= TOL
 
 
+@pytest.mark.requires_tl4(reason="TL 4.x's boot_transformers switches a passed-in hf_model to eager "
+                                  "attention; TL 3.9's bridge leaves it on sdpa")
 def test_bridge_from_in_memory_model_offline(tmp_path, monkeypatch):
     """``boot_transformers(name, hf_model=..., tokenizer=...)``: no hub, no directory needed.
 
