@@ -101,6 +101,12 @@ TauLOpt = typer.Option(2.0, "--tau-lift", callback=number("--tau-lift", 0), help
 MinCountOpt = typer.Option(5, "--min-count", help="Learned set: at least this many correct items.")
 ProbeEpochsOpt = typer.Option(30, "--probe-epochs")
 PROBE_HELP = "Also a seeded linear probe per block."
+SAEOpt = typer.Option(
+    None, "--sae",
+    help="An SAELens SAE folder (cfg.json + sae_weights.safetensors) trained on readout.hook_in: run the report on "
+         "its latents as units (readout W·W_decᵀ, bias W·b_dec + b) and, side by side, on the readout nodes.",
+)
+SAE_SITE_ONLY = "--sae: supported at --site readout for now (block readouts for other sites come with METHODS v2 §2)"
 # head studies (similarity, segment)
 MaxLenOpt = typer.Option(None, "--max-len", help="Cut texts at this many tokens (default 128).")
 
@@ -216,6 +222,36 @@ def check_text(text, task: str) -> None:
         from nodeprobe.data.eval_sets import check_text_source
 
         check_text_source(text, task)
+
+
+def check_sae(sae: Path | None, *, level: str | None = "node", site: str | None = None,
+              outputs: dict | None = None) -> None:
+    """``--sae DIR`` before torch is imported: only at the readout site (``--level node``, ``--site``
+    readout), an existing folder holding ``cfg.json`` and ``sae_weights.safetensors`` (the SAELens
+    layout; the weights and their shapes are :func:`nodeprobe.analysis.sae.load_sae`'s to check),
+    and no output (``--json``, ``--plot``, ``--cache``: ``outputs``) inside it.
+
+    Example:
+        >>> check_sae(None)                                          # not given: nothing to check
+        >>> check_sae(Path("x"), site="resid")
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --sae: supported at --site readout for now (block readouts for other sites come with METHODS v2 §2)
+    """
+    if sae is None:
+        return
+    if level == "head" or site in ("resid", "z"):
+        raise NodeprobeError(SAE_SITE_ONLY)
+    p = Path(sae).expanduser()
+    if not p.is_dir():
+        said = "is a file; give an SAELens SAE folder" if p.exists() else "no such folder"
+        raise NodeprobeError(f"--sae {sae}: {said} (cfg.json + sae_weights.safetensors)")
+    for name in ("cfg.json", "sae_weights.safetensors"):  # = nodeprobe.analysis.sae.CFG_FILE, WEIGHTS_FILE
+        if not (p / name).is_file():
+            raise NodeprobeError(f"--sae {sae}: not an SAELens SAE folder (no {name})")
+    from nodeprobe.io import check_disjoint
+
+    check_disjoint(outputs or {}, {"--sae": sae})
 
 
 def check_paths(flag: str, *paths) -> None:

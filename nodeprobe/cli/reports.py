@@ -23,9 +23,9 @@ import typer
 
 from nodeprobe.cli.options import (
     PROBE_HELP, BatchOpt, CacheOpt, DataOpt, DeviceOpt, EvalSeedOpt, LimitOpt, MinCountOpt,
-    ModeOpt, PlotOpt, ProbeEpochsOpt, RebuildOpt, ReportJsonOpt, ReportModelOpt, TaskOpt, TauLOpt, TauROpt, TextOpt,
-    TopOpt, check_choice, check_common, check_task, load_for_task, load_report_inputs, number, resolve_model,
-    trust_pickle,
+    ModeOpt, PlotOpt, ProbeEpochsOpt, RebuildOpt, ReportJsonOpt, ReportModelOpt, SAEOpt, TaskOpt, TauLOpt, TauROpt,
+    TextOpt, TopOpt, check_choice, check_common, check_sae, check_task, load_for_task, load_report_inputs, number,
+    resolve_model, trust_pickle,
 )
 from nodeprobe.errors import NodeprobeError
 
@@ -64,6 +64,30 @@ def _finish(kind: str, rep, reader, json_path: Optional[Path], plot: Optional[Pa
 
         name, *args = figure
         getattr(figures, name)(rep, Path(plot), *args)
+
+
+def _load_sae(sae: Optional[Path]):
+    """``--sae DIR`` (already :func:`~nodeprobe.cli.options.check_sae`-checked): the weights, read and
+    checked (shapes, architecture, ``hook_name`` = the readout site) before the model loads."""
+    if sae is None:
+        return None
+    from nodeprobe.analysis.sae import check_readout_sae, load_sae
+
+    weights = load_sae(sae)
+    check_readout_sae(weights)
+    return weights
+
+
+def _finish_sae(kind: str, cmp, reader, json_path: Optional[Path], plot: Optional[Path], figure, text=None,
+                **settings) -> None:
+    """:func:`_finish` of a ``--sae`` report: the JSON holds both sides (``result.sae``,
+    ``result.nodes``, with ``summary`` and ``fidelity``), the ``--plot`` PNGs are the latents'."""
+    _finish(kind, cmp, reader, json_path, text=text, **settings)
+    if plot is not None:
+        from nodeprobe.render import figures
+
+        name, *args = figure
+        getattr(figures, name)(cmp.sae, Path(plot), *args)
 
 
 # ---------------------------------------------------------------------- cache
@@ -124,11 +148,13 @@ def specialization(
     batch_size: int = BatchOpt,
     top: int = TopOpt,
     unit: Optional[str] = typer.Option(None, "--unit", help="Show one unit in detail: a node (12) or a head (L3H5)."),
+    sae: Optional[Path] = SAEOpt,
     json_path: Optional[Path] = ReportJsonOpt,
     plot: Optional[Path] = PlotOpt,
 ):
     """Per-node or per-head accuracy, outputs, learned classes Λ, SNR, and the symmetry summary."""
     io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
+    check_sae(sae, level=level, site=site, outputs={"--json": json_path, "--plot": plot, "--cache": cache})
     check_common(task, model, json_path, plot, outputs=io["outputs"], data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), limit=limit, top=top, batch_size=batch_size)
     from nodeprobe.render.views import render_specialization
@@ -137,16 +163,34 @@ def specialization(
     the_site, _ = resolve_specialization(level, site, layer, None)  # before loading anything
     if unit is not None:
         parse_unit(level, unit)
+    sae_w = _load_sae(sae)
 
     def validate(m):
         resolve_specialization(level, site, layer, m.spec.n_layers)
-        if unit is not None:
+        if sae_w is not None:
+            from nodeprobe.analysis.sae import check_readout_sae
+
+            check_readout_sae(sae_w, m.spec.d_model)
+            if unit is not None and not 0 <= parse_unit(level, unit)[0] < sae_w.d_sae:
+                raise NodeprobeError(f"--unit {unit}: the SAE has latents 0–{sae_w.d_sae - 1}")
+        elif unit is not None:
             parse_unit(level, unit, m.spec.n_layers, m.spec.n_heads, m.spec.d_model)
 
     model = resolve_model(model, task, io=io)
     sites = ("readout", "resid") if the_site == "resid" else ("readout",)
     m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild, sites,
                                        trust_pickle(ctx), validate, text=text)
+    if sae_w is not None:
+        from nodeprobe.render.sae_view import render_sae_comparison
+        from nodeprobe.studies.sae import sae_comparison
+
+        cmp = sae_comparison(reader, sae_w, "specialization", mode=mode, tau_recall=tau_recall, tau_lift=tau_lift,
+                             min_count=min_count, model=m, eval_set=es, progress=True)
+        render_sae_comparison(cmp, top, cmp.sae.find_unit(unit) if unit is not None else None)
+        _finish_sae("specialization", cmp, reader, json_path, plot, ("specialization", f"{task}, {mode}, SAE latents"),
+                    text=text, model=model, task=task, level=level, site="readout", layer=layer, mode=mode,
+                    tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count, limit=limit, seed=seed, sae=sae)
+        return
     rep = specialization_report(reader, level=level, site=site, layer=layer, mode=mode, tau_recall=tau_recall,
                                 tau_lift=tau_lift, min_count=min_count, model=m, eval_set=es, progress=True)
     render_specialization(rep, top, rep.find_unit(unit) if unit is not None else None)
@@ -225,20 +269,41 @@ def cooperation(
     cache: Optional[Path] = CacheOpt,
     rebuild: bool = RebuildOpt,
     batch_size: int = BatchOpt,
+    sae: Optional[Path] = SAEOpt,
     json_path: Optional[Path] = ReportJsonOpt,
     plot: Optional[Path] = PlotOpt,
 ):
     """Cooperation gain and crossover of random readout node sets (METHODS §5)."""
     io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
+    check_sae(sae, outputs={"--json": json_path, "--plot": plot, "--cache": cache})
     check_common(task, model, json_path, plot, outputs=io["outputs"], data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), R=R, limit=limit, batch_size=batch_size)
     from nodeprobe.render.views import render_cooperation
     from nodeprobe.studies.cooperation import cooperation_report, parse_grid
 
     g = parse_grid(grid)
+    sae_w = _load_sae(sae)
+
+    def validate(m):
+        from nodeprobe.analysis.sae import check_readout_sae
+
+        check_readout_sae(sae_w, m.spec.d_model)
+
     model = resolve_model(model, task, io=io)
     m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
-                                       ("readout",), trust_pickle(ctx), text=text)
+                                       ("readout",), trust_pickle(ctx), validate if sae_w is not None else None,
+                                       text=text)
+    if sae_w is not None:
+        from nodeprobe.render.sae_view import render_sae_comparison
+        from nodeprobe.studies.sae import sae_comparison
+
+        cmp = sae_comparison(reader, sae_w, "cooperation", mode=mode, R=R, seed=seed, grid=g, tau_recall=tau_recall,
+                             tau_lift=tau_lift, min_count=min_count)
+        render_sae_comparison(cmp)
+        _finish_sae("cooperation", cmp, reader, json_path, plot, ("cooperation", f"{task}, SAE latents"), text=text,
+                    model=model, task=task, mode=mode, R=R, grid=list(cmp.sae.grid), tau_recall=tau_recall,
+                    tau_lift=tau_lift, min_count=min_count, limit=limit, seed=seed, sae=sae)
+        return
     rep = cooperation_report(reader, mode=mode, R=R, seed=seed, grid=g, tau_recall=tau_recall, tau_lift=tau_lift,
                              min_count=min_count)
     render_cooperation(rep)
@@ -270,6 +335,7 @@ def hull(
     batch_size: int = BatchOpt,
     top: int = TopOpt,
     unit: Optional[int] = typer.Option(None, "--unit", help="With --n 1: show this node in detail."),
+    sae: Optional[Path] = SAEOpt,
     json_path: Optional[Path] = ReportJsonOpt,
     plot: Optional[Path] = PlotOpt,
 ):
@@ -277,6 +343,7 @@ def hull(
     if unit is not None and n != 1:
         raise NodeprobeError("--unit needs --n 1 (it picks one single node)")
     io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
+    check_sae(sae, outputs={"--json": json_path, "--plot": plot, "--cache": cache})
     check_common(task, model, json_path, plot, outputs=io["outputs"], data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), R=R, max_lp=max_lp, limit=limit, top=top,
                  batch_size=batch_size)
@@ -287,15 +354,35 @@ def hull(
     check_hull_args(nodes, n, None, R)
     if nodes is not None:
         parse_nodes(nodes)
+    sae_w = _load_sae(sae)
 
     def validate(m):
-        check_hull_args(nodes, n, m.spec.d_model, R)
-        if unit is not None and not 0 <= unit < m.spec.d_model:
-            raise NodeprobeError(f"--unit {unit}: the readout has nodes 0–{m.spec.d_model - 1}")
+        if sae_w is None:
+            check_hull_args(nodes, n, m.spec.d_model, R)
+            if unit is not None and not 0 <= unit < m.spec.d_model:
+                raise NodeprobeError(f"--unit {unit}: the readout has nodes 0–{m.spec.d_model - 1}")
+            return
+        from nodeprobe.analysis.sae import check_readout_sae
+
+        check_readout_sae(sae_w, m.spec.d_model)
+        check_hull_args(nodes, n, min(m.spec.d_model, sae_w.d_sae), R)  # the same set on both sides
+        if unit is not None and not 0 <= unit < sae_w.d_sae:
+            raise NodeprobeError(f"--unit {unit}: the SAE has latents 0–{sae_w.d_sae - 1}")
 
     model = resolve_model(model, task, io=io)
     m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
                                        ("readout",), trust_pickle(ctx), validate, text=text)
+    if sae_w is not None:
+        from nodeprobe.render.sae_view import render_sae_comparison
+        from nodeprobe.studies.sae import sae_comparison
+
+        cmp = sae_comparison(reader, sae_w, "hull", nodes=nodes, n=n, R=R, seed=seed, mode=mode, top=top,
+                             max_lp=max_lp, tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
+        render_sae_comparison(cmp, top, unit)
+        _finish_sae("hull", cmp, reader, json_path, plot, ("hull", f"{task}, SAE latents"), text=text, model=model,
+                    task=task, nodes=nodes, n=n, R=R, mode=mode, max_lp=max_lp, tau_recall=tau_recall,
+                    tau_lift=tau_lift, min_count=min_count, limit=limit, seed=seed, sae=sae)
+        return
     rep = hull_report(reader, nodes=nodes, n=n, R=R, seed=seed, mode=mode, top=top, max_lp=max_lp,
                       tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
     render_hull(rep, top, unit)
