@@ -56,7 +56,7 @@ def pretrain(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps (resumable)."),
     checkpoint_seconds: float = typer.Option(120.0, "--checkpoint-every-seconds", hidden=True,
-                                             callback=number("--checkpoint-every-seconds", 0, lo_open=True),
+                                             callback=number("--checkpoint-every-seconds", 0),
                                              help="Checkpoint at least this often (tests use small values)."),
     json_path: Optional[Path] = JsonOpt,
 ):
