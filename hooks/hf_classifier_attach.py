@@ -88,13 +88,11 @@ def run(args, tmp: Path) -> dict:
     import torch
 
     from nodeprobe.hooks import SiteCache, ablate_head, attach
-    from nodeprobe.model import ModelSpec
+    from nodeprobe.model import HookedBertConfig
 
     hf, tokenizer = load(args, tmp)
     cfg = hf.config
-    spec = ModelSpec("cls", cfg.num_hidden_layers, cfg.num_attention_heads, cfg.hidden_size,
-                     cfg.hidden_size // cfg.num_attention_heads, cfg.intermediate_size, cfg.vocab_size,
-                     cfg.num_labels, cfg.max_position_embeddings)
+    spec = HookedBertConfig.from_hf(cfg, "cls")
     spec.check_layer(args.layer)
     spec.check_head(args.head)
     texts = args.text or (

@@ -221,6 +221,9 @@ def check_args(args) -> dict:
     missing = [str(t) for t in texts if not t.is_file()]
     if missing:
         raise NodeprobeError(f"--data {data}: no {missing[0]} (WikiText-2; give --data DIR)")
+    from nodeprobe.io import check_disjoint
+
+    check_disjoint({"--out": out, "--json": args.json}, {"--model": model_dir, "--data": data})  # never over an input
     return {"out": out, "model": model_dir, "texts": texts}
 
 

@@ -82,11 +82,12 @@ def _real(path: str | os.PathLike) -> Path:
 
 
 def check_disjoint(outputs: dict[str, str | os.PathLike | None], inputs: dict[str, str | os.PathLike | None],
-                   role: str = "input") -> None:
+                   role: str = "input", adds_files: tuple[str, ...] = ()) -> None:
     """Refuse an output that is, contains, or sits inside an input (an output never overwrites an
     input).  Keys name the parameters (``out``, ``--json`` …) as the caller says them; ``None``
     values are skipped; symlinks and ``..`` are resolved first.  ``role="output"`` checks two sets of
-    outputs against each other (a report's ``--json`` inside the ``--cache`` it writes).
+    outputs against each other (a report's ``--json`` inside the ``--cache`` it writes).  Outputs
+    named in ``adds_files`` (a ``--plot`` folder: it only adds PNGs) may contain an input.
 
     Example:
         >>> check_disjoint({"json": "run/final/config.json"}, {"model": "run/final"})
@@ -94,6 +95,11 @@ def check_disjoint(outputs: dict[str, str | os.PathLike | None], inputs: dict[st
         ...
         nodeprobe.errors.NodeprobeError: json=run/final/config.json: is inside the input model=run/final; an output never overwrites an input (choose another path)
         >>> check_disjoint({"out": "runs/ft"}, {"model": "runs/pt/final"})
+        >>> check_disjoint({"--plot": "."}, {"--model": "runs/pt/final"}, adds_files=("--plot",))
+        >>> check_disjoint({"--out": "."}, {"--model": "runs/pt/final"})
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --out .: contains the input --model runs/pt/final; an output never overwrites an input (choose another path)
     """
     from nodeprobe.errors import NodeprobeError
 
@@ -103,7 +109,8 @@ def check_disjoint(outputs: dict[str, str | os.PathLike | None], inputs: dict[st
             continue
         o = _real(out)
         for iname, given, i in ins:
-            how = ("is" if o == i else "is inside" if i in o.parents else "contains" if o in i.parents else None)
+            how = ("is" if o == i else "is inside" if i in o.parents
+                   else "contains" if o in i.parents and name not in adds_files else None)
             if how:
                 sep = " " if name.startswith("-") else "="
                 isep = " " if iname.startswith("-") else "="

@@ -47,3 +47,22 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
         (tmp / "v").write_text("3")
     assert _names(final) == ["v"] and _names(tmp_path) == ["run"]
     assert not any(n.startswith(".") for n in os.listdir(tmp_path))
+
+
+def test_docstring_examples():
+    import doctest
+
+    failures, tried = doctest.testmod(nio)
+    assert tried >= 4 and failures == 0
+
+
+def test_check_disjoint_relations(tmp_path):
+    from nodeprobe.errors import NodeprobeError
+
+    m = tmp_path / "model"
+    for out, how in ((m, "is"), (m / "x.json", "is inside"), (tmp_path, "contains")):
+        with pytest.raises(NodeprobeError, match=f"out={out}: {how} the input model={m}"):
+            nio.check_disjoint({"out": out}, {"model": m})
+    nio.check_disjoint({"out": tmp_path / "model2"}, {"model": m})  # a common prefix is not containment
+    nio.check_disjoint({"out": None}, {"model": m})
+    nio.check_disjoint({"--plot": tmp_path}, {"model": m}, adds_files=("--plot",))

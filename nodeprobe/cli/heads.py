@@ -176,7 +176,7 @@ def track(
     check_paths("--run", *run)
     check_paths("--text-file", text_file)
     for r in run:  # the snapshots are inputs; --out may sit inside a run folder (the default does)
-        check_io(str(r), json_path, plot, text=text_file)
+        check_io(None, json_path, plot, text=text_file, inputs={"--run": r})
     from nodeprobe.data.tasks import data_root
     from nodeprobe.data.tokenizer import load_tokenizer
     from nodeprobe.render import figures

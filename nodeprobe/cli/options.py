@@ -285,9 +285,11 @@ def check_device(device: str | None) -> None:
 
 
 def check_io(model: str | None = None, json_path: Path | None = None, plot: Path | None = None, data=None,
-             text=None, outputs: dict | None = None) -> None:
+             text=None, outputs: dict | None = None, inputs: dict | None = None) -> None:
     """No output (``--json``, ``--plot`` and the command's ``outputs``, e.g. ``{"--out": out}``) may
-    be, contain, or sit inside an input (``--model`` when it is a folder, ``--data``, ``--text-file``).
+    be, contain, or sit inside an input (``--model`` when it is a folder, ``--data``, ``--text-file``,
+    the command's other ``inputs``, e.g. ``{"--run": run}``); a ``--plot`` folder may contain one (it
+    only adds PNGs).
 
     Example:
         >>> check_io("/tmp", Path("/tmp/config.json"))
@@ -297,11 +299,12 @@ def check_io(model: str | None = None, json_path: Path | None = None, plot: Path
     """
     from nodeprobe.io import check_disjoint
 
-    is_dir = model is not None and Path(str(model)).expanduser().exists()
-    text_file = text if text is not None and Path(str(text)).expanduser().is_file() else None
+    on_disk = model is not None and Path(str(model)).expanduser().exists()
+    text_file = text if text is not None and Path(str(text)).expanduser().exists() else None
     check_disjoint({"--json": json_path, "--plot": plot, **(outputs or {})},
-                   {"--model": model if is_dir else None, "--data": data, "--text-file": text_file})
-    check_disjoint({"--json": json_path, "--plot": plot}, outputs or {}, role="output")
+                   {"--model": model if on_disk else None, "--data": data, "--text-file": text_file, **(inputs or {})},
+                   adds_files=("--plot",))
+    check_disjoint({"--json": json_path, "--plot": plot}, outputs or {}, role="output", adds_files=("--plot",))
 
 
 def check_common(task: str | None = None, model: str | None = None, json_path: Path | None = None,

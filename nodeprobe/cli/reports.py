@@ -211,7 +211,7 @@ def apt(
     probe: bool = typer.Option(False, "--probe/--no-probe", help=PROBE_HELP),
     probe_fraction: float = typer.Option(0.5, "--probe-fraction", callback=number("--probe-fraction", 0, 1, lo_open=True, hi_open=True), help="Share of the held-out items that train the probe."),
     probe_epochs: int = ProbeEpochsOpt,
-    cluster_threshold: float = typer.Option(0.5, "--cluster-threshold", callback=number("--cluster-threshold", 0, 1), help="Strong match: C[i,j]/C[i,i] ≥ this."),
+    cluster_threshold: float = typer.Option(0.5, "--cluster-threshold", callback=number("--cluster-threshold", 0, 1, lo_open=True), help="Strong match: C[i,j]/C[i,i] ≥ this."),
     limit: Optional[int] = LimitOpt,
     seed: int = EvalSeedOpt,
     device: str = DeviceOpt,
@@ -226,8 +226,6 @@ def apt(
     check_task(task)
     if task != "mlm":
         raise NodeprobeError(f"--task {task}: APT is a masked-LM metric; use --task mlm")
-    if not 0.0 < cluster_threshold <= 1.0:
-        raise NodeprobeError(f"--cluster-threshold {cluster_threshold}: expected a number in (0, 1]")
     io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
     check_common(task, model, json_path, plot, outputs=io["outputs"], data=data, device=device, text=text, min_count=min_count, bins=bins,
                  probe_epochs=probe_epochs, limit=limit, top=top, batch_size=batch_size)

@@ -15,7 +15,7 @@ import typer
 
 from nodeprobe.cli.options import (
     DataOpt, DeviceOpt, EpochsOpt, JsonOpt, LrOpt, ModelOpt, SeedOpt, TaskOpt, TrainBatchOpt, check_choice,
-    check_common, check_no_contradiction, number,
+    check_common, check_io, check_no_contradiction, number,
 )
 from nodeprobe.errors import NodeprobeError
 
@@ -70,6 +70,8 @@ def pretrain(
     settings = replace(p.pretrain, **{k: v for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size).items() if v is not None})
     check_common(json_path=json_path, data=data, device=device, epochs=epochs, batch_size=batch_size,
                  max_steps=max_steps, outputs={"--out": out})
+    if corpus is not None and Path(corpus).expanduser().exists():  # a local corpus is an input too
+        check_io(json_path=json_path, outputs={"--out": out}, inputs={"--corpus": corpus})
     check_no_contradiction(resume, overwrite)
     from nodeprobe.train.pretrain import pretrain as run
 

@@ -5,7 +5,8 @@ Example:
     >>> model = load_model("runs/smoke/finetune/final")        # doctest: +SKIP
 """
 
-from nodeprobe.model.bert import ARCH_KIND, HookedAttention, HookedBert, HookedBlock, Kind, ModelSpec, Readout, Rows
+from nodeprobe.model.bert import ARCH_KIND, HookedAttention, HookedBert, HookedBlock, Kind, Readout, Rows
+from nodeprobe.model.config import HookedBertConfig
 from nodeprobe.model.loading import (
     MINILM_ALIASES,
     hf_class,
@@ -18,6 +19,6 @@ from nodeprobe.model.loading import (
 )
 
 __all__ = [
-    "ARCH_KIND", "HookedAttention", "HookedBert", "HookedBlock", "Kind", "MINILM_ALIASES", "ModelSpec", "Readout",
+    "ARCH_KIND", "HookedAttention", "HookedBert", "HookedBlock", "Kind", "MINILM_ALIASES", "HookedBertConfig", "Readout",
     "Rows", "hf_class", "kind_for_task", "load_hf", "load_model", "load_with_tokenizer", "minilm_dir", "resolve_device",
 ]

@@ -85,9 +85,6 @@ ARCH_KIND = {
 }
 
 
-ModelSpec = HookedBertConfig  # the name before the config became TransformerLens's
-
-
 @dataclass(frozen=True, eq=False)
 class Rows:
     """Selected ``(batch, position)`` rows of a ``[B, P, ...]`` activation, in a fixed order.
@@ -151,9 +148,11 @@ class HookedLayerNorm(LNHookPoints):
         ln = self._hf
         if not has_hooks(self.hook_scale, self.hook_normalized):
             return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+        dtype = x.dtype
+        x = x.float()  # statistics in fp32, as F.layer_norm and TransformerLens's LayerNorm take them
         xc = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((xc.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt())
-        return self.hook_normalized(xc / scale) * ln.weight + ln.bias
+        return (self.hook_normalized(xc / scale) * ln.weight.float() + ln.bias.float()).to(dtype)
 
 
 class HookedEmbed(EmbedHookPoints):
@@ -170,10 +169,13 @@ class HookedEmbed(EmbedHookPoints):
         B, P = input_ids.shape
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = self.hook_embed(emb.word_embeddings(input_ids))
-        x = x + self.hook_token_type_embed(emb.token_type_embeddings(token_type_ids))
-        x = x + self.hook_pos_embed(emb.position_embeddings(emb.position_ids[:, :P]).expand(B, P, -1))
-        return emb.dropout(self.ln(x))
+        x = emb.word_embeddings(input_ids)
+        t = emb.token_type_embeddings(token_type_ids)
+        p = emb.position_embeddings(emb.position_ids[:, :P])  # [1, P, D]
+        if has_hooks(self.hook_embed, self.hook_token_type_embed, self.hook_pos_embed):
+            x, t = self.hook_embed(x), self.hook_token_type_embed(t)
+            p = self.hook_pos_embed(p.expand(B, P, -1).contiguous())  # [B, P, D], editable in place
+        return emb.dropout(self.ln(x + t + p))
 
 
 class HookedAttention(AttnHookPoints, AttentionWeights):
@@ -293,11 +295,12 @@ class HookedBlock(BlockHookPoints):
         cfg = self.cfg
         qkv = None
         if rows is None and cfg is not None and (cfg.use_attn_in or cfg.use_split_qkv_input):
-            per_head = x[:, :, None, :].expand(-1, -1, self.attn.n_heads, -1)
+            H = self.attn.n_heads
+            per_head = lambda: x[:, :, None, :].expand(-1, -1, H, -1).clone()  # noqa: E731  own copies (TL's)
             if cfg.use_split_qkv_input:
-                qkv = (self.hook_q_input(per_head), self.hook_k_input(per_head), self.hook_v_input(per_head))
+                qkv = (self.hook_q_input(per_head()), self.hook_k_input(per_head()), self.hook_v_input(per_head()))
             else:
-                attn_in = self.hook_attn_in(per_head)
+                attn_in = self.hook_attn_in(per_head())
                 qkv = (attn_in, attn_in, attn_in)
         return self.attn(self._hf.attention.self, x, mask, rows, qkv)
 
@@ -470,9 +473,12 @@ class HookedBert(TransformerLensSurface, HookedRootModule, ModelWeights):
                 or list of strings (tokenized with :attr:`tokenizer`; the mask and token types
                 come from it).
             attention_mask: 1 for real tokens, 0 for padding ``[B, P]``.  When omitted and the
-                model has a tokenizer, it is built from the pad token (as TransformerLens does);
-                without a tokenizer every position is attended (as Hugging Face does).
-                ``one_zero_attention_mask`` is HookedEncoder's name for it.
+                model has a tokenizer, the run of pad tokens at the end of each row (BERT's right
+                padding, what ``to_tokens`` of a list makes) is masked, like TransformerLens builds
+                masks from the pad token for padded batches; a pad id inside a row stays attended.
+                Without a tokenizer every position is attended (as Hugging Face does).  Resuming with
+                ``start_at_layer`` needs the mask passed explicitly.  ``one_zero_attention_mask`` is
+                HookedEncoder's name for it.
             token_type_ids: segment ids ``[B, P]`` (default zeros, as HF).
             return_type: ``"logits"`` (default), ``"loss"`` (cross-entropy against ``labels``),
                 ``"both"`` (``(logits, loss)``) or ``None``.
@@ -513,9 +519,7 @@ class HookedBert(TransformerLensSurface, HookedRootModule, ModelWeights):
             token_type_ids = types if token_type_ids is None else token_type_ids
             attention_mask = mask if attention_mask is None else attention_mask
         elif attention_mask is None and input_ids is not None and self.tokenizer is not None:
-            pad = getattr(self.tokenizer, "pad_token_id", None)
-            if pad is not None and bool((input_ids == pad).any()):
-                attention_mask = (input_ids != pad).long()
+            attention_mask = self._trailing_pad_mask(input_ids)
         out = self._run(input_ids, attention_mask, token_type_ids, positions, start_at_layer, residual,
                         stop_at_layer, readout_rows)
         if stop_at_layer is not None or return_type == "logits":
@@ -524,6 +528,15 @@ class HookedBert(TransformerLensSurface, HookedRootModule, ModelWeights):
             return None
         loss = self.loss(out, labels, positions)
         return loss if return_type == "loss" else (out, loss)
+
+    def _trailing_pad_mask(self, input_ids: Tensor) -> Tensor | None:
+        """The mask of right padding: 0 on the run of pad tokens at the end of each row, 1 elsewhere
+        (a pad id inside a row stays attended); None when no row ends in padding."""
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        if pad is None or input_ids.dim() != 2 or not input_ids.shape[1] or not bool((input_ids[:, -1] == pad).any()):
+            return None
+        real = (input_ids != pad).int()
+        return torch.flip(torch.cummax(torch.flip(real, [1]), 1).values, [1]).long()  # 1 up to the last real token
 
     def loss(self, logits: Tensor, labels: Tensor | None, positions: Tensor | None = None) -> Tensor:
         """Mean cross-entropy of ``logits`` against ``labels`` (−100 ignored), the loss HF computes."""

@@ -156,7 +156,8 @@ class BertActivationCache(ActivationCache):
         """The residual stream at a point (see the module docstring), pos-sliced."""
         if mlp_input:
             ln = self.model.blocks[layer].ln1
-            v = self._get(f"blocks.{layer}.ln1.hook_normalized") * ln.w + ln.b
+            n = self._get(f"blocks.{layer}.ln1.hook_normalized")
+            v = n * ln.w.detach().to(n.device) + ln.b.detach().to(n.device)
         elif layer == self._n_layers:
             v = self._get(f"blocks.{layer - 1}.hook_normalized_resid_post")
         else:

@@ -155,6 +155,8 @@ def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -
     """Refuse an output directory that holds another run unless ``--resume`` or ``--overwrite``."""
     out_dir = Path(out_dir)
     marker = out_dir / "run.json"
+    if overwrite and out_dir.is_symlink():
+        raise NodeprobeError(f"out={out_dir}: is a symbolic link; `overwrite` replaces only a real run folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise NodeprobeError(f"out={out_dir}: is a file; give a folder")
     if out_dir.exists() and any(out_dir.iterdir()):

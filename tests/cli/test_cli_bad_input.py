@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -238,7 +239,7 @@ CASES = [
       "--runs {data}/runs: is inside the input --data", None, id="reproduce-runs-inside-the-data"),
     P(SIM + ["--model", "{mlm}", "--json", "{mlm}/sim.json"], "--json {mlm}/sim.json: is inside the input --model",
       None, id="similarity-json-inside-model"),
-    P(["track", "--run", "{cls}", "--json", "{cls}/t.json"], "--json {cls}/t.json: is inside the input --model",
+    P(["track", "--run", "{cls}", "--json", "{cls}/t.json"], "--json {cls}/t.json: is inside the input --run {cls}",
       None, id="track-json-inside-a-run"),
     # numbers: finite and in range, one validator per kind (issue 15, class 3)
     P(PT + ["--lr", "nan"], "--lr nan: expected a finite number in (0, 10]", None, id="pretrain-lr-nan"),
@@ -341,3 +342,32 @@ def test_overwrite_clears_only_a_folder_nodeprobe_wrote(fx, tmp_path, capsys, mo
     assert main(argv) == 2
     assert "not a nodeprobe run" in capsys.readouterr().err
     assert (other / "thesis.tex").read_text() == "years of work"
+
+
+def test_legitimate_layouts_are_not_refused(tmp_path, monkeypatch):
+    """The overlap rule has no false positives: a --plot folder may hold the model (it only adds PNGs),
+    a --json next to the model, an --out beside it, relative spellings of unrelated paths."""
+    from nodeprobe.cli.options import check_io
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "cpu" / "finetune" / "final").mkdir(parents=True)
+    model = "runs/cpu/finetune/final"
+    check_io(model, tmp_path / "report.json", tmp_path)  # --plot . holds runs/
+    check_io(model, tmp_path / "runs" / "cpu" / "report.json", tmp_path / "runs" / "plots")
+    check_io(model, None, None, outputs={"--out": tmp_path / "runs" / "cpu" / "finetune2"})
+    check_io(model, None, None, outputs={"--cache": "runs/cache/abc"})
+    check_io(model, tmp_path / "reports" / "x.json", tmp_path / "reports")  # --json inside --plot
+    check_io("minilm", Path("minilm.json"))  # a model name, not a folder
+
+
+def test_overlap_sees_through_symlinks_and_dot_dot(tmp_path, monkeypatch):
+    from nodeprobe.cli.options import check_io
+    from nodeprobe.errors import NodeprobeError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "m")
+    for json_path, out in (("link/config.json", None), ("x/../m/config.json", None), (None, "."), (None, "link")):
+        with pytest.raises(NodeprobeError, match="the input --model m"):
+            check_io("m", Path(json_path) if json_path else None, None,
+                     outputs={"--out": Path(out)} if out else None)

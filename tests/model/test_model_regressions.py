@@ -69,3 +69,72 @@ def test_nested_attach_is_refused_and_the_outer_hooks_survive():
     assert seen == [torch.Size([2, 4, 4, 4])]
     with attach(hf) as again:  # detached cleanly: attaching again works
         again(input_ids=IDS, attention_mask=MASK)
+
+
+# ---------------------------------------------------------------------- review of the TL-meanings change
+def test_per_head_inputs_are_copies_in_place_edits_stay_in_their_head():
+    """hook_q_input … were views of the residual: an in-place edit of one head's copy rewrote every
+    head and the residual itself (TL's own patching under no_grad then measured nothing)."""
+    model = HookedBert(_hf())
+    model.set_use_split_qkv_input(True)
+
+    def zero_head0(t, hook):
+        t[:, :, 0] = 0  # in place, as TL's layer_head_vector_patch_setter does
+        return t
+
+    with torch.no_grad():
+        _, clean = model.run_with_cache(IDS, MASK, names_filter=lambda n: n.startswith("blocks.0.") and
+                                        n.endswith(("hook_resid_mid", "attn.hook_q", "attn.hook_k")))
+        with model.hooks(fwd_hooks=[("blocks.0.hook_q_input", zero_head0)]):
+            _, got = model.run_with_cache(IDS, MASK, names_filter=lambda n: n.startswith("blocks.0.") and
+                                          n.endswith(("hook_resid_mid", "attn.hook_q", "attn.hook_k")))
+    q, q0 = got["blocks.0.attn.hook_q"], clean["blocks.0.attn.hook_q"]
+    assert not torch.allclose(q[:, :, 0], q0[:, :, 0])
+    torch.testing.assert_close(q[:, :, 1:], q0[:, :, 1:], rtol=0, atol=1e-6)
+    torch.testing.assert_close(got["blocks.0.attn.hook_k"], clean["blocks.0.attn.hook_k"], rtol=0, atol=1e-6)
+    # the residual path (x + a) only sees the change through the attention output, never x itself
+    model.set_use_split_qkv_input(False)
+
+
+def test_in_place_edit_of_the_position_embedding_works():
+    model = HookedBert(_hf())
+
+    def zero_first(t, hook):
+        t[:, 0] = 0
+        return t
+
+    with torch.no_grad():
+        out = model.run_with_hooks(IDS, MASK, fwd_hooks=[("embed.hook_pos_embed", zero_first)])
+    assert (out - model(IDS, MASK)).abs().max() > 1e-4
+
+
+def test_hooked_layer_norm_takes_fp32_statistics_under_bf16():
+    torch.manual_seed(0)
+    model = HookedBert(_hf()).to(torch.bfloat16)
+    ids = IDS[:1]
+    with torch.no_grad():
+        ref = model(ids)
+        noop = model.run_with_hooks(ids, fwd_hooks=[(lambda n: n.endswith("hook_scale"), lambda t, hook: t)])
+    # a no-op hook on every LayerNorm scale changes nothing beyond bf16's own rounding of the output
+    assert (noop.float() - ref.float()).abs().max() <= 0.02
+
+
+def test_the_pad_mask_covers_only_right_padding():
+    from transformers import BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(45)]
+    model = HookedBert(_hf(), tokenizer=BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}))
+    padded = torch.tensor([[2, 5, 7, 3], [2, 9, 3, 0]])
+    torch.testing.assert_close(model(padded), model(padded, torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])))
+    inner = torch.tensor([[2, 0, 7, 3]])  # a pad id inside a row is a token, as HF treats it
+    torch.testing.assert_close(model(inner), model.hf(input_ids=inner).logits, rtol=0, atol=1e-5)
+
+
+def test_model_spec_alias_is_gone_the_config_is_built_from_hf():
+    import nodeprobe.model as m
+    from nodeprobe.model import HookedBertConfig
+
+    assert not hasattr(m, "ModelSpec")
+    hf = _hf()
+    cfg = HookedBertConfig.from_hf(hf.config, "cls")
+    assert (cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.n_ctx, cfg.n_classes) == (3, 4, 16, 512, 3)
