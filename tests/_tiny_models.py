@@ -64,3 +64,22 @@ def save_tiny_bert_mlm(d, vocab_file):
     BertForMaskedLM(cfg).save_pretrained(d)
     shutil.copy(vocab_file, d / "vocab.txt")
     return d
+
+
+def boot_bridge_offline(folder):
+    """A TransformerLens ``TransformerBridge`` booted from a saved folder with the hub off (the
+    caller's ``HF_HUB_OFFLINE`` restored), in eval mode."""
+    import os
+
+    from transformer_lens.model_bridge import TransformerBridge
+
+    saved = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        bridge = TransformerBridge.boot_transformers(str(folder), device="cpu")
+    finally:
+        if saved is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved
+    return bridge.eval()

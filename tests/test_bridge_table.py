@@ -4,7 +4,6 @@ padded batch, token types), and the bridge behaviours the README warns about."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizer
 
+from _tiny_models import boot_bridge_offline
 from nodeprobe.hooks import ablate_head, keep_nodes
 from nodeprobe.model import load_model
 
@@ -61,8 +61,6 @@ CLASH = ["hook_embed", "blocks.1.hook_attn_out", "blocks.1.hook_resid_mid", "blo
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """(bridge booted offline from a saved folder, HookedBert on the same perturbed weights)."""
-    from transformer_lens.model_bridge import TransformerBridge
-
     d = tmp_path_factory.mktemp("bridge_table")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(35)]
     torch.manual_seed(0)
@@ -76,17 +74,7 @@ def pair(tmp_path_factory):
     tok = BertTokenizer(vocab=str(d / "vocab.txt"))
     hf.save_pretrained(d)
     tok.save_pretrained(d)
-    saved = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        bridge = TransformerBridge.boot_transformers(str(d), device="cpu")
-    finally:
-        if saved is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved
-    bridge.eval()
-    return bridge, load_model(d)
+    return boot_bridge_offline(d), load_model(d)
 
 
 def _batch():

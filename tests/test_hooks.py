@@ -428,24 +428,12 @@ def save_tiny_mlm(directory, seed=21):
 @pytest.fixture(scope="module")
 def bridge_pair(tmp_path_factory):
     """(TransformerBridge booted from a local directory with the hub off, HookedBert on the same weights)."""
-    from transformer_lens.model_bridge import TransformerBridge
-
+    from _tiny_models import boot_bridge_offline
     from nodeprobe.model import load_model
 
-    saved = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        d = tmp_path_factory.mktemp("tiny_bert_mlm")
-        save_tiny_mlm(d)
-        bridge = TransformerBridge.boot_transformers(str(d), device="cpu")
-        model = load_model(d)
-    finally:
-        if saved is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved
-    bridge.eval()
-    return bridge, model
+    d = tmp_path_factory.mktemp("tiny_bert_mlm")
+    save_tiny_mlm(d)
+    return boot_bridge_offline(d), load_model(d)
 
 
 def test_bridge_hook_z_layout_and_unablated_parity(bridge_pair):

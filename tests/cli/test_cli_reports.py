@@ -15,24 +15,7 @@ LIMIT = ["--limit", "48"]
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fewrel_once():
-    """Tokenise FewRel once per module (~3 s a time on a busy CPU); every command still builds its
-    evaluation set, cache and report for real from the (memoised) splits."""
-    import nodeprobe.data.tasks as tasks
-
-    real = tasks.classification_splits
-    memo = {}
-
-    def memoised(task, data, tokenizer, **kw):
-        key = (task, str(data), tokenizer.vocab_size, tuple(sorted(kw.items())))
-        if key not in memo:
-            memo[key] = real(task, data, tokenizer, **kw)
-        return memo[key]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tasks, "classification_splits", memoised)
-        yield
+pytestmark = pytest.mark.usefixtures("fewrel_once")  # tests/cli/conftest.py
 
 
 def _save(hf, out, vocab):

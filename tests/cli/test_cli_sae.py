@@ -22,23 +22,7 @@ D_MODEL, D_SAE = 16, 32  # _tiny_models: hidden size 16
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fewrel_once():
-    """Tokenise FewRel once per module (as tests/cli/test_cli_reports.py)."""
-    import nodeprobe.data.tasks as tasks
-
-    real = tasks.classification_splits
-    memo = {}
-
-    def memoised(task, data, tokenizer, **kw):
-        key = (task, str(data), tokenizer.vocab_size, tuple(sorted(kw.items())))
-        if key not in memo:
-            memo[key] = real(task, data, tokenizer, **kw)
-        return memo[key]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tasks, "classification_splits", memoised)
-        yield
+pytestmark = pytest.mark.usefixtures("fewrel_once")  # tests/cli/conftest.py
 
 
 def write_sae(folder: Path, d_in=D_MODEL, d_sae=D_SAE, architecture="standard", hook="readout.hook_in", seed=0,
