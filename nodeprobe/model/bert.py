@@ -465,6 +465,7 @@ class HookedBert(TransformerLensSurface, HookedRootModule, ModelWeights):
         prepend_bos: bool | None = None,
         padding_side: str | None = None,
         one_zero_attention_mask: Int[Tensor, "B P"] | None = None,
+        input: Int[Tensor, "B P"] | str | list[str] | None = None,
     ):
         """Run the model.
 
@@ -486,6 +487,7 @@ class HookedBert(TransformerLensSurface, HookedRootModule, ModelWeights):
                 convention; ``[n]`` with ``positions``), classifier ``[B]`` label ids.
             prepend_bos, padding_side: accepted for TransformerLens/SAELens callers; [CLS] is
                 always there and BERT pads on the right (see :meth:`to_tokens`).
+            input: TransformerLens's name for the first argument (ids or text).
             positions: MLM only: a bool mask ``[B, P]`` or a pair of index tensors ``(b, p)``;
                 decode only these positions and return ``[n, V]`` (the cheap path for
                 training and evaluation: METHODS §0 computes loss only at modified positions).
@@ -514,6 +516,13 @@ class HookedBert(TransformerLensSurface, HookedRootModule, ModelWeights):
             raise NodeprobeError(f"padding_side={padding_side!r}: BERT pads on the right (allowed: 'right', None)")
         if attention_mask is None:
             attention_mask = one_zero_attention_mask
+        if input is not None:
+            if input_ids is not None:
+                raise NodeprobeError("give the tokens once: input_ids or input (TransformerLens's name), not both")
+            input_ids = input
+        if isinstance(input_ids, (list, tuple)) and input_ids and all(
+                isinstance(r, (list, tuple)) and r and all(isinstance(t, int) for t in r) for r in input_ids):
+            input_ids = torch.tensor(input_ids, device=self.cfg.device)  # ids as nested lists
         if isinstance(input_ids, (str, list, tuple)):
             input_ids, types, mask = self.tokenize(input_ids)
             token_type_ids = types if token_type_ids is None else token_type_ids

@@ -136,7 +136,12 @@ def load_model(
         if (folder / "vocab.txt").is_file():
             from nodeprobe.data.tokenizer import load_tokenizer
 
-            tokenizer = load_tokenizer(folder)
+            try:  # best effort: a folder whose vocab is not BERT's (or not this model's) loads without one
+                tokenizer = load_tokenizer(folder)
+            except NodeprobeError:
+                tokenizer = None
+            if tokenizer is not None and tokenizer.vocab_size != hf.config.vocab_size:
+                tokenizer = None
     return HookedBert(hf, kind, tokenizer=tokenizer).to(dev).eval()  # as TransformerLens loads: eval mode
 
 

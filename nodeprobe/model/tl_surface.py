@@ -133,6 +133,8 @@ class TransformerLensSurface:
         if isinstance(input, str):
             ids = self.to_tokens(input, move_to_device=False)[0]
             return tok.convert_ids_to_tokens(ids.tolist())
+        if isinstance(input, (list, tuple)) and input and all(isinstance(t, str) for t in input):
+            return [self.to_str_tokens(t) for t in input]  # one list per string, as TransformerLens
         if isinstance(input, Tensor):
             if input.dim() == 2:
                 return [tok.convert_ids_to_tokens(r.tolist()) for r in input]
@@ -153,6 +155,9 @@ class TransformerLensSurface:
         ids = tok(string, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             raise NodeprobeError(f"string={string!r}: is {len(ids)} tokens, expected exactly one")
+        unk = getattr(tok, "unk_token_id", None)
+        if unk is not None and ids[0] == unk and string != getattr(tok, "unk_token", None):
+            raise NodeprobeError(f"string={string!r}: not in the vocabulary (it tokenizes to the unknown token)")
         return int(ids[0])
 
     # ------------------------------------------------------------------ readout directions

@@ -176,3 +176,21 @@ def test_load_model_brings_the_folders_tokenizer(tmp_path):
     assert m.to_str_tokens("the cat") == ["[CLS]", "the", "cat", "[SEP]"]
     assert load_model(hf, tokenizer=_tok()).to_tokens("a").tolist() == [[2, 5, 3]]
     assert load_model(hf).tokenizer is None
+
+
+def test_tl_call_styles(mlm):
+    ids = mlm.to_tokens(["a cat", "the dog"])
+    torch.testing.assert_close(mlm(input=ids), mlm(ids), rtol=0, atol=0)
+    torch.testing.assert_close(mlm(ids.tolist()), mlm(ids), rtol=0, atol=0)  # nested lists of ids
+    assert mlm.to_str_tokens(["a cat", "dog"]) == [["[CLS]", "a", "cat", "[SEP]"], ["[CLS]", "dog", "[SEP]"]]
+    with pytest.raises(NodeprobeError, match="'zebra': not in the vocabulary"):
+        mlm.to_single_token("zebra")
+    with pytest.raises(NodeprobeError, match="give the tokens once"):
+        mlm(ids, input=ids)
+
+
+def test_a_folder_whose_vocab_does_not_fit_loads_without_a_tokenizer(tmp_path):
+    torch.manual_seed(3)
+    BertForMaskedLM(_cfg()).save_pretrained(tmp_path)
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB + ["extra"]) + "\n")  # 13 tokens, 12 embeddings
+    assert load_model(tmp_path).tokenizer is None
