@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import re
+
 
 class NodeprobeError(Exception):
     """A user-facing error: one line naming the bad value and what is allowed (exit code 2)."""
@@ -26,7 +28,9 @@ class NodeprobeError(Exception):
     exit_code = 2
 
     def __init__(self, message: str):
-        message = " ".join(str(message).split())  # always one line
+        # always one line: line breaks (and the blanks around them) become one space; spaces inside
+        # a line stay as they are, so a path with two spaces is echoed exactly
+        message = re.sub(r"[ \t]*[\r\n]+[ \t]*", " ", str(message)).strip()
         super().__init__(message)
         self.message = message
 

@@ -8,7 +8,8 @@ FLAGS = {"layer": "--layer", "head": "--head", "seed": "--seed", "text": "--text
 
 
 def test_message_is_one_line():
-    assert NodeprobeError("a\n  b\tc").message == "a b c"
+    assert NodeprobeError("a\n  b\tc\r\n").message == "a b\tc"
+    assert NodeprobeError("--json my  dir/é.json: not found").message == "--json my  dir/é.json: not found"
 
 
 @pytest.mark.parametrize("msg,said", [

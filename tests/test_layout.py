@@ -109,7 +109,7 @@ def test_only_the_cli_imports_typer_or_the_cli():
 
 
 CORE = ("nodeprobe.model", "nodeprobe.hooks", "nodeprobe.data", "nodeprobe.evaluate", "nodeprobe.cache",
-        "nodeprobe.analysis", "nodeprobe.studies", "nodeprobe.train", "nodeprobe.io", "nodeprobe.errors",
+        "nodeprobe.analysis", "nodeprobe.studies", "nodeprobe.train", "nodeprobe.io", "nodeprobe.locks", "nodeprobe.errors",
         "nodeprobe.progress")
 
 
@@ -135,7 +135,7 @@ FLOORS = {
     "model": 8,
     "data": 9,
     "analysis": 10,
-    "errors": 11, "io": 11, "progress": 11, "precision": 11,
+    "errors": 11, "io": 11, "locks": 11, "budget": 11, "progress": 11, "precision": 11,
 }
 
 

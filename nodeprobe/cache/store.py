@@ -19,7 +19,10 @@ Beside the shards: ``readout.safetensors`` (the final linear map ``W`` ``[K, d]`
 ``classes.json`` (the class names: relation names or the vocab), ``derived/`` (results computed
 from the cache and the model, e.g. head-isolation predictions, reused by later reports), and
 ``manifest.json``, written **last** through an atomic rename.  A directory without a manifest is
-an interrupted build: it is treated as absent and rebuilt.  The manifest holds the model
+an interrupted build (``kill -9``): it is treated as absent and rebuilt.  A damaged cache (a
+truncated shard, a manifest missing a key) is refused with one line naming the file and what is
+wrong, and rebuilt only on request (``rebuild``).  One process writes a cache folder at a time
+(:func:`nodeprobe.locks.hold`); a second one refuses.  The manifest holds the model
 fingerprint (:func:`model_fingerprint`), the eval-set fingerprint (``EvalSet.fingerprint``), task,
 seed, sites, shapes and dtype; :func:`load_cache` refuses a cache whose fingerprints do not match
 the model or data it is used with.
@@ -45,6 +48,7 @@ from torch import Tensor
 
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.io import save_safetensors_atomic, write_text_atomic
+from nodeprobe.locks import LOCK_NAME, hold
 
 SITES = ("readout", "z", "resid")
 FORMAT_VERSION = 2  # 2: the eval-set fingerprint also hashes tensor shapes (a format-1 cache is refused: rebuild)
@@ -136,7 +140,7 @@ def _key_of_hook(name: str) -> str:
 # ---------------------------------------------------------------------- build
 def _is_cache_file(p: Path) -> bool:
     n = p.name
-    return (n in (MANIFEST, "readout.safetensors", "classes.json", "derived")
+    return (n in (MANIFEST, "readout.safetensors", "classes.json", "derived", LOCK_NAME, f"{LOCK_NAME}.takeover")
             or (n.startswith("shard-") and n.endswith(".safetensors")) or (n.startswith(".") and ".tmp" in n))
 
 
@@ -213,7 +217,7 @@ def _write_readout(model, eval_set, out: Path) -> None:
     """``readout.safetensors`` (the final linear map, float32) and ``classes.json`` (class names)."""
     W, b = model.readout_weights()
     save_safetensors_atomic({"W": W.detach().float().cpu(), "b": b.detach().float().cpu()}, out / "readout.safetensors")
-    (out / "classes.json").write_text(json.dumps(list(eval_set.class_names), ensure_ascii=False), encoding="utf-8")
+    write_text_atomic(out / "classes.json", json.dumps(list(eval_set.class_names), ensure_ascii=False))
 
 
 def _shard_tensors(res, kept: dict[str, Tensor], hooks: Sequence[str]) -> dict[str, Tensor]:
@@ -319,12 +323,13 @@ def build_cache(
     _check_build(eval_set, shard_batches)
     mfp = model_fp or model_fingerprint(model)
     out = _cache_path(out_dir, mfp, eval_set.fingerprint)
-    _prepare_dir(out)
-    _write_readout(model, eval_set, out)
-    hooks = [h for s in site_list for h in site_hooks(s, model.spec.n_layers)]
-    written = _write_shards(model, eval_set, hooks, dt, out, shard_batches, progress)
-    manifest = _manifest(model, eval_set, site_list, mfp, dt_name, written)
-    _write_json_atomic(manifest, out / MANIFEST)  # last: its presence marks a complete cache
+    with hold(out, "cache"):  # one writer per cache folder; a second one refuses
+        _prepare_dir(out)
+        _write_readout(model, eval_set, out)
+        hooks = [h for s in site_list for h in site_hooks(s, model.spec.n_layers)]
+        written = _write_shards(model, eval_set, hooks, dt, out, shard_batches, progress)
+        manifest = _manifest(model, eval_set, site_list, mfp, dt_name, written)
+        _write_json_atomic(manifest, out / MANIFEST)  # last: its presence marks a complete cache
     reader = CacheReader(out, manifest)
     reader.built = True
     return reader
@@ -409,7 +414,7 @@ class CacheReader:
 
     def describe(self) -> dict:
         """Summary for reports: path, sizes, sites, fingerprints."""
-        size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file() and _is_payload(p))
         m = self.manifest
         return {"path": str(self.path), "n_items": self.n_items, "n_shards": len(m["shards"]), "sites": list(self.sites),
                 "task": self.task, "seed": m["seed"], "source": m["source"], "dtype": m["dtype"],
@@ -517,12 +522,7 @@ def load_cache(path: str | Path, model=None, eval_set=None, *, model_fp: str | N
     mf = p / MANIFEST
     if not mf.is_file():
         raise NodeprobeError(f"cache {p}: no manifest.json (not a cache, or an interrupted build); rebuild it")
-    try:
-        manifest = json.loads(mf.read_text(encoding="utf-8"))
-        int(manifest["format"])
-        manifest["shards"], manifest["sites"], manifest["model_fingerprint"], manifest["eval_fingerprint"]
-    except (ValueError, KeyError, TypeError):
-        raise NodeprobeError(f"cache {p}: unreadable manifest.json; rebuild with `rebuild` or another `cache`") from None
+    manifest = _read_manifest(mf)
     if manifest["format"] != FORMAT_VERSION:
         raise NodeprobeError(f"cache {p}: format {manifest['format']}, this nodeprobe reads {FORMAT_VERSION}; rebuild with `rebuild`")
     if model is not None or model_fp is not None:
@@ -541,7 +541,98 @@ def load_cache(path: str | Path, model=None, eval_set=None, *, model_fp: str | N
     if missing or not (p / manifest["readout_file"]).is_file():
         raise NodeprobeError(f"cache {p} is incomplete ({(missing or [manifest['readout_file']])[0]} is missing); "
                              "rebuild with `rebuild`")
+    _check_files(p, manifest)
     return CacheReader(p, manifest)
+
+
+#: what a manifest must hold (and of which type) for :class:`CacheReader` to read the cache
+_MANIFEST_KEYS = {"format": int, "model_fingerprint": str, "eval_fingerprint": str, "task": str, "sites": list,
+                  "n_classes": int, "n_layers": int, "n_heads": int, "d_model": int, "dtype": str,
+                  "readout_file": str, "class_names_file": str, "shards": list, "shapes": dict, "n_items": int}
+
+
+def _damaged(file: Path, what: str) -> NodeprobeError:
+    return NodeprobeError(f"cache file {file} is damaged ({what}); rebuild it with `rebuild`")
+
+
+def _read_manifest(mf: Path) -> dict:
+    """``manifest.json``, or a one-line error naming it and what is wrong with it."""
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise _damaged(mf, "unreadable manifest: not UTF-8 text") from None
+    except ValueError as e:
+        raise _damaged(mf, f"unreadable manifest: not valid JSON: {e.msg} at line {e.lineno}") from None
+    except OSError as e:
+        raise NodeprobeError(f"cache file {mf}: cannot read it ({e.strerror})") from None
+    if not isinstance(manifest, dict):
+        raise _damaged(mf, "unreadable manifest: not a JSON object")
+    if "format" in manifest and manifest["format"] != FORMAT_VERSION:
+        return manifest  # another format: load_cache says so (its keys may differ)
+    for key, typ in _MANIFEST_KEYS.items():
+        if key not in manifest:
+            raise _damaged(mf, f"unreadable manifest: no {key!r} key")
+        if not isinstance(manifest[key], typ) or (typ is int and isinstance(manifest[key], bool)):
+            raise _damaged(mf, f"unreadable manifest: {key!r} is not a {typ.__name__}")
+    for i, sh in enumerate(manifest["shards"]):
+        if not (isinstance(sh, dict) and isinstance(sh.get("file"), str) and isinstance(sh.get("n_items"), int)):
+            raise _damaged(mf, f"unreadable manifest: shard entry {i} is not {{file, n_items}}")
+    return manifest
+
+
+def _safetensors_keys(path: Path) -> dict:
+    """The header of a safetensors file after checking the file is whole (its size is the header's
+    promise); raises the one-line damaged-file error otherwise."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise _damaged(path, f"truncated: {size} bytes, not even a safetensors header")
+            n = int.from_bytes(head, "little")
+            if n <= 0 or 8 + n > size:
+                raise _damaged(path, f"truncated: {size} bytes, its header alone needs {8 + n}")
+            header = json.loads(f.read(n).decode("utf-8"))
+    except OSError as e:
+        raise NodeprobeError(f"cache file {path}: cannot read it ({e.strerror})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise _damaged(path, "unreadable safetensors header") from None
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise _damaged(path, "unreadable safetensors header") from None
+    if 8 + n + end != size:
+        raise _damaged(path, f"truncated: {size} bytes of {8 + n + end}" if 8 + n + end > size
+                       else f"{size} bytes, its header describes {8 + n + end}")
+    return header
+
+
+def _check_files(p: Path, manifest: dict) -> None:
+    """Every shard and the readout file whole and holding the tensors the manifest names."""
+    keys = set(manifest["shapes"])
+    for sh in manifest["shards"]:
+        header = _safetensors_keys(p / sh["file"])
+        lost = sorted(keys - set(header))
+        if lost:
+            raise _damaged(p / sh["file"], f"no tensor {lost[0]!r}, which {MANIFEST} lists")
+    header = _safetensors_keys(p / manifest["readout_file"])
+    if not {"W", "b"} <= set(header):
+        raise _damaged(p / manifest["readout_file"], "no W or b tensor")
+    names = p / manifest["class_names_file"]
+    try:
+        ok = isinstance(json.loads(names.read_text(encoding="utf-8")), list)
+    except FileNotFoundError:
+        raise NodeprobeError(f"cache {p} is incomplete ({manifest['class_names_file']} is missing); "
+                             "rebuild with `rebuild`") from None
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise _damaged(names, "not a JSON list of class names")
+
+
+def _is_payload(p: Path) -> bool:
+    """A cache's own file (not a lock or another process's temporary file)."""
+    return not p.name.startswith(".")
 
 
 def cache_is_current(path: str | Path, model=None, eval_set=None, *, model_fp: str | None = None) -> bool:
@@ -587,13 +678,18 @@ def get_or_build_cache(
     want = parse_sites(sites)
     mfp = model_fingerprint(model)
     out = _cache_path(cache_dir, mfp, eval_set.fingerprint, root)
-    if not rebuild and (out / MANIFEST).is_file():
+    if not rebuild and (out / MANIFEST).is_file():  # a complete cache: read it without the lock
         reader = load_cache(out, eval_set=eval_set, model_fp=mfp)
         if all(s in reader.sites for s in want):
             return reader
-        want = parse_sites(sorted(set(want) | set(reader.sites)))
-    return build_cache(model, eval_set, want, out, progress=progress, shard_batches=shard_batches,
-                       dtype=dtype, model_fp=mfp)
+    with hold(out, "cache"):  # decide and build under the lock: a second writer refuses
+        if not rebuild and (out / MANIFEST).is_file():
+            reader = load_cache(out, eval_set=eval_set, model_fp=mfp)
+            if all(s in reader.sites for s in want):
+                return reader
+            want = parse_sites(sorted(set(want) | set(reader.sites)))
+        return build_cache(model, eval_set, want, out, progress=progress, shard_batches=shard_batches,
+                           dtype=dtype, model_fp=mfp)
 
 
 def site_means(cache: CacheReader, site: str, layer: int | None = None) -> Tensor:

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 import sys
 
 import typer
@@ -119,6 +120,36 @@ def _install_progress():
     return nodeprobe.progress.install(_LazyRichReporter())
 
 
+def _one_line(text: str) -> str:
+    """Line breaks (and the blanks around them) → one space; every other character exactly as
+    given (two spaces in a path stay two spaces)."""
+    return re.sub(r"[ \t]*[\r\n]+[ \t]*", " ", str(text)).strip()
+
+
+def _given_value(param, args: list[str]) -> str | None:
+    """The value this command line gave ``param`` (``--epochs 1e3`` or ``--epochs=1e3``; the last
+    one counts, as in click), or ``None``."""
+    opts = [o for o in (getattr(param, "opts", None) or []) + (getattr(param, "secondary_opts", None) or [])]
+    found = None
+    for i, a in enumerate(args):
+        for o in opts:
+            if a == o and i + 1 < len(args):
+                found = args[i + 1]
+            elif a.startswith(o + "="):
+                found = a[len(o) + 1:]
+    return found
+
+
+def _usage_line(e, args: list[str]) -> str:
+    """A click usage error as one line; a bad value (``--epochs 1e3``) is named with its option."""
+    msg = _one_line(e.format_message())
+    param = getattr(e, "param", None)
+    value = _given_value(param, args) if param is not None else None
+    if value is not None and f"'{value}'" not in msg:
+        msg = msg.replace(":", f": '{value}':", 1) if msg.startswith("Invalid value for") else f"{msg} (got '{value}')"
+    return msg
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2.
 
@@ -141,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nodeprobe: error: {e.in_flags(_flags_of(cmd, args))}", file=sys.stderr)
         return 2
     except usage_error as e:
-        print(f"nodeprobe: error: {' '.join(e.format_message().split())}", file=sys.stderr)
+        print(f"nodeprobe: error: {_usage_line(e, args)}", file=sys.stderr)
         return 2
     except abort:
         print("nodeprobe: interrupted; resume with the same command and --resume", file=sys.stderr)

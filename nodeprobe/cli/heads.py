@@ -59,7 +59,7 @@ def _study_inputs(ctx: typer.Context, model: Optional[str], task: Optional[str],
     """``(model name, HookedBert, tokenizer, texts)`` of ``similarity``/``segment``: options checked
     (cheap ones first), the model loaded (``--task``: that head; none: whatever head the checkpoint
     has), ``--layer``/``--head`` checked against it."""
-    check_common(task, model, json_path, device=device, max_texts=max_texts)
+    check_common(task, model, json_path, plot, device=device, max_texts=max_texts)
     if (layer is None) != (head is None):
         raise NodeprobeError("give --layer and --head together")
     check_index(layer=layer, head=head)

@@ -210,6 +210,64 @@ def check_outputs(json_path: Path | None, plot: Path | None = None) -> None:
         check_writable(plot / "x.png", "plot", shown=plot)  # a PNG inside the folder must be writable
 
 
+def check_folder(flag: str, path) -> None:
+    """An output folder (``--out``, ``--cache``, ``--runs``, ``--reports``; ``None`` = not given) must
+    not be a file, nor sit under one, and its nearest existing parent must be writable.
+
+    Example:
+        >>> check_folder("--out", None)
+        >>> import tempfile
+        >>> with tempfile.NamedTemporaryFile() as f:
+        ...     check_folder("--out", f.name)                        # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --out ...: is a file; give a folder
+    """
+    if path is None:
+        return
+    p = Path(str(path)).expanduser()
+    if p.exists() and not p.is_dir():
+        raise NodeprobeError(f"{flag} {path}: is a file; give a folder")
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NodeprobeError(f"{flag} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK):
+        raise NodeprobeError(f"{flag} {path}: {probe} is not writable")
+
+
+# size options: (bytes, seconds) at least per unit, and how that was estimated (issue 15, class 4)
+SIZE_ESTIMATES = {
+    "bins": (100, None, "≥ 100 bytes a bin and block"),
+    "epochs": (None, 1e-3, "≥ 1 ms an epoch"),
+    "probe_epochs": (None, 1e-3, "≥ 1 ms an epoch"),
+    "max_steps": (None, 1e-3, "≥ 1 ms a step"),
+}
+
+
+def check_sizes(**values) -> None:
+    """Sizes that cannot fit (memory beyond this machine's RAM, a lower-bound time beyond
+    :data:`nodeprobe.budget.MAX_SECONDS`), refused before anything runs: one line naming the value,
+    the estimate and the limit (``None`` and names without an estimate are skipped).
+
+    Example:
+        >>> check_sizes(bins=10, epochs=3, top=10)
+        >>> check_sizes(epochs=10**12)                               # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --epochs 1000000000000: would take at least ≈ 31.7 years (≥ 1 ms an epoch); limit 30 days
+    """
+    from nodeprobe.budget import check_budget
+
+    for name, v in values.items():
+        if name not in SIZE_ESTIMATES or not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            continue
+        per_byte, per_second, how = SIZE_ESTIMATES[name]
+        check_budget(f"--{name.replace('_', '-')}", v, need_bytes=None if per_byte is None else v * per_byte,
+                     seconds=None if per_second is None else v * per_second, how=how)
+
+
 def check_text(text, task: str) -> None:
     """``--text-file``: one-line error unless ``task`` is mlm and the file exists — the one check of
     the source, before anything loads (``load_eval_set`` does not repeat it).  Imports torch (the
@@ -327,7 +385,10 @@ def check_common(task: str | None = None, model: str | None = None, json_path: P
     check_choice("--mode", mode, MODES)
     check_device(device)
     check_positive(**positive)
+    check_sizes(**positive)
     check_outputs(json_path, plot)
+    for flag, folder in (outputs or {}).items():  # --out, --cache, --runs, --reports: folders
+        check_folder(flag, folder)
     check_model_path(model)
     check_paths("--data", data)
     check_io(model, json_path, plot, data, text, outputs)

@@ -279,7 +279,7 @@ def cooperation(
     from nodeprobe.render.views import render_cooperation
     from nodeprobe.studies.cooperation import cooperation_report, parse_grid
 
-    g = parse_grid(grid)
+    g = parse_grid(grid, R=R)
     sae_w = _load_sae(sae)
 
     def validate(m):

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -44,10 +45,155 @@ def hf_class(kind: str):
     }[kind]
 
 
+_POSITIVE_INT_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+                      "max_position_embeddings")
+# bytes per element of each safetensors dtype (the format's own names)
+_ST_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
+                   "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "C64": 8, "I64": 8, "U64": 8, "F64": 8}
+_ST_MAX_HEADER = 100_000_000  # the safetensors library's own limit on the JSON header
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's message as one short line (library errors often span several)."""
+    text = " ".join(str(e).split())
+    return (text[: limit - 1] + "…") if len(text) > limit else text
+
+
+def _is_pos_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def read_config(path: Path) -> dict:
+    """``path/config.json`` as a dict; a one-line error naming the file and the JSON fault (line, column)."""
+    cfg_file = path / "config.json"
+    try:
+        text = cfg_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise NodeprobeError(f"{cfg_file}: not UTF-8 text (expected a JSON object)") from None
+    except OSError as e:
+        raise NodeprobeError(f"{cfg_file}: unreadable ({e.strerror or type(e).__name__})") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise NodeprobeError(f"{cfg_file}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    if not isinstance(raw, dict):
+        raise NodeprobeError(f"{cfg_file}: expected a JSON object, got a {type(raw).__name__}")
+    return raw
+
+
+def check_config(raw: dict, cfg_file: Path, classifier: bool = False) -> None:
+    """Refuse a BERT ``config.json`` whose sizes are missing, of the wrong type or inconsistent — before
+    Hugging Face builds a model from it — with one line naming the file, the key, the value and what
+    is allowed.  ``classifier``: the model gets a classification head (``num_labels`` ≥ 1)."""
+    for key in _POSITIVE_INT_KEYS:
+        if key not in raw:
+            raise NodeprobeError(f"{cfg_file}: no {key!r}; expected a positive integer")
+        if not _is_pos_int(raw[key]):
+            raise NodeprobeError(f"{cfg_file}: {key}={json.dumps(raw[key])}; expected a positive integer")
+    for key in ("type_vocab_size",):  # optional (Hugging Face has a default) but typed when given
+        if key in raw and not _is_pos_int(raw[key]):
+            raise NodeprobeError(f"{cfg_file}: {key}={json.dumps(raw[key])}; expected a positive integer")
+    d, h = raw["hidden_size"], raw["num_attention_heads"]
+    if d % h:
+        raise NodeprobeError(f"{cfg_file}: hidden_size={d} is not a multiple of num_attention_heads={h}; "
+                             "expected hidden_size divisible by num_attention_heads")
+    if classifier:
+        if "num_labels" in raw and not _is_pos_int(raw["num_labels"]):
+            raise NodeprobeError(f"{cfg_file}: num_labels={json.dumps(raw['num_labels'])}; "
+                                 "expected an integer ≥ 1 for a classifier")
+        if "id2label" in raw and (not isinstance(raw["id2label"], dict) or not raw["id2label"]):
+            raise NodeprobeError(f"{cfg_file}: id2label={json.dumps(raw['id2label'])[:60]}; "
+                                 "expected a non-empty object {\"0\": \"label\", …} for a classifier")
+
+
+def safetensors_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes a ``.safetensors`` file declares, after checking its header against the
+    file's size (nothing but the header is read).  A truncated or corrupt file is one line naming it
+    and what is wrong, e.g. ``truncated: header says 5000 bytes, file has 812``."""
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            if len(head) < 8:
+                raise NodeprobeError(f"{file}: truncated: {size} bytes, less than the 8-byte header length "
+                                     "a safetensors file starts with")
+            if n > _ST_MAX_HEADER:
+                raise NodeprobeError(f"{file}: not a safetensors file (header length {n} bytes is implausible)")
+            if 8 + n > size:
+                raise NodeprobeError(f"{file}: truncated: header says {n} bytes, file has {size - 8} after "
+                                     "the 8-byte length")
+            header_bytes = f.read(n)
+    except OSError as e:
+        raise NodeprobeError(f"{file}: unreadable ({e.strerror or type(e).__name__})") from None
+    try:
+        header = json.loads(header_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NodeprobeError(f"{file}: corrupt safetensors header (not JSON: {_one_line(e, 80)})") from None
+    if not isinstance(header, dict):
+        raise NodeprobeError(f"{file}: corrupt safetensors header (expected a JSON object)")
+    data_len = size - 8 - n
+    shapes: dict[str, tuple[int, ...]] = {}
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        ok = (isinstance(info, dict) and isinstance(info.get("dtype"), str) and isinstance(info.get("shape"), list)
+              and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in info["shape"])
+              and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
+              and all(isinstance(x, int) and not isinstance(x, bool) for x in info["data_offsets"])
+              and 0 <= info["data_offsets"][0] <= info["data_offsets"][1])
+        if not ok:
+            raise NodeprobeError(f"{file}: corrupt safetensors header (tensor {name!r}: expected dtype, shape "
+                                 "and data_offsets [begin, end])")
+        b, e = info["data_offsets"]
+        shape = tuple(info["shape"])
+        if e > data_len:
+            raise NodeprobeError(f"{file}: truncated: tensor {name} ends at byte {e} of the data, the file "
+                                 f"holds {data_len}")
+        per = _ST_DTYPE_BYTES.get(info["dtype"])
+        if per is not None:
+            need = per
+            for x in shape:
+                need *= x
+            if e - b != need:
+                raise NodeprobeError(f"{file}: corrupt: tensor {name} {info['dtype']}{list(shape)} needs {need} "
+                                     f"bytes, the header gives it {e - b}")
+        end = max(end, e)
+        shapes[name] = shape
+    if end != data_len:
+        raise NodeprobeError(f"{file}: corrupt: the tensors cover {end} bytes of data, the file holds {data_len}")
+    return shapes
+
+
+def _check_shapes(cls, config, files: list[Path], cfg_file: Path) -> None:
+    """Each stored tensor's shape against the one ``config`` gives it (a model built on the meta
+    device: no memory); the first mismatch is one line naming the tensor, both shapes and the file."""
+    with torch.device("meta"):
+        meta = cls(config)
+    prefix = getattr(meta, "base_model_prefix", "") + "."
+
+    def norm(k: str) -> str:
+        return k[len(prefix):] if prefix != "." and k.startswith(prefix) else k
+
+    expected = {norm(k): tuple(v.shape) for k, v in meta.state_dict().items()}
+    for f in files:
+        for name, shape in safetensors_shapes(f).items():
+            want = expected.get(norm(name))
+            if want is not None and want != shape:
+                raise NodeprobeError(f"{f}: tensor {name} has shape {list(shape)}, but {cfg_file} gives "
+                                     f"{list(want)}; the weights and config.json disagree")
+
+
 def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: bool = False) -> nn.Module:
     """Load a Hugging Face BERT from a local directory (or a hub id when online), eager attention.
 
-    Weights are read from safetensors; a pickled ``pytorch_model.bin`` only with ``trust_pickle``.
+    Weights are read from safetensors; a pickled ``pytorch_model.bin`` only with ``trust_pickle``
+    (it is never opened otherwise, not even when a ``model.safetensors`` sits beside it).  Before a
+    model is built, ``config.json`` is checked (valid JSON, the sizes positive integers, heads
+    dividing ``hidden_size``, ``num_labels`` ≥ 1 for a classifier) and every safetensors file's
+    header against its size and the config's shapes: a malformed artefact is one
+    :class:`~nodeprobe.errors.NodeprobeError` line naming the file and what is wrong.
     """
     import transformers
 
@@ -57,13 +203,22 @@ def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: b
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
             raise NodeprobeError(f"model directory {path}: no config.json (not a Hugging Face model)")
+        raw = read_config(path)
+        if raw.get("model_type") != "bert":
+            raise NodeprobeError(f"model directory {path}: model_type {raw.get('model_type')!r}, expected 'bert'")
+        archs = raw.get("architectures") or ["BertModel"]
+        if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+            raise NodeprobeError(f"{cfg_file}: architectures={json.dumps(archs)[:60]}; expected a list of class "
+                                 "names such as [\"BertForMaskedLM\"]")
+        found = ARCH_KIND.get(archs[0], "base")
+        kind = kind or found
+        check_config(raw, cfg_file, classifier=kind == "cls")
         try:
             config = transformers.AutoConfig.from_pretrained(path)
-        except Exception as e:  # malformed json etc.
-            raise NodeprobeError(f"model directory {path}: unreadable config.json ({type(e).__name__})") from None
-        if config.model_type != "bert":
-            raise NodeprobeError(f"model directory {path}: model_type {config.model_type!r}, expected 'bert'")
-        has_st = any(path.glob("*.safetensors"))
+        except Exception as e:  # a field of the wrong type beyond the sizes checked above
+            raise NodeprobeError(f"{cfg_file}: unreadable ({type(e).__name__}: {_one_line(e, 160)})") from None
+        st_files = sorted(path.glob("*.safetensors"))
+        has_st = bool(st_files)
         has_pickle = any(path.glob("pytorch_model*.bin"))
         if not has_st and not has_pickle:
             raise NodeprobeError(f"model directory {path}: no weights (model.safetensors)")
@@ -72,22 +227,24 @@ def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: b
                 f"model directory {path}: weights only as pickle (pytorch_model.bin); "
                 "convert to safetensors, or trust the file: `nodeprobe --trust-pickle …` / load_model(..., trust_pickle=True)"
             )
-        archs = config.architectures or ["BertModel"]
-        found = ARCH_KIND.get(archs[0], "base")
-        kind = kind or found
         if kind == "mlm" and found != "mlm":
             raise NodeprobeError(f"model directory {path}: a {archs[0]} has no MLM head (use task=fewrel/dbpedia)")
         if kind == "cls" and found != "cls":
             raise NodeprobeError(f"model directory {path}: a {archs[0]} has no classification head; fine-tune it first")
         cls = hf_class(kind)
+        if has_st:
+            _check_shapes(cls, config, st_files, cfg_file)
         try:
-            return cls.from_pretrained(
-                path, attn_implementation="eager", use_safetensors=has_st or not trust_pickle
-            ).eval()
+            return cls.from_pretrained(path, attn_implementation="eager", use_safetensors=has_st).eval()
         except NodeprobeError:
             raise
         except Exception as e:
-            raise NodeprobeError(f"model directory {path}: could not load weights ({type(e).__name__}: {str(e)[:160]})") from None
+            msg = str(e)
+            if "size mismatch" in msg or "ignore_mismatched_sizes" in msg:
+                raise NodeprobeError(f"model directory {path}: the weights' tensor shapes do not match "
+                                     f"{cfg_file}") from None
+            raise NodeprobeError(f"model directory {path}: could not load weights "
+                                 f"({type(e).__name__}: {_one_line(e, 160)})") from None
     if path.exists():
         raise NodeprobeError(f"model {src}: not a directory")
     looks_like_hub = src.count("/") == 1 and not src.startswith((".", "/", "~"))
@@ -97,9 +254,11 @@ def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: b
         raise NodeprobeError(f"model {src}: not a local directory, and hub downloads are off (HF_HUB_OFFLINE)")
     try:
         cls = hf_class(kind or "mlm")
-        return cls.from_pretrained(src, attn_implementation="eager").eval()
+        # safetensors only unless trusted: a hub repo's pytorch_model.bin is a pickle too
+        return cls.from_pretrained(src, attn_implementation="eager", use_safetensors=not trust_pickle or None).eval()
     except Exception as e:
-        raise NodeprobeError(f"model {src}: could not fetch from the hub ({type(e).__name__})") from None
+        hint = "" if trust_pickle else "; only safetensors weights are read without `--trust-pickle`"
+        raise NodeprobeError(f"model {src}: could not fetch from the hub ({type(e).__name__}){hint}") from None
 
 
 def load_model(

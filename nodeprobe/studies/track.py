@@ -99,6 +99,11 @@ def find_checkpoints(sources: str | os.PathLike | Sequence[str | os.PathLike], *
     ``epoch-3``) or, for ``final/``, the run's ``pretrain.json``/``finetune.json``.
     Without a step 0, ``random_init`` adds a seeded random init of the first checkpoint's
     architecture at step 0.
+
+    A model folder under ``snapshots/`` named ``step-…`` but not ``step-<integer>`` (``step-best``,
+    ``step-10-copy``) is an error naming it rather than skipped: it was put there as a snapshot, and
+    a silently missing step would shift the breaking step.  Other folders there (no ``step-`` prefix,
+    no ``config.json``, nodeprobe's own ``.step-….tmp`` folders) are not snapshots and are ignored.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
@@ -107,6 +112,10 @@ def find_checkpoints(sources: str | os.PathLike | Sequence[str | os.PathLike], *
         p = Path(src).expanduser()
         snaps = sorted(q for q in (p / "snapshots").glob("step-*") if q.is_dir() and _is_model_dir(q)) \
             if (p / "snapshots").is_dir() else []
+        for q in snaps:  # a model folder named step-… must say its step (step-best, step-10-copy: refused)
+            if not re.fullmatch(r"step-\d+", q.name):
+                raise NodeprobeError(f"run={p}: snapshot folder {q}: name is not step-<integer> (e.g. step-0000120); "
+                                     "rename it to its training step or move it out of snapshots/")
         if snaps:
             for q in snaps:
                 out.append(Checkpoint(int(q.name.split("-")[1]), q, q.name))

@@ -105,10 +105,14 @@ def _source(model):
     src = minilm_dir() if str(model).lower() in MINILM_ALIASES else Path(model)
     if not (src / "config.json").is_file():
         raise NodeprobeError(f"model={model}: no config.json there (not a saved Hugging Face model)")
+    from nodeprobe.model.loading import check_config, read_config
+
+    raw = read_config(src)  # one line naming config.json and the bad key, never a traceback
+    if raw.get("model_type", "bert") != "bert":
+        raise NodeprobeError(f"model={model}: model_type {raw.get('model_type')!r}, expected 'bert'")
+    check_config(raw, src / "config.json")
     tok = load_tokenizer(src)
     base_cfg = BertConfig.from_pretrained(src)
-    if base_cfg.model_type != "bert":
-        raise NodeprobeError(f"model={model}: model_type {base_cfg.model_type!r}, expected 'bert'")
     return src, tok, base_cfg
 
 

@@ -159,12 +159,20 @@ def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -
         raise NodeprobeError(f"out={out_dir}: is a symbolic link; `overwrite` replaces only a real run folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise NodeprobeError(f"out={out_dir}: is a file; give a folder")
-    if out_dir.exists() and any(out_dir.iterdir()):
+    from nodeprobe.locks import LOCK_NAME
+
+    if out_dir.exists() and any(p.name != LOCK_NAME for p in out_dir.iterdir()):  # our own lock aside
         if overwrite:
             if not _is_run_folder(marker):  # never delete what nodeprobe did not write
                 raise NodeprobeError(f"out={out_dir}: holds files that are not a nodeprobe run (no run.json with "
                                      "a fingerprint); `overwrite` only replaces a run folder — choose another out")
-            shutil.rmtree(out_dir)
+            for p in out_dir.iterdir():  # everything but the lock this run holds
+                if p.name == LOCK_NAME:
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
         elif not resume:
             raise NodeprobeError(
                 f"out={out_dir}: holds another run; pass `resume` to continue it or `overwrite` to replace it"
@@ -229,14 +237,35 @@ def open_run_dir(runner, out_dir: Path, run_fp: str, resume: bool, overwrite: bo
     """Prepare ``out_dir`` on the main process (the others wait for it; ``runner``:
     :mod:`nodeprobe.train.dist`): refuse another run's folder (:func:`prepare_out_dir`), return the
     summary ``summary_name`` of a completed run when resuming it, else write ``run.json``
-    (``record``) and return None."""
+    (``record``) and return None.
+
+    The main process first takes ``out_dir``'s lock (:func:`nodeprobe.locks.acquire`: a second run
+    writing the same folder refuses) and holds it for the run: it is released by ``runner.close()``
+    (which :func:`~nodeprobe.train.pretrain.pretrain` and ``finetune`` call in a ``finally``), at
+    the latest when the process exits, and at once when this refuses the folder or the run is done."""
+    from nodeprobe.locks import acquire
 
     def start() -> dict | None:
-        prepare_out_dir(out_dir, run_fp, resume, overwrite)
-        done = out_dir / summary_name
-        if resume and done.is_file():
-            return json.loads(done.read_text())
-        write_text_atomic(out_dir / "run.json", json.dumps(record, indent=2, default=str))
+        lock = acquire(out_dir, "out")
+        try:
+            prepare_out_dir(out_dir, run_fp, resume, overwrite)
+            done = out_dir / summary_name
+            if resume and done.is_file():
+                lock.release()
+                return json.loads(done.read_text())
+            write_text_atomic(out_dir / "run.json", json.dumps(record, indent=2, default=str))
+        except BaseException:
+            lock.release()
+            raise
+        close = runner.close
+
+        def close_and_release() -> None:
+            try:
+                close()
+            finally:
+                lock.release()
+
+        runner.close = close_and_release
         return None
 
     return runner.on_main(start)

@@ -168,6 +168,39 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
+VOCAB_SIZE = 30522  # bert-base-uncased: the vocabulary every pre-trained model here embeds
+TRAIN_BYTES_PER_PARAM = 16  # fp32 weights, gradients and Adam's two moments
+
+
+def n_params(size: ModelSize, vocab_size: int = VOCAB_SIZE) -> int:
+    """Parameters of a BERT MLM of this size (embeddings, blocks, MLM head with a tied decoder).
+
+    Example:
+        >>> round(n_params(get_preset("paper").model) / 1e6)     # BERT-6 (bert-base-uncased: 110 M at 12 blocks)
+        67
+    """
+    d, f = size.d_model, size.d_ff
+    emb = (vocab_size + size.max_len + 2) * d + 2 * d
+    block = 4 * (d * d + d) + 2 * d * f + f + d + 4 * d
+    head = d * d + d + 2 * d + vocab_size + d * d + d  # transform + LayerNorm + decoder bias + pooler
+    return emb + size.n_layers * block + head
+
+
+def check_fits(size: ModelSize, given: dict | None = None, vocab_size: int = VOCAB_SIZE) -> ModelSize:
+    """Refuse a size whose training state (:data:`TRAIN_BYTES_PER_PARAM` per parameter) cannot fit
+    in this machine's RAM: one line naming the given dimension that grew most (``given``: the
+    overrides, ``{"d_model": 2000000}``), the estimate and the limit."""
+    from nodeprobe.budget import check_budget
+
+    p = n_params(size, vocab_size)
+    given = {k: v for k, v in (given or {}).items() if v is not None} or {"d_model": size.d_model}
+    name = max(given, key=lambda k: given[k])
+    check_budget(f"--{name.replace('_', '-')}", given[name], need_bytes=p * TRAIN_BYTES_PER_PARAM,
+                 how=f"{p:.3g} parameters × {TRAIN_BYTES_PER_PARAM} bytes for weights, gradients and Adam moments")
+    return size
+
+
 def custom_size(base: ModelSize, **overrides) -> ModelSize:
-    """``base`` with explicit sizes replaced (``None`` keeps the base value), validated."""
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
+    """``base`` with explicit sizes replaced (``None`` keeps the base value), validated, and refused
+    up front when its training state cannot fit in memory (:func:`check_fits`)."""
+    return check_fits(replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate(), overrides)

@@ -212,3 +212,61 @@ def test_build_refuses_bad_arguments_before_writing(cls_setup, tmp_path):
     reader = build_cache(model, es, "readout", out, dtype=torch.float16)   # a torch dtype is accepted too
     assert reader.manifest["dtype"] == "float16" and load_cache(out).manifest == reader.manifest
     assert reader.readout().shape == (reader.n_items, reader.d_model)
+
+
+# ---------------------------------------------------------------------- damaged caches, the lock
+def _built(cls_setup, path):
+    model, es = cls_setup
+    build_cache(model, es, "readout", path, shard_batches=1)
+    return model, es
+
+
+def test_truncated_shard_is_reported_as_damaged_not_rebuilt(cls_setup, tmp_path):
+    model, es = _built(cls_setup, tmp_path / "c")
+    shard = tmp_path / "c" / "shard-00001.safetensors"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) - 10])
+    for call in (lambda: load_cache(tmp_path / "c"), lambda: get_or_build_cache(model, es, "readout", tmp_path / "c")):
+        with pytest.raises(NodeprobeError) as e:
+            call()
+        msg = str(e.value)
+        assert "\n" not in msg and str(shard) in msg and "truncated" in msg and "`rebuild`" in msg
+    assert shard.read_bytes() == data[: len(data) - 10]  # not silently rebuilt
+    reader = get_or_build_cache(model, es, "readout", tmp_path / "c", rebuild=True, shard_batches=1)
+    assert reader.built and shard.read_bytes() == data
+
+
+def test_manifest_missing_a_key_is_reported_as_damaged(cls_setup, tmp_path):
+    model, es = _built(cls_setup, tmp_path / "c")
+    mf = tmp_path / "c" / "manifest.json"
+    m = json.loads(mf.read_text())
+    del m["shapes"]
+    mf.write_text(json.dumps(m))
+    with pytest.raises(NodeprobeError, match=r"manifest\.json is damaged .*no 'shapes' key.*`rebuild`"):
+        get_or_build_cache(model, es, "readout", tmp_path / "c")
+    assert "shapes" not in json.loads(mf.read_text())
+    assert "shapes" in get_or_build_cache(model, es, "readout", tmp_path / "c", rebuild=True).manifest
+
+
+def test_shard_without_a_listed_tensor_is_damaged(cls_setup, tmp_path):
+    from safetensors.torch import save_file
+
+    _built(cls_setup, tmp_path / "c")
+    save_file({"readout": torch.zeros(2, 3)}, str(tmp_path / "c" / "shard-00000.safetensors"))
+    with pytest.raises(NodeprobeError, match=r"shard-00000\.safetensors is damaged \(no tensor 'loss'"):
+        load_cache(tmp_path / "c")
+
+
+def test_a_cache_held_by_a_live_process_is_refused(cls_setup, tmp_path):
+    model, es = cls_setup
+    d = tmp_path / "c"
+    d.mkdir()
+    lock = d / ".nodeprobe.lock"
+    lock.write_text(json.dumps({"pid": 1, "host": __import__("socket").gethostname(), "since": "then"}))
+    with pytest.raises(NodeprobeError, match=r"cache=.*: in use by another nodeprobe process \(pid 1, since then\)"):
+        get_or_build_cache(model, es, "readout", d)
+    assert sorted(p.name for p in d.iterdir()) == [".nodeprobe.lock"]  # nothing written
+    lock.unlink()
+    reader = get_or_build_cache(model, es, "readout", d)
+    assert reader.built and not lock.exists()
+    assert "bytes" in reader.describe()

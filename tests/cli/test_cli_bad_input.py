@@ -371,3 +371,184 @@ def test_overlap_sees_through_symlinks_and_dot_dot(tmp_path, monkeypatch):
         with pytest.raises(NodeprobeError, match="the input --model m"):
             check_io("m", Path(json_path) if json_path else None, None,
                      outputs={"--out": Path(out)} if out else None)
+
+
+# ---------------------------------------------------------------------- malformed artefacts (issue 15, class 6)
+def _setup_track_step_name(tmp):
+    """A pre-training run whose snapshots/ holds a model folder named step-best (no step number)."""
+    for name in ("step-0000000", "step-best"):
+        (tmp / "run" / "snapshots" / name).mkdir(parents=True)
+        (tmp / "run" / "snapshots" / name / "config.json").write_text("{}")
+
+
+CASES += [
+    P(["track", "--run", "{tmp}/run"], "snapshot folder {tmp}/run/snapshots/step-best: name is not step-<integer>",
+      _setup_track_step_name, id="track-snapshot-name-not-a-step"),
+]
+
+
+class _Evil:
+    """Unpickling this writes a marker file (what a malicious pickle could do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def _variant(src, dst, edit_config=None, edit=None):
+    shutil.copytree(src, dst)
+    if edit_config is not None:
+        cfg = json.loads((dst / "config.json").read_text())
+        edit_config(cfg)
+        (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+    if edit is not None:
+        edit(dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def mfx(fx, tmp_path_factory):
+    """Malformed variants of ``fx``'s tiny models: config.json of the wrong types, safetensors cut
+    or corrupt, a tensor of the wrong shape, pickles that would run code (``MARKER`` if they do)."""
+    from safetensors.torch import load_file, save_file
+
+    root = tmp_path_factory.mktemp("malformed")
+    cls, mlm = fx["cls"], fx["mlm"]
+    marker = root / "MARKER"
+
+    def setk(**kw):
+        return lambda cfg: cfg.update(kw)
+
+    def cut(n):
+        return lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:n])
+
+    def garbage_header(d):
+        body = b"{this is not json}"
+        (d / "model.safetensors").write_bytes(len(body).to_bytes(8, "little") + body)
+
+    def wrong_shape(d):
+        w = load_file(str(d / "model.safetensors"))
+        w["bert.encoder.layer.0.intermediate.dense.weight"] = torch.zeros(48, 16)
+        save_file(w, str(d / "model.safetensors"), metadata={"format": "pt"})
+
+    def bad_json(d):
+        (d / "config.json").write_text('{\n  "model_type": "bert",\n  "hidden_size": 16,,\n}\n')
+
+    def only_evil_pickle(d):
+        (d / "model.safetensors").unlink()
+        torch.save({"bert.embeddings.word_embeddings.weight": _Evil(marker)}, d / "pytorch_model.bin")
+
+    def evil_pickle_beside(d):
+        torch.save({"bert.embeddings.word_embeddings.weight": _Evil(marker)}, d / "pytorch_model.bin")
+
+    out = {
+        "cfg_words": _variant(cls, root / "cfg_words", setk(hidden_size="forty-eight")),
+        "cfg_nolayers": _variant(cls, root / "cfg_nolayers", lambda c: c.pop("num_hidden_layers")),
+        "cfg_bool": _variant(mlm, root / "cfg_bool", setk(vocab_size=True)),
+        "cfg_labels0": _variant(cls, root / "cfg_labels0", setk(num_labels=0)),
+        "cfg_heads": _variant(cls, root / "cfg_heads", setk(num_attention_heads=3)),
+        "cfg_json": _variant(cls, root / "cfg_json", edit=bad_json),
+        "st_stub": _variant(cls, root / "st_stub", edit=cut(5)),
+        "st_header": _variant(cls, root / "st_header", edit=cut(100)),
+        "st_garbage": _variant(mlm, root / "st_garbage", edit=garbage_header),
+        "st_shape": _variant(cls, root / "st_shape", edit=wrong_shape),
+        "evil": _variant(cls, root / "evil", edit=only_evil_pickle),
+        "evil_mlm": _variant(mlm, root / "evil_mlm", edit=only_evil_pickle),
+        "evil_beside": _variant(mlm, root / "evil_beside", edit=evil_pickle_beside),
+    }
+    out["evil_run"] = root / "evil_run"  # a pre-training run whose one snapshot is that pickle
+    shutil.copytree(out["evil_mlm"], out["evil_run"] / "snapshots" / "step-0000000")
+    st_sizes = {k: (out[k] / "model.safetensors").stat().st_size for k in ("st_header",)}
+    out["st_header_len"] = int.from_bytes((cls / "model.safetensors").read_bytes()[:8], "little")
+    out["st_header_have"] = st_sizes["st_header"] - 8
+    out["marker"] = marker
+    return out
+
+
+MALFORMED = [
+    # config.json: wrong types, missing sizes, inconsistent sizes, not JSON — file, key, value, what is allowed
+    P(AB + ["--all", "--model", "{cfg_words}"],
+      '{cfg_words}/config.json: hidden_size="forty-eight"; expected a positive integer', id="ablate-config-hidden-size-words"),
+    P(SIM + ["--model", "{cfg_bool}"], "{cfg_bool}/config.json: vocab_size=true; expected a positive integer",
+      id="similarity-config-vocab-size-bool"),
+    P(CA + ["--model", "{cfg_nolayers}"], "{cfg_nolayers}/config.json: no 'num_hidden_layers'; expected a positive integer",
+      id="cache-config-missing-num-hidden-layers"),
+    P(AB + ["--all", "--model", "{cfg_labels0}"],
+      "{cfg_labels0}/config.json: num_labels=0; expected an integer ≥ 1 for a classifier", id="ablate-config-num-labels-0"),
+    P(["specialization", "--model", "{cfg_heads}", "--data", "{shared}"],
+      "{cfg_heads}/config.json: hidden_size=16 is not a multiple of num_attention_heads=3", id="specialization-config-heads"),
+    P(AB + ["--all", "--model", "{cfg_json}"], "{cfg_json}/config.json: not valid JSON (line 3, column",
+      id="ablate-config-not-json"),
+    # safetensors: cut short, a corrupt header, a tensor the config does not give that shape
+    P(AB + ["--all", "--model", "{st_stub}"], "{st_stub}/model.safetensors: truncated: 5 bytes, less than the 8-byte",
+      id="ablate-safetensors-5-bytes"),
+    P(CA + ["--model", "{st_header}"],
+      "{st_header}/model.safetensors: truncated: header says {st_header_len} bytes, file has {st_header_have}",
+      id="cache-safetensors-truncated-header"),
+    P(AB + ["--all", "--model", "{trunc}"], "{trunc}/model.safetensors: truncated: tensor ", id="ablate-safetensors-cut-in-half"),
+    P(SEG + ["--model", "{st_garbage}"], "{st_garbage}/model.safetensors: corrupt safetensors header (not JSON",
+      id="segment-safetensors-header-not-json"),
+    P(AB + ["--all", "--model", "{st_shape}"],
+      "{st_shape}/model.safetensors: tensor bert.encoder.layer.0.intermediate.dense.weight has shape [48, 16], "
+      "but {st_shape}/config.json gives [32, 16]", id="ablate-safetensors-wrong-shape"),
+    # a pickle that would run code: never opened without --trust-pickle
+    P(AB + ["--all", "--model", "{evil}"], "weights only as pickle (pytorch_model.bin)", id="ablate-evil-pickle"),
+    P(CA + ["--model", "{evil}"], "--trust-pickle", id="cache-evil-pickle"),
+    P(SEG + ["--model", "{evil_mlm}"], "pytorch_model.bin", id="segment-evil-pickle"),
+    P(["track", "--run", "{evil_run}", "--data", "{shared}"], "pytorch_model.bin", id="track-evil-pickle"),
+]
+
+
+def _assert_refused(argv, msg, subs, tmp_path, capsys):
+    """``main(argv)``: exit 2, stderr one line ``nodeprobe: error: …`` holding ``msg``, no traceback,
+    nothing written under ``tmp_path``."""
+    before = _listing(tmp_path)
+    capsys.readouterr()
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert rc == 2, (rc, err)
+    assert "Traceback" not in err and "Traceback" not in out
+    assert len(lines) == 1 and lines[0].startswith("nodeprobe: error: "), err
+    assert msg.format(**subs) in lines[0], err
+    assert _listing(tmp_path) == before
+    return lines[0]
+
+
+@pytest.mark.parametrize("args,msg", MALFORMED)
+def test_malformed_artefact(args, msg, fx, mfx, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    subs = {k: str(v) for k, v in {**fx, **mfx}.items()}
+    subs["tmp"] = str(tmp_path)
+    argv = [a.format(**subs) for a in args]
+    _assert_refused(argv, msg, subs, tmp_path, capsys)
+    assert not mfx["marker"].exists()
+
+
+def test_pickle_beside_safetensors_is_never_opened(mfx, tmp_path, capsys, monkeypatch):
+    """A model folder with model.safetensors and a malicious pytorch_model.bin: the safetensors load,
+    the pickle is not touched (with or without --trust-pickle)."""
+    monkeypatch.chdir(tmp_path)
+    for pre in ([], ["--trust-pickle"]):
+        rc = main(pre + ["segment", "--model", str(mfx["evil_beside"]), "--text", "the cat sat. the dog ran."])
+        assert rc == 0, capsys.readouterr().err
+        assert not mfx["marker"].exists()
+
+
+def test_resume_with_a_malicious_trainer_state_runs_nothing(fx, tmp_path, capsys, monkeypatch):
+    """``pretrain --resume`` over a checkpoint whose trainer_state.pt is a pickle that would run code:
+    ``torch.load(weights_only=True)`` refuses it — exit 2, one line naming the checkpoint, no marker."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    argv = [a.format(data=fx["data"], tmp=tmp_path) for a in PT + TINY + ["--max-steps", "1"]]
+    assert main(argv) == 0, capsys.readouterr().err
+    ck = run / "checkpoint"
+    assert (ck / "trainer_state.pt").is_file()
+    marker = tmp_path.parent / f"{tmp_path.name}-MARKER"
+    torch.save({"optimizer": _Evil(marker), "scheduler": {}}, ck / "trainer_state.pt")
+    line = _assert_refused(argv + ["--resume"], "checkpoint {ck}: unreadable", {"ck": ck}, tmp_path, capsys)
+    assert "Traceback" not in line
+    assert not marker.exists()
