@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _bad_input import assert_refused, listing
 from _tiny_models import tiny_hf
 from nodeprobe.cli import main
 
@@ -265,15 +266,6 @@ CASES = [
 ]
 
 
-def _listing(root):
-    out = []
-    for dirpath, dirs, files in os.walk(root):
-        for name in dirs + files:
-            p = os.path.join(dirpath, name)
-            out.append((os.path.relpath(p, root), os.path.getsize(p) if name in files else -1))
-    return sorted(out)
-
-
 @pytest.mark.parametrize("args,msg,setup", CASES)
 def test_bad_input(args, msg, setup, fx, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -285,16 +277,7 @@ def test_bad_input(args, msg, setup, fx, tmp_path, capsys, monkeypatch):
     argv = [a.format(**subs) for a in args]
     json_path = argv[argv.index("--json") + 1] if "--json" in argv else None
     json_before = open(json_path, "rb").read() if json_path is not None and os.path.isfile(json_path) else None
-    before = _listing(tmp_path)
-    capsys.readouterr()
-    rc = main(argv)
-    out, err = capsys.readouterr()
-    lines = err.strip().splitlines()
-    assert rc == 2, (rc, err)
-    assert "Traceback" not in err and "Traceback" not in out
-    assert len(lines) == 1 and lines[0].startswith("nodeprobe: error: "), err
-    assert msg.format(**subs) in lines[0], err
-    assert _listing(tmp_path) == before
+    assert_refused(argv, msg, subs, tmp_path, capsys)
     if json_before is not None:  # an input given as --json: untouched
         assert open(json_path, "rb").read() == json_before
     elif json_path is not None and not os.path.isdir(json_path):
@@ -305,29 +288,29 @@ def test_bad_input(args, msg, setup, fx, tmp_path, capsys, monkeypatch):
 def _model_copy(fx, tmp_path):
     m = tmp_path / "m"
     shutil.copytree(fx["cls"], m)
-    return m, _listing(m), (m / "config.json").read_bytes()
+    return m, listing(m), (m / "config.json").read_bytes()
 
 
 @pytest.mark.parametrize("out", ["{m}", "{tmp}"])
 def test_finetune_overwrite_never_deletes_the_model_it_reads(fx, tmp_path, capsys, monkeypatch, out):
     """``finetune --model X --out X --overwrite`` deleted X before reading it (issue 15)."""
     monkeypatch.chdir(tmp_path)
-    m, listing, _ = _model_copy(fx, tmp_path)
+    m, files, _ = _model_copy(fx, tmp_path)
     argv = ["finetune", "--model", str(m), "--task", "fewrel", "--data", str(fx["shared"]), "--n-train", "4",
             "--n-test", "2", "--overwrite", "--out", out.format(m=m, tmp=tmp_path)]
     assert main(argv) == 2
     assert "an output never overwrites an input" in capsys.readouterr().err
-    assert _listing(m) == listing
+    assert listing(m) == files
 
 
 def test_report_json_never_overwrites_the_models_config(fx, tmp_path, capsys, monkeypatch):
     """``hull … --json MODEL_DIR/config.json`` overwrote the model's config (issue 15)."""
     monkeypatch.chdir(tmp_path)
-    m, listing, config = _model_copy(fx, tmp_path)
+    m, files, config = _model_copy(fx, tmp_path)
     for cmd in ("hull", "specialization", "cooperation", "ablate"):
         extra = ["--all"] if cmd == "ablate" else []
         assert main([cmd, "--model", str(m), "--data", str(fx["shared"]), "--json", str(m / "config.json")] + extra) == 2
-        assert (m / "config.json").read_bytes() == config and _listing(m) == listing
+        assert (m / "config.json").read_bytes() == config and listing(m) == files
     assert "is inside the input --model" in capsys.readouterr().err
 
 
@@ -501,22 +484,6 @@ MALFORMED = [
 ]
 
 
-def _assert_refused(argv, msg, subs, tmp_path, capsys):
-    """``main(argv)``: exit 2, stderr one line ``nodeprobe: error: …`` holding ``msg``, no traceback,
-    nothing written under ``tmp_path``."""
-    before = _listing(tmp_path)
-    capsys.readouterr()
-    rc = main(argv)
-    out, err = capsys.readouterr()
-    lines = err.strip().splitlines()
-    assert rc == 2, (rc, err)
-    assert "Traceback" not in err and "Traceback" not in out
-    assert len(lines) == 1 and lines[0].startswith("nodeprobe: error: "), err
-    assert msg.format(**subs) in lines[0], err
-    assert _listing(tmp_path) == before
-    return lines[0]
-
-
 @pytest.mark.parametrize("args,msg", MALFORMED)
 def test_malformed_artefact(args, msg, fx, mfx, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -524,7 +491,7 @@ def test_malformed_artefact(args, msg, fx, mfx, tmp_path, capsys, monkeypatch):
     subs = {k: str(v) for k, v in {**fx, **mfx}.items()}
     subs["tmp"] = str(tmp_path)
     argv = [a.format(**subs) for a in args]
-    _assert_refused(argv, msg, subs, tmp_path, capsys)
+    assert_refused(argv, msg, subs, tmp_path, capsys)
     assert not mfx["marker"].exists()
 
 
@@ -549,6 +516,6 @@ def test_resume_with_a_malicious_trainer_state_runs_nothing(fx, tmp_path, capsys
     assert (ck / "trainer_state.pt").is_file()
     marker = tmp_path.parent / f"{tmp_path.name}-MARKER"
     torch.save({"optimizer": _Evil(marker), "scheduler": {}}, ck / "trainer_state.pt")
-    line = _assert_refused(argv + ["--resume"], "checkpoint {ck}: unreadable", {"ck": ck}, tmp_path, capsys)
+    line = assert_refused(argv + ["--resume"], "checkpoint {ck}: unreadable", {"ck": ck}, tmp_path, capsys)
     assert "Traceback" not in line
     assert not marker.exists()

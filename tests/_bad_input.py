@@ -1,0 +1,34 @@
+"""The bad-input harness shared by tests/cli/test_cli_bad_input*.py: a command is refused cleanly."""
+
+from __future__ import annotations
+
+import os
+
+from nodeprobe.cli import main
+
+
+def listing(root) -> list[tuple[str, int]]:
+    """Every path under ``root`` with its size (−1 for a folder), sorted: "nothing written" is equality."""
+    out = []
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(dirpath, name)
+            out.append((os.path.relpath(p, root), os.path.getsize(p) if name in files else -1))
+    return sorted(out)
+
+
+def assert_refused(argv, msg: str, subs: dict, tmp_path, capsys, run=None) -> str:
+    """``main(argv)``: exit 2, stderr one line ``nodeprobe: error: …`` holding ``msg.format(**subs)``,
+    no traceback, nothing written under ``tmp_path``; returns the line.  ``run(argv)`` replaces
+    ``main`` (e.g. to restore a folder's mode afterwards)."""
+    before = listing(tmp_path)
+    capsys.readouterr()
+    rc = (run or main)(argv)
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert rc == 2, (rc, err)
+    assert "Traceback" not in err and "Traceback" not in out
+    assert len(lines) == 1 and lines[0].startswith("nodeprobe: error: "), err
+    assert msg.format(**subs) in lines[0], err
+    assert listing(tmp_path) == before
+    return lines[0]
