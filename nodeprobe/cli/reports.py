@@ -78,16 +78,42 @@ def _load_sae(sae: Optional[Path]):
     return weights
 
 
-def _finish_sae(kind: str, cmp, reader, json_path: Optional[Path], plot: Optional[Path], figure, text=None,
-                **settings) -> None:
-    """:func:`_finish` of a ``--sae`` report: the JSON holds both sides (``result.sae``,
-    ``result.nodes``, with ``summary`` and ``fidelity``), the ``--plot`` PNGs are the latents'."""
-    _finish(kind, cmp, reader, json_path, text=text, **settings)
+def _check_sae_fits(sae_w, m, unit: Optional[int] = None) -> None:
+    """With the model loaded: the SAE reads this readout (``d_in`` = d_model) and ``--unit`` is one
+    of its latents."""
+    from nodeprobe.analysis.sae import check_readout_sae
+
+    check_readout_sae(sae_w, m.spec.d_model)
+    if unit is not None and not 0 <= unit < sae_w.d_sae:
+        raise NodeprobeError(f"--unit {unit}: the SAE has latents 0–{sae_w.d_sae - 1}")
+
+
+def _report(kind: str, build, reader, kw: dict, render, detail, json_path: Optional[Path], plot: Optional[Path],
+            figure, sae_w=None, sae: Optional[Path] = None, text=None, **settings) -> None:
+    """Build ``kind``'s report ``build(reader, **kw)``, show it (``render(rep, *detail(rep))``) and write
+    ``--json`` / ``--plot`` (:func:`_finish`).  With ``--sae`` (``sae_w``) the same report runs on the
+    SAE's latents and on the nodes side by side (:func:`nodeprobe.studies.sae.sae_comparison`): shown
+    by ``render_sae_comparison(cmp, *detail(cmp.sae))``, the JSON holding both sides, the PNGs the
+    latents'.  A callable setting is read off the report shown (e.g. ``grid=lambda r: list(r.grid)``)."""
+    if sae_w is None:
+        shown = rep = build(reader, **kw)
+        render(rep, *detail(rep))
+    else:
+        from nodeprobe.render.sae_view import render_sae_comparison
+        from nodeprobe.studies.sae import sae_comparison
+
+        rep = sae_comparison(reader, sae_w, kind, **kw)
+        shown = rep.sae
+        render_sae_comparison(rep, *detail(shown))
+        figure = (*figure[:-1], f"{figure[-1]}, SAE latents")
+        settings["sae"] = sae
+    settings = {k: (v(shown) if callable(v) else v) for k, v in settings.items()}
+    _finish(kind, rep, reader, json_path, text=text, **settings)
     if plot is not None:
         from nodeprobe.render import figures
 
         name, *args = figure
-        getattr(figures, name)(cmp.sae, Path(plot), *args)
+        getattr(figures, name)(shown, Path(plot), *args)
 
 
 # ---------------------------------------------------------------------- cache
@@ -168,11 +194,7 @@ def specialization(
     def validate(m):
         resolve_specialization(level, site, layer, m.spec.n_layers)
         if sae_w is not None:
-            from nodeprobe.analysis.sae import check_readout_sae
-
-            check_readout_sae(sae_w, m.spec.d_model)
-            if unit is not None and not 0 <= parse_unit(level, unit)[0] < sae_w.d_sae:
-                raise NodeprobeError(f"--unit {unit}: the SAE has latents 0–{sae_w.d_sae - 1}")
+            _check_sae_fits(sae_w, m, parse_unit(level, unit)[0] if unit is not None else None)
         elif unit is not None:
             parse_unit(level, unit, m.spec.n_layers, m.spec.n_heads, m.spec.d_model)
 
@@ -180,23 +202,14 @@ def specialization(
     sites = ("readout", "resid") if the_site == "resid" else ("readout",)
     m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild, sites,
                                        trust_pickle(ctx), validate, text=text)
-    if sae_w is not None:
-        from nodeprobe.render.sae_view import render_sae_comparison
-        from nodeprobe.studies.sae import sae_comparison
-
-        cmp = sae_comparison(reader, sae_w, "specialization", mode=mode, tau_recall=tau_recall, tau_lift=tau_lift,
-                             min_count=min_count, model=m, eval_set=es, progress=True)
-        render_sae_comparison(cmp, top, cmp.sae.find_unit(unit) if unit is not None else None)
-        _finish_sae("specialization", cmp, reader, json_path, plot, ("specialization", f"{task}, {mode}, SAE latents"),
-                    text=text, model=model, task=task, level=level, site="readout", layer=layer, mode=mode,
-                    tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count, limit=limit, seed=seed, sae=sae)
-        return
-    rep = specialization_report(reader, level=level, site=site, layer=layer, mode=mode, tau_recall=tau_recall,
-                                tau_lift=tau_lift, min_count=min_count, model=m, eval_set=es, progress=True)
-    render_specialization(rep, top, rep.find_unit(unit) if unit is not None else None)
-    _finish("specialization", rep, reader, json_path, plot, ("specialization", f"{task}, {mode}"), text=text,
-            model=model, task=task, level=level, site=rep.site, layer=layer, mode=mode, tau_recall=tau_recall,
-            tau_lift=tau_lift, min_count=min_count, limit=limit, seed=seed)
+    th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
+    kw = dict(mode=mode, **th, model=m, eval_set=es, progress=True)
+    if sae_w is None:  # --sae is the readout site at node level (check_sae)
+        kw.update(level=level, site=site, layer=layer)
+    _report("specialization", specialization_report, reader, kw, render_specialization,
+            lambda r: (top, r.find_unit(unit) if unit is not None else None), json_path, plot,
+            ("specialization", f"{task}, {mode}"), sae_w, sae, text=text, model=model, task=task, level=level,
+            site=lambda r: r.site, layer=layer, mode=mode, **th, limit=limit, seed=seed)
 
 
 # ---------------------------------------------------------------------- APT
@@ -282,32 +295,15 @@ def cooperation(
     g = parse_grid(grid, R=R)
     sae_w = _load_sae(sae)
 
-    def validate(m):
-        from nodeprobe.analysis.sae import check_readout_sae
-
-        check_readout_sae(sae_w, m.spec.d_model)
-
     model = resolve_model(model, task, io=io)
     m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
-                                       ("readout",), trust_pickle(ctx), validate if sae_w is not None else None,
+                                       ("readout",), trust_pickle(ctx),
+                                       (lambda m: _check_sae_fits(sae_w, m)) if sae_w is not None else None,
                                        text=text)
-    if sae_w is not None:
-        from nodeprobe.render.sae_view import render_sae_comparison
-        from nodeprobe.studies.sae import sae_comparison
-
-        cmp = sae_comparison(reader, sae_w, "cooperation", mode=mode, R=R, seed=seed, grid=g, tau_recall=tau_recall,
-                             tau_lift=tau_lift, min_count=min_count)
-        render_sae_comparison(cmp)
-        _finish_sae("cooperation", cmp, reader, json_path, plot, ("cooperation", f"{task}, SAE latents"), text=text,
-                    model=model, task=task, mode=mode, R=R, grid=list(cmp.sae.grid), tau_recall=tau_recall,
-                    tau_lift=tau_lift, min_count=min_count, limit=limit, seed=seed, sae=sae)
-        return
-    rep = cooperation_report(reader, mode=mode, R=R, seed=seed, grid=g, tau_recall=tau_recall, tau_lift=tau_lift,
-                             min_count=min_count)
-    render_cooperation(rep)
-    _finish("cooperation", rep, reader, json_path, plot, ("cooperation", task), text=text, model=model, task=task,
-            mode=mode, R=R, grid=list(rep.grid), tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count,
-            limit=limit, seed=seed)
+    th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
+    _report("cooperation", cooperation_report, reader, dict(mode=mode, R=R, seed=seed, grid=g, **th),
+            render_cooperation, lambda r: (), json_path, plot, ("cooperation", task), sae_w, sae, text=text,
+            model=model, task=task, mode=mode, R=R, grid=lambda r: list(r.grid), **th, limit=limit, seed=seed)
 
 
 # ---------------------------------------------------------------------- hull
@@ -360,33 +356,16 @@ def hull(
             if unit is not None and not 0 <= unit < m.spec.d_model:
                 raise NodeprobeError(f"--unit {unit}: the readout has nodes 0–{m.spec.d_model - 1}")
             return
-        from nodeprobe.analysis.sae import check_readout_sae
-
-        check_readout_sae(sae_w, m.spec.d_model)
+        _check_sae_fits(sae_w, m, unit)
         check_hull_args(nodes, n, min(m.spec.d_model, sae_w.d_sae), R)  # the same set on both sides
-        if unit is not None and not 0 <= unit < sae_w.d_sae:
-            raise NodeprobeError(f"--unit {unit}: the SAE has latents 0–{sae_w.d_sae - 1}")
 
     model = resolve_model(model, task, io=io)
     m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
                                        ("readout",), trust_pickle(ctx), validate, text=text)
-    if sae_w is not None:
-        from nodeprobe.render.sae_view import render_sae_comparison
-        from nodeprobe.studies.sae import sae_comparison
-
-        cmp = sae_comparison(reader, sae_w, "hull", nodes=nodes, n=n, R=R, seed=seed, mode=mode, top=top,
-                             max_lp=max_lp, tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
-        render_sae_comparison(cmp, top, unit)
-        _finish_sae("hull", cmp, reader, json_path, plot, ("hull", f"{task}, SAE latents"), text=text, model=model,
-                    task=task, nodes=nodes, n=n, R=R, mode=mode, max_lp=max_lp, tau_recall=tau_recall,
-                    tau_lift=tau_lift, min_count=min_count, limit=limit, seed=seed, sae=sae)
-        return
-    rep = hull_report(reader, nodes=nodes, n=n, R=R, seed=seed, mode=mode, top=top, max_lp=max_lp,
-                      tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
-    render_hull(rep, top, unit)
-    _finish("hull", rep, reader, json_path, plot, ("hull", task), text=text, model=model, task=task, nodes=nodes,
-            n=n, R=R, mode=mode, max_lp=max_lp, tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count,
-            limit=limit, seed=seed)
+    th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
+    _report("hull", hull_report, reader, dict(nodes=nodes, n=n, R=R, seed=seed, mode=mode, top=top, max_lp=max_lp, **th),
+            render_hull, lambda r: (top, unit), json_path, plot, ("hull", task), sae_w, sae, text=text, model=model,
+            task=task, nodes=nodes, n=n, R=R, mode=mode, max_lp=max_lp, **th, limit=limit, seed=seed)
 
 
 # ---------------------------------------------------------------------- blocks
