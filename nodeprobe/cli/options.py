@@ -282,12 +282,11 @@ def check_text(text, task: str) -> None:
         check_text_source(text, task)
 
 
-def check_sae(sae: Path | None, *, level: str | None = "node", site: str | None = None,
-              outputs: dict | None = None) -> None:
+def check_sae(sae: Path | None, *, level: str | None = "node", site: str | None = None) -> None:
     """``--sae DIR`` before torch is imported: only at the readout site (``--level node``, ``--site``
     readout), an existing folder holding ``cfg.json`` and ``sae_weights.safetensors`` (the SAELens
-    layout; the weights and their shapes are :func:`nodeprobe.analysis.sae.load_sae`'s to check),
-    and no output (``--json``, ``--plot``, ``--cache``: ``outputs``) inside it.
+    layout; the weights and their shapes are :func:`nodeprobe.analysis.sae.load_sae`'s to check).
+    That no output sits inside it is :func:`check_io`'s (``inputs={"--sae": sae}``).
 
     Example:
         >>> check_sae(None)                                          # not given: nothing to check
@@ -307,9 +306,6 @@ def check_sae(sae: Path | None, *, level: str | None = "node", site: str | None 
     for name in ("cfg.json", "sae_weights.safetensors"):  # = nodeprobe.analysis.sae.CFG_FILE, WEIGHTS_FILE
         if not (p / name).is_file():
             raise NodeprobeError(f"--sae {sae}: not an SAELens SAE folder (no {name})")
-    from nodeprobe.io import check_disjoint
-
-    check_disjoint(outputs or {}, {"--sae": sae})
 
 
 def check_paths(flag: str, *paths) -> None:
@@ -367,7 +363,8 @@ def check_io(model: str | None = None, json_path: Path | None = None, plot: Path
 
 def check_common(task: str | None = None, model: str | None = None, json_path: Path | None = None,
                  plot: Path | None = None, *, data=None, device: str | None = None, mode: str | None = None,
-                 text=None, learned: tuple | None = None, outputs: dict | None = None, **positive) -> None:
+                 text=None, learned: tuple | None = None, outputs: dict | None = None, inputs: dict | None = None,
+                 **positive) -> None:
     """The checks a command starts with, cheapest first: ``--task``, ``--mode``, ``--device``, the
     ``positive`` integers, the output paths, the ``--model`` and ``--data`` paths (none imports
     torch), that no output overwrites an input (:func:`check_io`; ``outputs`` are the command's
@@ -391,7 +388,7 @@ def check_common(task: str | None = None, model: str | None = None, json_path: P
         check_folder(flag, folder)
     check_model_path(model)
     check_paths("--data", data)
-    check_io(model, json_path, plot, data, text, outputs)
+    check_io(model, json_path, plot, data, text, outputs, inputs)
     if text is not None:
         check_text(text, task)
     if learned is not None:

@@ -180,8 +180,8 @@ def specialization(
 ):
     """Per-node or per-head accuracy, outputs, learned classes Λ, SNR, and the symmetry summary."""
     io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
-    check_sae(sae, level=level, site=site, outputs={"--json": json_path, "--plot": plot, "--cache": cache})
-    check_common(task, model, json_path, plot, outputs=io["outputs"], data=data, device=device, mode=mode, text=text,
+    check_sae(sae, level=level, site=site)
+    check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae}, data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), limit=limit, top=top, batch_size=batch_size)
     from nodeprobe.render.views import render_specialization
     from nodeprobe.studies.specialization import parse_unit, resolve_specialization, specialization_report
@@ -286,8 +286,8 @@ def cooperation(
 ):
     """Cooperation gain and crossover of random readout node sets (METHODS §5)."""
     io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
-    check_sae(sae, outputs={"--json": json_path, "--plot": plot, "--cache": cache})
-    check_common(task, model, json_path, plot, outputs=io["outputs"], data=data, device=device, mode=mode, text=text,
+    check_sae(sae)
+    check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae}, data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), R=R, limit=limit, batch_size=batch_size)
     from nodeprobe.render.views import render_cooperation
     from nodeprobe.studies.cooperation import cooperation_report, parse_grid
@@ -337,8 +337,8 @@ def hull(
     if unit is not None and n != 1:
         raise NodeprobeError("--unit needs --n 1 (it picks one single node)")
     io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
-    check_sae(sae, outputs={"--json": json_path, "--plot": plot, "--cache": cache})
-    check_common(task, model, json_path, plot, outputs=io["outputs"], data=data, device=device, mode=mode, text=text,
+    check_sae(sae)
+    check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae}, data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), R=R, max_lp=max_lp, limit=limit, top=top,
                  batch_size=batch_size)
     from nodeprobe.render.views import render_hull

@@ -143,12 +143,14 @@ def load_checkpoint(out_dir: Path, hf_model, optimizer, scheduler, run_fp: str) 
     return Progress(step=state["step"], epoch=state["epoch"], tokens=state["tokens"], seconds=state["seconds"])
 
 
-def _is_run_folder(marker: Path) -> bool:
-    """Whether ``marker`` (a folder's ``run.json``) is the record nodeprobe writes for a run."""
+def _run_fingerprint(marker: Path) -> str | None:
+    """The run fingerprint in ``marker`` (a folder's ``run.json``, the record nodeprobe writes for a
+    run), or None when it is missing, unreadable or not such a record."""
     try:
-        return isinstance(json.loads(marker.read_text()).get("fingerprint"), str)
+        fp = json.loads(marker.read_text()).get("fingerprint")
     except (OSError, ValueError, AttributeError):
-        return False
+        return None
+    return fp if isinstance(fp, str) else None
 
 
 def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -> None:
@@ -163,7 +165,7 @@ def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -
 
     if out_dir.exists() and any(p.name != LOCK_NAME for p in out_dir.iterdir()):  # our own lock aside
         if overwrite:
-            if not _is_run_folder(marker):  # never delete what nodeprobe did not write
+            if _run_fingerprint(marker) is None:  # never delete what nodeprobe did not write
                 raise NodeprobeError(f"out={out_dir}: holds files that are not a nodeprobe run (no run.json with "
                                      "a fingerprint); `overwrite` only replaces a run folder — choose another out")
             for p in out_dir.iterdir():  # everything but the lock this run holds
@@ -177,15 +179,8 @@ def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -
             raise NodeprobeError(
                 f"out={out_dir}: holds another run; pass `resume` to continue it or `overwrite` to replace it"
             )
-        elif marker.is_file():
-            try:
-                old = json.loads(marker.read_text()).get("fingerprint")
-            except (OSError, json.JSONDecodeError):
-                old = None
-            if old != run_fp:
-                raise NodeprobeError(
-                    f"out={out_dir}: holds a run with other settings; use the same options or `overwrite`"
-                )
+        elif marker.is_file() and _run_fingerprint(marker) != run_fp:
+            raise NodeprobeError(f"out={out_dir}: holds a run with other settings; use the same options or `overwrite`")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
