@@ -118,3 +118,67 @@ def check_disjoint(outputs: dict[str, str | os.PathLike | None], inputs: dict[st
                        else "outputs must not overlap")
                 raise NodeprobeError(f"{name}{sep}{out}: {how} the {role} {iname}{isep}{given}; {why} "
                                      "(choose another path)")
+
+_ST_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
+                   "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "C64": 8, "I64": 8, "U64": 8, "F64": 8}
+_ST_MAX_HEADER = 100_000_000  # the safetensors library's own limit on the JSON header
+
+
+def safetensors_header(path: str | os.PathLike) -> tuple[dict | None, str | None]:
+    """``(header, None)`` of a whole ``.safetensors`` file, or ``(None, what is wrong)`` — checked
+    against the file's size without reading past the header: truncated, an implausible or non-JSON
+    header, tensors whose byte ranges or sizes do not add up.  The one check of every safetensors
+    file nodeprobe reads (model weights, cache shards); the caller words the error.
+
+    Example:
+        >>> safetensors_header("/no/such.safetensors")[1]
+        'unreadable (No such file or directory)'
+    """
+    import json
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return None, f"truncated: {size} bytes, less than the 8-byte header length a safetensors file starts with"
+            n = int.from_bytes(head, "little")
+            if n > _ST_MAX_HEADER:
+                return None, f"not a safetensors file (header length {n} bytes is implausible)"
+            if 8 + n > size:
+                return None, f"truncated: header says {n} bytes, file has {size - 8} after the 8-byte length"
+            raw = f.read(n)
+    except OSError as e:
+        return None, f"unreadable ({e.strerror or type(e).__name__})"
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        return None, f"corrupt safetensors header (not JSON: {' '.join(str(e).split())[:80]})"
+    if not isinstance(header, dict):
+        return None, "corrupt safetensors header (expected a JSON object)"
+    data_len, end = size - 8 - n, 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        ok = (isinstance(info, dict) and isinstance(info.get("dtype"), str) and isinstance(info.get("shape"), list)
+              and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in info["shape"])
+              and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
+              and all(isinstance(x, int) and not isinstance(x, bool) for x in info["data_offsets"])
+              and 0 <= info["data_offsets"][0] <= info["data_offsets"][1])
+        if not ok:
+            return None, f"corrupt safetensors header (tensor {name!r}: expected dtype, shape and data_offsets [begin, end])"
+        b, e = info["data_offsets"]
+        if e > data_len:
+            return None, f"truncated: tensor {name} ends at byte {e} of the data, the file holds {data_len}"
+        need = _ST_DTYPE_BYTES.get(info["dtype"])
+        if need is not None:
+            for x in info["shape"]:
+                need *= x
+            if e - b != need:
+                return None, (f"corrupt: tensor {name} {info['dtype']}{list(info['shape'])} needs {need} bytes, "
+                              f"the header gives it {e - b}")
+        end = max(end, e)
+    if end != data_len:
+        return None, f"corrupt: the tensors cover {end} bytes of data, the file holds {data_len}"
+    return header, None

@@ -581,29 +581,13 @@ def _read_manifest(mf: Path) -> dict:
 
 
 def _safetensors_keys(path: Path) -> dict:
-    """The header of a safetensors file after checking the file is whole (its size is the header's
-    promise); raises the one-line damaged-file error otherwise."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise _damaged(path, f"truncated: {size} bytes, not even a safetensors header")
-            n = int.from_bytes(head, "little")
-            if n <= 0 or 8 + n > size:
-                raise _damaged(path, f"truncated: {size} bytes, its header alone needs {8 + n}")
-            header = json.loads(f.read(n).decode("utf-8"))
-    except OSError as e:
-        raise NodeprobeError(f"cache file {path}: cannot read it ({e.strerror})") from None
-    except (ValueError, UnicodeDecodeError):
-        raise _damaged(path, "unreadable safetensors header") from None
-    try:
-        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    except (KeyError, TypeError, ValueError, IndexError):
-        raise _damaged(path, "unreadable safetensors header") from None
-    if 8 + n + end != size:
-        raise _damaged(path, f"truncated: {size} bytes of {8 + n + end}" if 8 + n + end > size
-                       else f"{size} bytes, its header describes {8 + n + end}")
+    """The header of a whole safetensors file (:func:`nodeprobe.io.safetensors_header`), else the
+    one-line damaged-file error."""
+    from nodeprobe.io import safetensors_header
+
+    header, problem = safetensors_header(path)
+    if problem is not None:
+        raise _damaged(path, problem)
     return header
 
 

@@ -48,10 +48,6 @@ def hf_class(kind: str):
 _POSITIVE_INT_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
                       "max_position_embeddings")
 # bytes per element of each safetensors dtype (the format's own names)
-_ST_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
-                   "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "C64": 8, "I64": 8, "U64": 8, "F64": 8}
-_ST_MAX_HEADER = 100_000_000  # the safetensors library's own limit on the JSON header
-
 
 def _one_line(e: BaseException, limit: int = 200) -> str:
     """An exception's message as one short line (library errors often span several)."""
@@ -107,63 +103,14 @@ def check_config(raw: dict, cfg_file: Path, classifier: bool = False) -> None:
 
 
 def safetensors_shapes(file: Path) -> dict[str, tuple[int, ...]]:
-    """The tensor shapes a ``.safetensors`` file declares, after checking its header against the
-    file's size (nothing but the header is read).  A truncated or corrupt file is one line naming it
-    and what is wrong, e.g. ``truncated: header says 5000 bytes, file has 812``."""
-    try:
-        size = file.stat().st_size
-        with open(file, "rb") as f:
-            head = f.read(8)
-            n = int.from_bytes(head, "little") if len(head) == 8 else 0
-            if len(head) < 8:
-                raise NodeprobeError(f"{file}: truncated: {size} bytes, less than the 8-byte header length "
-                                     "a safetensors file starts with")
-            if n > _ST_MAX_HEADER:
-                raise NodeprobeError(f"{file}: not a safetensors file (header length {n} bytes is implausible)")
-            if 8 + n > size:
-                raise NodeprobeError(f"{file}: truncated: header says {n} bytes, file has {size - 8} after "
-                                     "the 8-byte length")
-            header_bytes = f.read(n)
-    except OSError as e:
-        raise NodeprobeError(f"{file}: unreadable ({e.strerror or type(e).__name__})") from None
-    try:
-        header = json.loads(header_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise NodeprobeError(f"{file}: corrupt safetensors header (not JSON: {_one_line(e, 80)})") from None
-    if not isinstance(header, dict):
-        raise NodeprobeError(f"{file}: corrupt safetensors header (expected a JSON object)")
-    data_len = size - 8 - n
-    shapes: dict[str, tuple[int, ...]] = {}
-    end = 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        ok = (isinstance(info, dict) and isinstance(info.get("dtype"), str) and isinstance(info.get("shape"), list)
-              and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in info["shape"])
-              and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
-              and all(isinstance(x, int) and not isinstance(x, bool) for x in info["data_offsets"])
-              and 0 <= info["data_offsets"][0] <= info["data_offsets"][1])
-        if not ok:
-            raise NodeprobeError(f"{file}: corrupt safetensors header (tensor {name!r}: expected dtype, shape "
-                                 "and data_offsets [begin, end])")
-        b, e = info["data_offsets"]
-        shape = tuple(info["shape"])
-        if e > data_len:
-            raise NodeprobeError(f"{file}: truncated: tensor {name} ends at byte {e} of the data, the file "
-                                 f"holds {data_len}")
-        per = _ST_DTYPE_BYTES.get(info["dtype"])
-        if per is not None:
-            need = per
-            for x in shape:
-                need *= x
-            if e - b != need:
-                raise NodeprobeError(f"{file}: corrupt: tensor {name} {info['dtype']}{list(shape)} needs {need} "
-                                     f"bytes, the header gives it {e - b}")
-        end = max(end, e)
-        shapes[name] = shape
-    if end != data_len:
-        raise NodeprobeError(f"{file}: corrupt: the tensors cover {end} bytes of data, the file holds {data_len}")
-    return shapes
+    """The tensor shapes a ``.safetensors`` file declares, after :func:`nodeprobe.io.safetensors_header`
+    checked it whole; otherwise one line naming the file and what is wrong."""
+    from nodeprobe.io import safetensors_header
+
+    header, problem = safetensors_header(file)
+    if problem is not None:
+        raise NodeprobeError(f"{file}: {problem}")
+    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
 
 
 def _check_shapes(cls, config, files: list[Path], cfg_file: Path) -> None:
