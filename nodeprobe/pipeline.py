@@ -108,6 +108,26 @@ def stage_finetune_scratch(ctx: Context) -> dict:
     return _finetune(ctx, "finetune_scratch", ctx.runs / "pretrain" / "final", from_scratch=True)
 
 
+PAPER_LR = 5e-5  # the papers' fine-tuning learning rate (METHODS §0)
+
+
+def _paper_lr(ctx: Context):
+    from dataclasses import replace
+
+    return replace(ctx.preset.finetune, lr=PAPER_LR)
+
+
+def stage_finetune_paper_lr(ctx: Context) -> dict:
+    """The pre-trained model fine-tuned at the papers' lr 5e-5 (everything else as the preset)."""
+    return _finetune(ctx, "finetune_paper_lr", ctx.runs / "pretrain" / "final", settings=_paper_lr(ctx))
+
+
+def stage_finetune_scratch_paper_lr(ctx: Context) -> dict:
+    """Its from-scratch twin at lr 5e-5: the pre-training gap at the papers' recipe."""
+    return _finetune(ctx, "finetune_scratch_paper_lr", ctx.runs / "pretrain" / "final", from_scratch=True,
+                     settings=_paper_lr(ctx))
+
+
 def stage_finetune_minilm(ctx: Context) -> dict | None:
     if not ctx.minilm or ctx.preset.minilm_finetune is None:
         return None
@@ -281,6 +301,8 @@ STAGES: list[tuple[str, Callable]] = [
     ("pretrain", stage_pretrain),
     ("finetune", stage_finetune),
     ("finetune_scratch", stage_finetune_scratch),
+    ("finetune_paper_lr", stage_finetune_paper_lr),
+    ("finetune_scratch_paper_lr", stage_finetune_scratch_paper_lr),
     ("finetune_minilm", stage_finetune_minilm),
     ("ablate_all", stage_ablate_all),
     ("mlm_node_specialization", _specialization("mlm", "node", "MLM readout nodes")),

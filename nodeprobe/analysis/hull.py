@@ -289,6 +289,7 @@ def hull_bound(
     tau_recall: float = 0.5,
     tau_lift: float = 2.0,
     min_count: int = 5,
+    n_classes: int | None = None,
 ) -> HullBound:
     """Reachable classes of node set S (unbounded and over the data box ``[min X_S, max X_S]``)
     against the achieved accuracy, outputs and learned set of S.
@@ -303,10 +304,14 @@ def hull_bound(
         >>> hb = hull_bound(W, b, X, y, [0])
         >>> hb.reachable_unbounded, hb.reachable_data, hb.ub_data, hb.acc
         ((0, 1), (0,), 0.5, 0.5)
+
+    ``n_classes``: as in :func:`~nodeprobe.analysis.readout.prepare_labelled` (labels of classes
+    without a row in W count in N but are never reachable).
     """
-    r, yt = prepare_labelled(W, b, X, y, mode, means)
+    r, yt = prepare_labelled(W, b, X, y, mode, means, n_classes)
     Wn, Xn = r.W, r.X
     K, d = Wn.shape
+    KL = K if n_classes is None else int(n_classes)
     N = Xn.shape[0]
     S = node_set(nodes, d)
     bias = set_bias(r, S)
@@ -315,7 +320,7 @@ def hull_bound(
         pred, _ = predict_node(np.ascontiguousarray(Xn[:, i]), np.ascontiguousarray(Wn[:, i]), bias)
     else:
         pred = set_predictions(r, S)
-    st = unit_stats(yt, pred, K, tau_recall, tau_lift, min_count)
+    st = unit_stats(yt, pred, KL, tau_recall, tau_lift, min_count)
     Ws = Wn[:, S].astype(np.float64)
     b64 = np.asarray(bias, dtype=np.float64)
     Xs = Xn[:, S].astype(np.float64)
@@ -326,13 +331,13 @@ def hull_bound(
     r_unb = _reachable(Ws, b64, None, tol, wit, max_lp if needs_lp_unb else None)
     r_dat = _reachable(Ws, b64, box, tol, wit, max_lp if S.size >= 2 else None)
     r_unb = _within_unbounded(r_unb, r_dat)
-    Nk = np.bincount(yt, minlength=K)
+    Nk = np.bincount(yt, minlength=KL)
     ub_u, un_u = _ub(r_unb, st.outputs, Nk, N)
     ub_d, un_d = _ub(r_dat, st.outputs, Nk, N)
     return HullBound(
         nodes=tuple(int(i) for i in S),
         n_items=N,
-        n_classes=K,
+        n_classes=KL,
         acc=st.acc,
         n_outputs=st.n_outputs,
         n_learned=st.n_learned,
@@ -388,6 +393,7 @@ def hull_bound_single_nodes(
     tau_recall: float = 0.5,
     tau_lift: float = 2.0,
     min_count: int = 5,
+    n_classes: int | None = None,
 ) -> SingleNodeHull:
     """Hull bound of every single node: one upper envelope per node serves the predictions,
     the unbounded bound and (restricted to ``[min X_i, max X_i]``) the data-range bound.
@@ -400,8 +406,9 @@ def hull_bound_single_nodes(
         >>> r.reachable_data, r.acc.tolist(), r.farthest_below
         ([(0,), (0, 1)], [0.5, 1.0], (0, 1))
     """
-    r, yt = prepare_labelled(W, b, X, y, mode, means)
+    r, yt = prepare_labelled(W, b, X, y, mode, means, n_classes)
     K, d = r.W.shape
+    KL = K if n_classes is None else int(n_classes)
     N = r.X.shape[0]
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
         raise NodeprobeError(f"top={top!r}: must be an integer ≥ 0")
@@ -416,8 +423,8 @@ def hull_bound_single_nodes(
         sel, strict = restrict_envelope(lines.env1, lines.point1, s64, c64, np.arange(K), float(lo[i]), float(hi[i]))
         r_dat.append(tuple(sorted(int(k) for k in lines.env1[sel][strict])))
         r_unb[-1] = _within_unbounded(r_unb[-1], r_dat[-1])
-    stats = unit_stats_many(yt, preds, K, tau_recall, tau_lift, min_count)
-    Nk = np.bincount(yt, minlength=K)
+    stats = unit_stats_many(yt, preds, KL, tau_recall, tau_lift, min_count)
+    Nk = np.bincount(yt, minlength=KL)
     acc = np.array([st.acc for st in stats])
     ubs_u = [_ub(r, st.outputs, Nk, N) for r, st in zip(r_unb, stats)]
     ubs_d = [_ub(r, st.outputs, Nk, N) for r, st in zip(r_dat, stats)]
@@ -430,7 +437,7 @@ def hull_bound_single_nodes(
         eff_d = np.where(ub_d > 0, acc / ub_d, np.nan)
     return SingleNodeHull(
         n_items=N,
-        n_classes=K,
+        n_classes=KL,
         acc=acc,
         n_outputs=np.array([st.n_outputs for st in stats]),
         n_learned=np.array([st.n_learned for st in stats]),

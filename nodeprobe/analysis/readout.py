@@ -354,8 +354,13 @@ def prepare_readout(W, b, X, mode: Mode = "zero", means=None) -> ReadoutArrays:
     return ReadoutArrays(Wn, bn, Xn, mu, base, rd)
 
 
-def prepare_labelled(W, b, X, y, mode: Mode = "zero", means=None) -> tuple[ReadoutArrays, np.ndarray]:
+def prepare_labelled(W, b, X, y, mode: Mode = "zero", means=None,
+                     n_classes: int | None = None) -> tuple[ReadoutArrays, np.ndarray]:
     """:func:`prepare_readout` plus the labels ``y`` (int64, one per item of X, at least one item).
+
+    ``n_classes`` (≥ K, default K): the labels may name classes ``K … n_classes − 1`` that have no
+    row in W — classes a block readout never saw in training (METHODS §2: logit −∞), which no unit
+    can predict.
 
     Example:
         >>> import numpy as np
@@ -365,7 +370,11 @@ def prepare_labelled(W, b, X, y, mode: Mode = "zero", means=None) -> tuple[Reado
     """
     r = prepare_readout(W, b, X, mode, means)
     N = r.X.shape[0]
-    yt = labels(y, "y", r.W.shape[0])
+    K = r.W.shape[0]
+    if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer))
+                                  or n_classes < K):
+        raise NodeprobeError(f"n_classes={n_classes!r}: expected an integer ≥ {K} (the rows of W)")
+    yt = labels(y, "y", K if n_classes is None else int(n_classes))
     if yt.size != N or N == 0:
         raise NodeprobeError(f"y has {yt.size} items but X has {N} (need ≥ 1)")
     return r, yt

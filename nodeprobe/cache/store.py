@@ -12,6 +12,8 @@ site           tensors in every shard (n items)           hook
 ``z``          ``z.{l}``    ``[n, n_heads, d_head]``      ``blocks.{l}.attn.hook_z`` for every block l
 ``resid``      ``resid.{b}`` ``[n, d_model]``, b = 0…L   b = 0: ``hook_full_embed``; b = l+1:
                                                           ``blocks.{l}.hook_normalized_resid_post``
+``mlp``        ``mlp.{l}``  ``[n, d_mlp]``                ``blocks.{l}.mlp.hook_post`` (the FF sub-block's
+                                                          nodes, after the activation) for every block l
 (always)       ``targets``, ``preds`` (int64), ``loss``   true class, the model's argmax, per-item loss
 =============  =========================================  ===========================================
 
@@ -50,7 +52,7 @@ from nodeprobe.errors import NodeprobeError
 from nodeprobe.io import save_safetensors_atomic, write_text_atomic
 from nodeprobe.locks import LOCK_NAME, hold
 
-SITES = ("readout", "z", "resid")
+SITES = ("readout", "z", "resid", "mlp")
 FORMAT_VERSION = 2  # 2: the eval-set fingerprint also hashes tensor shapes (a format-1 cache is refused: rebuild)
 MANIFEST = "manifest.json"
 DEFAULT_ROOT = Path("runs") / "cache"
@@ -121,6 +123,8 @@ def site_hooks(site: str, n_layers: int) -> list[str]:
         return [z_name(l) for l in range(n_layers)]
     if site == "resid":
         return ["hook_full_embed"] + [f"blocks.{l}.hook_normalized_resid_post" for l in range(n_layers)]
+    if site == "mlp":
+        return [f"blocks.{l}.mlp.hook_post" for l in range(n_layers)]
     raise NodeprobeError(f"site {site!r}: expected one of {', '.join(SITES)}")
 
 
@@ -134,6 +138,8 @@ def _key_of_hook(name: str) -> str:
         return f"z.{parts[1]}"
     if name.endswith("hook_normalized_resid_post"):
         return f"resid.{int(parts[1]) + 1}"
+    if name.endswith("mlp.hook_post"):
+        return f"mlp.{parts[1]}"
     raise AssertionError(name)
 
 
@@ -470,6 +476,12 @@ class CacheReader:
         if not (isinstance(layer, int) and 0 <= layer < self.n_layers):
             raise NodeprobeError(f"layer={layer}: the model has blocks 0–{self.n_layers - 1}")
         return self.load(f"z.{layer}")
+
+    def mlp(self, layer: int) -> Tensor:
+        """``[N, d_mlp]`` feed-forward nodes of block ``layer`` (``blocks.{l}.mlp.hook_post``)."""
+        if not (isinstance(layer, int) and 0 <= layer < self.n_layers):
+            raise NodeprobeError(f"layer={layer}: the model has blocks 0–{self.n_layers - 1}")
+        return self.load(f"mlp.{layer}")
 
     def targets(self) -> Tensor:
         return self.load("targets", None)

@@ -95,6 +95,9 @@ CacheOpt = typer.Option(None, "--cache", help="Cache directory (default runs/cac
 RebuildOpt = typer.Option(False, "--rebuild", help="Rebuild the cache even if a matching one exists.")
 TopOpt = typer.Option(10, "--top", help="Rows to show in the detail tables.")
 BatchOpt = typer.Option(64, "--batch-size", help="Evaluation batch size.")
+UnitSiteOpt = typer.Option("readout", "--site", help="readout | attn | mlp | resid: the nodes studied (block sites need --layer; METHODS v2 §1).")
+UnitLayerOpt = typer.Option(None, "--layer", help="The block of --site attn|mlp|resid.")
+ReadoutEpochsOpt = typer.Option(30, "--readout-epochs", min=1, max=100000, help="Epochs of the block readouts (METHODS v2 §2; seeded by --seed).")
 ModeOpt = typer.Option("zero", "--mode", help="zero | mean: what isolated-away units are set to (METHODS §2).")
 TauROpt = typer.Option(0.5, "--tau-recall", callback=number("--tau-recall", 0, 1), help="Learned set: recall ≥ τ_r (METHODS §3).")
 TauLOpt = typer.Option(2.0, "--tau-lift", callback=number("--tau-lift", 0), help="Learned set: lift ≥ τ_ℓ.")
@@ -297,7 +300,7 @@ def check_sae(sae: Path | None, *, level: str | None = "node", site: str | None 
     """
     if sae is None:
         return
-    if level == "head" or site in ("resid", "z"):
+    if level == "head" or (site not in (None, "readout")):
         raise NodeprobeError(SAE_SITE_ONLY)
     p = Path(sae).expanduser()
     if not p.is_dir():
@@ -464,12 +467,14 @@ def load_for_task(model: str, task: str | None, device: str, trust: bool):
 
 def load_report_inputs(model: str, task: str, data, limit, seed: int, device: str, batch_size: int,
                        cache: Path | None, rebuild: bool, sites, trust: bool, validate=None, corpus=None,
-                       loaded=None, text=None, **cache_kw):
+                       loaded=None, text=None, train_sites=None, **cache_kw):
     """``(model, eval set, cache reader)`` of a report command; ``validate(model)`` runs before the
     evaluation set is read, and the cache is built only when everything is valid.
 
     ``text``: ``--text-file`` (checked by :func:`check_text`), a streamed MLM evaluation set over that
     whole text instead of ``data``'s held-out split; ``cache_kw``: ``shard_batches``, ``dtype``.
+    ``train_sites``: the cache sites of block readouts (METHODS v2 §2); when given the result has a
+    fourth member, the train split's :func:`train_source` (None for MLM or no sites).
 
     Example:
         >>> m, es, reader = load_report_inputs("runs/smoke/finetune/final", "fewrel", None, 64, 0, "cpu", 64,
@@ -484,4 +489,41 @@ def load_report_inputs(model: str, task: str, data, limit, seed: int, device: st
     es = load_eval_set(task, tok, data, limit=limit, seed=seed, batch_size=batch_size,
                        max_len=min(128, m.spec.max_len), corpus=None if text is not None else corpus, text=text)
     reader = get_or_build_cache(m, es, sites, cache, rebuild=rebuild, progress=True, **cache_kw)
-    return m, es, reader
+    if train_sites is None:
+        return m, es, reader
+    train = None
+    if task != "mlm" and train_sites:
+        train = train_source(m, tok, task, data, seed, batch_size, reader, train_sites)
+    return m, es, reader, train
+
+
+def unit_sites(site: str, level: str = "node", head_unit: str = "group") -> tuple[str, ...]:
+    """The cache sites a unit analysis reads: its own and, for the block sites, the readout too."""
+    from nodeprobe.studies.units import CACHE_SITE
+
+    if level == "head":
+        return ("readout", "z") if head_unit == "group" else ("readout",)
+    if site in ("z",):
+        site = "attn"
+    return tuple(sorted({"readout", CACHE_SITE.get(site, "readout")}, key=("readout", "z", "resid", "mlp").index))
+
+
+def readout_settings(epochs: int, seed: int):
+    """The block-readout settings of ``--readout-epochs``/``--seed`` (METHODS v2 §2 otherwise)."""
+    from nodeprobe.analysis.probe import FitSettings
+    from nodeprobe.studies.units import ReadoutSettings
+
+    return ReadoutSettings(fit=FitSettings(epochs=epochs, seed=seed))
+
+
+def train_source(m, tok, task: str, data, seed: int, batch_size: int, reader, sites):
+    """The train split of a classification task as a :class:`~nodeprobe.studies.units.TrainSource`:
+    its fingerprint now, its cache (``<eval cache>-train/``, the ``sites`` of the block readouts)
+    only when a block readout is not stored yet (METHODS v2 §2: block readouts train there)."""
+    from nodeprobe.cache import get_or_build_cache
+    from nodeprobe.data.eval_sets import load_eval_set
+    from nodeprobe.studies.units import TrainSource
+
+    tr = load_eval_set(task, tok, data, split="train", seed=seed, batch_size=batch_size, max_len=min(128, m.spec.max_len))
+    out = reader.path.parent / f"{reader.path.name}-train"
+    return TrainSource(tr.fingerprint, lambda: get_or_build_cache(m, tr, sites, out, progress=True))

@@ -24,8 +24,8 @@ import typer
 from nodeprobe.cli.options import (
     PROBE_HELP, BatchOpt, CacheOpt, DataOpt, DeviceOpt, EvalSeedOpt, LimitOpt, MinCountOpt,
     ModeOpt, PlotOpt, ProbeEpochsOpt, RebuildOpt, ReportJsonOpt, ReportModelOpt, SAEOpt, TaskOpt, TauLOpt, TauROpt,
-    TextOpt, TopOpt, check_choice, check_common, check_sae, check_task, load_for_task, load_report_inputs, number,
-    resolve_model, trust_pickle,
+    ReadoutEpochsOpt, TextOpt, TopOpt, check_choice, check_common, check_sae, check_task, load_for_task,
+    load_report_inputs, number, readout_settings, resolve_model, trust_pickle, unit_sites,
 )
 from nodeprobe.errors import NodeprobeError
 
@@ -123,7 +123,7 @@ def cache(
     task: str = TaskOpt,
     data: Optional[Path] = DataOpt,
     text: Optional[str] = TextOpt,
-    sites: str = typer.Option("readout,z,resid", "--sites", help="Comma list of readout, z, resid."),
+    sites: str = typer.Option("readout,z,resid", "--sites", help="Comma list of readout, z, resid, mlp."),
     limit: Optional[int] = LimitOpt,
     seed: int = EvalSeedOpt,
     device: str = DeviceOpt,
@@ -134,7 +134,7 @@ def cache(
     dtype: str = typer.Option("float32", "--dtype", help="float32 | float16 | bfloat16 (storage)."),
     json_path: Optional[Path] = ReportJsonOpt,
 ):
-    """Run the model once and cache the chosen sites (readout, z, resid) for every report."""
+    """Run the model once and cache the chosen sites (readout, z, resid, mlp) for every report."""
     check_choice("--dtype", dtype, ("float32", "float16", "bfloat16"))
     io = dict(json_path=json_path, data=data, text=text, outputs={"--out": out})
     check_common(task, model, json_path, data=data, device=device, text=text, limit=limit, batch_size=batch_size,
@@ -160,8 +160,12 @@ def specialization(
     data: Optional[Path] = DataOpt,
     text: Optional[str] = TextOpt,
     level: str = typer.Option("node", "--level", help="node | head"),
-    site: Optional[str] = typer.Option(None, "--site", help="readout | resid | z (default: readout for nodes, z for heads)"),
-    layer: Optional[int] = typer.Option(None, "--layer", help="resid: the block whose output is studied; head: one block (default all)."),
+    site: Optional[str] = typer.Option(None, "--site", help="readout | attn | mlp | resid (default: readout for nodes, attn for heads; METHODS v2 §1)."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="The block of a block site or of the heads (default: every block, 'along the blocks')."),
+    head_unit: str = typer.Option("group", "--head-unit", help="group: a head is the node group of its attn coordinates under the block readout (v2) | network: isolated in the running network (v1)."),
+    resid_readout: str = typer.Option("block", "--resid-readout", help="block: resid nodes under the block readout (v2) | lens: through the rest of the trained readout path (v1)."),
+    snp: bool = typer.Option(False, "--snp/--no-snp", help="Write each unit's SNP matrix C[k, j] / N_k into --json."),
+    readout_epochs: int = ReadoutEpochsOpt,
     mode: str = ModeOpt,
     tau_recall: float = TauROpt,
     tau_lift: float = TauLOpt,
@@ -186,30 +190,38 @@ def specialization(
     from nodeprobe.render.views import render_specialization
     from nodeprobe.studies.specialization import parse_unit, resolve_specialization, specialization_report
 
-    the_site, _ = resolve_specialization(level, site, layer, None)  # before loading anything
+    check_choice("--head-unit", head_unit, ("group", "network"))
+    check_choice("--resid-readout", resid_readout, ("block", "lens"))
+    the_site, _ = resolve_specialization(level, site, layer, None, head_unit)  # before loading anything
     if unit is not None:
         parse_unit(level, unit)
     sae_w = _load_sae(sae)
 
     def validate(m):
-        resolve_specialization(level, site, layer, m.spec.n_layers)
+        resolve_specialization(level, site, layer, m.spec.n_layers, head_unit)
         if sae_w is not None:
             _check_sae_fits(sae_w, m, parse_unit(level, unit)[0] if unit is not None else None)
         elif unit is not None:
             parse_unit(level, unit, m.spec.n_layers, m.spec.n_heads, m.spec.d_model)
 
     model = resolve_model(model, task, io=io)
-    sites = ("readout", "resid") if the_site == "resid" else ("readout",)
-    m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild, sites,
-                                       trust_pickle(ctx), validate, text=text)
+    sites = unit_sites(the_site, level, head_unit)
+    block = (level == "head" and head_unit == "group") or (the_site != "readout" and not (
+        the_site == "resid" and resid_readout == "lens"))
+    m, es, reader, train = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild, sites,
+                                              trust_pickle(ctx), validate, text=text,
+                                              train_sites=tuple(s for s in sites if s != "readout") if block else ())
     th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
     kw = dict(mode=mode, **th, model=m, eval_set=es, progress=True)
     if sae_w is None:  # --sae is the readout site at node level (check_sae)
-        kw.update(level=level, site=site, layer=layer)
+        kw.update(level=level, site=site, layer=layer, head_unit=head_unit, resid_readout=resid_readout, snp=snp,
+                  train=train, readout_settings=readout_settings(readout_epochs, seed), device=device)
     _report("specialization", specialization_report, reader, kw, render_specialization,
             lambda r: (top, r.find_unit(unit) if unit is not None else None), json_path, plot,
             ("specialization", f"{task}, {mode}"), sae_w, sae, text=text, model=model, task=task, level=level,
-            site=lambda r: r.site, layer=layer, mode=mode, **th, limit=limit, seed=seed)
+            site=lambda r: r.site, layer=layer, head_unit=head_unit if level == "head" else None,
+            resid_readout=resid_readout if the_site == "resid" else None,
+            readout_epochs=readout_epochs if block else None, mode=mode, **th, limit=limit, seed=seed)
 
 
 # ---------------------------------------------------------------------- APT

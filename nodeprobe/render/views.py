@@ -119,19 +119,34 @@ def render_unit(u) -> None:
 
 def render_specialization(rep, top: int = 10, unit=None) -> None:
     """Summary, family table, owners per class, top units; ``unit`` (a UnitRow) for detail."""
+    blocks = f"block {rep.layers[0]}" if len(rep.layers) == 1 else "every block"
+    head_unit = getattr(rep, "head_unit", None)
     if rep.site == "readout":
         where = "readout"
-    elif rep.site == "resid":
-        where = f"block {rep.layers[0]} output (logit lens)"
+    elif rep.level == "head" and head_unit == "network":
+        where = f"z, heads isolated in the running network, {blocks} (v1)"
+    elif rep.level == "head":
+        where = f"attn, each head the node group of its d_head coordinates under the block readout, {blocks}"
+    elif rep.site == "resid" and rep.settings.get("resid_readout") == "lens":
+        where = f"{blocks} output (logit lens, v1)"
     else:
-        where = "z, heads isolated in " + (f"block {rep.layers[0]}" if len(rep.layers) == 1 else "every block")
-    console.print(kv_table(
-        f"Specialization of {rep.level}s at {where} ({rep.task})",
-        [("items N", rep.n_items), ("classes K", rep.n_classes), ("model accuracy", rep.baseline_accuracy),
-         ("isolation", rep.mode), ("thresholds", f"τ_r={rep.tau_recall:g}  τ_ℓ={rep.tau_lift:g}  n_min={rep.min_count}"),
-         ("units", len(rep.units)), ("acc of units", sparkline(sorted(u.acc for u in rep.units)[:: max(1, len(rep.units) // 48)]))],
-    ))
+        where = f"{rep.site} of {blocks}, under the block readout"
+    rows = [("items N", rep.n_items), ("classes K", rep.n_classes), ("model accuracy", rep.baseline_accuracy),
+            ("isolation", rep.mode), ("thresholds", f"τ_r={rep.tau_recall:g}  τ_ℓ={rep.tau_lift:g}  n_min={rep.min_count}"),
+            ("units", len(rep.units)), ("acc of units", sparkline(sorted(u.acc for u in rep.units)[:: max(1, len(rep.units) // 48)]))]
+    for ro in getattr(rep, "readouts", [])[:8]:
+        rows.append((f"block readout {ro['site']} L{ro['layer']}",
+                     f"held-out accuracy {ro['accuracy']:.3f} (trained on the {ro['trained_on']})"))
+    console.print(kv_table(f"Specialization of {rep.level}s at {where} ({rep.task})", rows))
     console.print(_family_table(rep))
+    for tr in getattr(rep, "trends", []):
+        t = Table(title=f"Along the blocks — {tr.kind} (Spearman ρ against the block index)", title_justify="left")
+        for c in ("block", "mean |Λ|", "mean SNR (Λ ≠ ∅)", "coverage", "Jaccard"):
+            t.add_column(c, justify="right")
+        for q, l in enumerate(tr.layers):
+            t.add_row(str(l), fmt(tr.mean_size[q]), fmt(tr.mean_snr[q]), fmt(tr.coverage[q]), fmt(tr.mean_jaccard[q]))
+        t.add_row("ρ", fmt(tr.rho_size), fmt(tr.rho_snr), "", "")
+        console.print(t)
     console.print(_owners_table(rep.families[-1], top))
     console.print(_unit_table(rep, top))
     if unit is not None:

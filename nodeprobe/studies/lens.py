@@ -182,45 +182,22 @@ class ProbeSettings:
 
 def probe_split(n_items: int, settings: ProbeSettings) -> tuple[np.ndarray, np.ndarray]:
     """Seeded ``(train_idx, test_idx)``, each sorted; both non-empty."""
+    from nodeprobe.analysis.probe import split_half
+
     settings.check()
     if n_items < 2:
         raise NodeprobeError(f"a probe needs at least 2 items, the cache has {n_items}")
-    perm = np.random.default_rng(settings.seed).permutation(n_items)
-    k = min(n_items - 1, max(1, int(round(settings.fraction * n_items))))
-    return np.sort(perm[:k]), np.sort(perm[k:])
+    return split_half(n_items, settings.fraction, settings.seed)
 
 
 def probe_predictions(X: Tensor, y: Tensor, train_idx: np.ndarray, test_idx: np.ndarray,
                       settings: ProbeSettings, device: str | torch.device = "cpu") -> Tensor:
-    """Train a fresh linear readout on ``X[train_idx]`` and predict ``X[test_idx]`` (class ids of y)."""
+    """Train a fresh linear readout on ``X[train_idx]`` and predict ``X[test_idx]`` (class ids of y)
+    (:func:`nodeprobe.analysis.probe.fit_linear`: standardised features, Adam)."""
+    from nodeprobe.analysis.probe import FitSettings, fit_linear
+
     settings.check()
-    ytr = y[torch.as_tensor(train_idx)]
-    classes, yc = torch.unique(ytr, return_inverse=True)
-    Xtr = X[torch.as_tensor(train_idx)].float()
-    mu = Xtr.mean(0)
-    sd = Xtr.std(0, unbiased=False).clamp(min=1e-6)
-    Xtr = ((Xtr - mu) / sd).to(device)
-    Xte = ((X[torch.as_tensor(test_idx)].float() - mu) / sd).to(device)
-    yc = yc.to(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        lin = torch.nn.Linear(X.shape[1], int(classes.numel())).to(device)
-    opt = torch.optim.Adam(lin.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    g = torch.Generator().manual_seed(settings.seed)
-    n = Xtr.shape[0]
-    with torch.enable_grad():
-        for _ in range(settings.epochs):
-            order = torch.randperm(n, generator=g).to(device)
-            for a in range(0, n, settings.batch_size):
-                idx = order[a : a + settings.batch_size]
-                loss = F.cross_entropy(lin(Xtr[idx]), yc[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-    with torch.no_grad():
-        out = []
-        step = max(1, _CHUNK_CELLS // max(1, int(classes.numel())))
-        for a in range(0, Xte.shape[0], step):
-            out.append(argmax_lowest(lin(Xte[a : a + step])).cpu())
-    pred = torch.cat(out) if out else torch.empty(0, dtype=torch.long)
-    return classes[pred]
+    fs = FitSettings(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
+                     weight_decay=settings.weight_decay, seed=settings.seed, optimizer="adam", standardize=True)
+    fit = fit_linear(X[torch.as_tensor(train_idx)], y[torch.as_tensor(train_idx)], fs, device)
+    return fit.predict(X[torch.as_tensor(test_idx)])

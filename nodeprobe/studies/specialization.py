@@ -1,29 +1,44 @@
-"""Token/label specialization of single nodes and heads (METHODS §2–§3), from a cache.
+"""Token/label specialization of single nodes and heads (METHODS v2 §2–§3), from a cache.
 
-* ``level="node", site="readout"``: node i of the readout vector isolated (others → 0 or their
-  eval-set mean); predictions from :func:`nodeprobe.analysis.node_predictions` (exact upper
-  envelope, no O(N·K) pass per node).
-* ``level="node", site="resid", layer=l``: node i of ``blocks.{l}.hook_normalized_resid_post`` (the block output) isolated,
-  then the rest of the trained readout path (logit lens;
-  :func:`nodeprobe.studies.lens.resid_node_predictions`).
-* ``level="head"`` (site ``z``): head (l, h) isolated — every other head of block l ablated, the
-  rest of the network runs (:func:`nodeprobe.studies.lens.head_isolation_predictions`).
+Every unit is read through a frozen linear readout, every other node silenced (the papers'
+single-nodal performance, SNP):
 
-Per unit: accuracy, |O|, |Λ| with the learned class names, SNR, mean precision; per family of
-units (all readout nodes; all heads of one block): :func:`nodeprobe.analysis.symmetry_summary`.
-All metrics come from :func:`nodeprobe.analysis.unit_stats_many`.
+* ``level="node", site="readout"``: node i of the readout vector under the model's own final map;
+  predictions from :func:`nodeprobe.analysis.node_predictions` (exact upper envelope, no O(N·K)
+  pass per node).
+* ``level="node", site="attn"|"mlp"|"resid", layer=l``: node i of that site of block l under the
+  block readout (:mod:`nodeprobe.studies.units`), the same envelope fast path.  Without ``layer``:
+  every block ("along the blocks", with the Spearman ρ of mean SNR and mean |Λ| against l).
+  ``resid_readout="lens"`` is v1's ``resid`` (the node isolated, then the rest of the trained
+  readout path: :func:`nodeprobe.studies.lens.resid_node_predictions`).
+* ``level="head"``: ``head_unit="group"`` (default) — head (l, h) is the node group of its
+  ``d_head`` coordinates at site ``attn`` of block l under that block's readout (a cache read, no
+  forward pass); ``head_unit="network"`` (v1) — head (l, h) isolated in the running network, every
+  other head of block l ablated (:func:`nodeprobe.studies.lens.head_isolation_predictions`).
+
+Per unit: accuracy, |O|, |Λ| with the learned class names, SNR (None when Λ is empty), mean
+precision, the recall of every class (the SNP matrix's diagonal, for the label × unit plot) and,
+with ``snp=True``, the SNP matrix ``C[k, j] / N_k``; per family of units (all readout nodes; the
+nodes of one site and block; the heads of one block): :func:`nodeprobe.analysis.symmetry_summary`
+plus the mean SNR over units with Λ ≠ ∅.  All metrics come from
+:func:`nodeprobe.analysis.unit_stats_many`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from nodeprobe.analysis import node_predictions, symmetry_summary, unit_stats_many
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.hooks import check_mode
 from nodeprobe.studies._common import check_cache_matches, check_thresholds
+from nodeprobe.studies.units import BLOCK_SITES, ReadoutSettings, SiteReadout, block_readout
+
+HEAD_UNITS = ("group", "network")
+RECALL_MAX_CLASSES = 256  # per-unit recall vectors (label × unit plots) only up to this many classes
 
 
 @dataclass
@@ -42,14 +57,16 @@ class ClassStat:
 class UnitRow:
     """One unit (a node, or a head) and its METHODS §3 numbers."""
 
-    unit: str  # "node 12" or "L3H5"
-    index: tuple[int, ...]  # (i,) or (layer, head)
+    unit: str  # "node 12", "L3 node 12" or "L3H5"
+    index: tuple[int, ...]  # (i,), (layer, i) or (layer, head)
     acc: float
     n_outputs: int
     n_learned: int
-    snr: float
+    snr: float | None  # None when Λ is empty (METHODS §3: undefined)
     mean_precision: float
     learned: list[ClassStat] = field(default_factory=list)
+    recall: list[float] | None = None  # r_u(k) for every class k (K ≤ RECALL_MAX_CLASSES)
+    snp: dict | None = None  # with snp=True: {"rows": classes, "cols": classes, "matrix": C[k, j] / N_k}
 
     @property
     def learned_names(self) -> list[str]:
@@ -78,6 +95,26 @@ class FamilySummary:
     n_pairs: int
     owners: list[ClassOwners]  # classes learned by ≥ 1 unit, most owners first
     n_unowned: int
+    mean_snr: float | None = None  # over units with Λ ≠ ∅ (None when there is none)
+    layer: int | None = None
+    kind: str = ""  # "readout nodes" | "attn nodes" | "mlp nodes" | "resid nodes" | "heads"
+    readout: dict | None = None  # the block readout the family was read through (SiteReadout.describe)
+
+
+@dataclass
+class Trend:
+    """One family kind along the blocks (METHODS v2 §3): per-block series and Spearman ρ against l."""
+
+    kind: str
+    layers: list[int]
+    mean_size: list[float]
+    mean_snr: list[float | None]
+    coverage: list[float]
+    mean_jaccard: list[float]
+    rho_snr: float | None
+    p_snr: float | None
+    rho_size: float | None
+    p_size: float | None
 
 
 @dataclass
@@ -99,9 +136,15 @@ class SpecializationReport:
     ranking: list[int]  # positions in ``units``: most learned classes first, then accuracy
     families: list[FamilySummary]
     settings: dict = field(default_factory=dict)
+    head_unit: str | None = None  # level=head: group (v2) | network (v1)
+    trends: list[Trend] = field(default_factory=list)  # several blocks: along the blocks
+    readouts: list[dict] = field(default_factory=list)  # block readouts used (SiteReadout.describe)
 
     def find_unit(self, spec: str) -> UnitRow:
         """A unit by name: ``12`` / ``node 12`` (nodes), ``L3H5`` / ``3.5`` / ``3,5`` (heads)."""
+        for u in self.units:
+            if u.unit.lower().replace(" ", "") == str(spec).lower().replace(" ", ""):
+                return u
         key = parse_unit(self.level, spec)
         for u in self.units:
             if u.index == key:
@@ -149,54 +192,138 @@ def parse_unit(level: str, spec: str, n_layers: int | None = None, n_heads: int 
 
 
 def resolve_specialization(level: str, site: str | None, layer: int | None,
-                           n_layers: int | None) -> tuple[str, list[int]]:
-    """Validate ``--level/--site/--layer``; return ``(site, layers)`` (layers: the blocks studied).
+                           n_layers: int | None, head_unit: str = "group") -> tuple[str, list[int]]:
+    """Validate ``--level/--site/--layer/--head-unit``; return ``(site, layers)`` (the blocks studied).
 
-    With ``n_layers=None`` only the level/site combination is checked (before a model is loaded).
+    Sites: nodes at ``readout`` (no layer) or ``attn``/``mlp``/``resid`` (one block, default every
+    block); heads at ``attn`` (``z`` is accepted as its v1 name).  With ``n_layers=None`` only the
+    combination is checked (before a model is loaded).
+
+    Example:
+        >>> resolve_specialization("head", None, 2, 4), resolve_specialization("node", "mlp", None, 3)
+        (('attn', [2]), ('mlp', [0, 1, 2]))
     """
     if level not in ("node", "head"):
         raise NodeprobeError(f"level={level}: expected node or head")
+    if head_unit not in HEAD_UNITS:
+        raise NodeprobeError(f"head_unit={head_unit}: expected group or network")
     if site is None:
-        site = "readout" if level == "node" else "z"
-    if site not in ("readout", "resid", "z"):
-        raise NodeprobeError(f"site={site}: expected readout, resid or z")
-    if level == "head" and site != "z":
-        raise NodeprobeError(f"level=head lives at site=z (head outputs), not site={site}")
-    if level == "node" and site == "z":
-        raise NodeprobeError("site=z holds heads: use level=head (nodes live at site=readout or resid)")
+        site = "readout" if level == "node" else "attn"
+    allowed = ("readout", "attn", "mlp", "resid", "z")
+    if site not in allowed:
+        raise NodeprobeError(f"site={site}: expected readout, attn, mlp or resid")
+    if level == "head":
+        if site not in ("attn", "z"):
+            raise NodeprobeError(f"level=head lives at site=attn (a head is a group of its attn nodes), not site={site}")
+        site = "attn"
+    elif site == "z":
+        raise NodeprobeError("site=z holds heads: use level=head, or site=attn for its nodes")
     if layer is not None and n_layers is not None and not (isinstance(layer, int) and 0 <= layer < n_layers):
         raise NodeprobeError(f"layer={layer}: the model has blocks 0–{n_layers - 1}")
     if site == "readout":
         if layer is not None:
-            raise NodeprobeError("`layer` applies to site=resid or level=head, not to site=readout")
+            raise NodeprobeError("`layer` applies to the block sites (attn, mlp, resid) and to heads, not to site=readout")
         return site, []
-    if site == "resid":
-        if layer is None:
-            blocks = f"0–{n_layers - 1}" if n_layers is not None else "number"
-            raise NodeprobeError(f"site=resid needs `layer` (a block {blocks})")
-        return site, [layer]
     if layer is not None:
         return site, [layer]
     return site, list(range(n_layers)) if n_layers is not None else []
 
 
-def _family(name: str, stats, names: list[str], K: int) -> FamilySummary:
+def _family(name: str, stats, names: list[str], K: int, *, kind: str = "", layer: int | None = None,
+            readout: dict | None = None) -> FamilySummary:
     s = symmetry_summary([st.learned for st in stats], K)
     owners = sorted(s.owners.items(), key=lambda kv: (-kv[1], kv[0]))
+    snrs = [st.snr for st in stats if st.n_learned > 0]
     return FamilySummary(
         name=name, n_units=s.n_units, n_classes=K, size_hist=dict(s.size_hist), mean_size=s.mean_size,
         n_covered=s.n_covered, coverage=s.coverage, mean_jaccard=s.mean_jaccard, n_pairs=s.n_pairs,
         owners=[ClassOwners(int(k), names[k], int(c)) for k, c in owners], n_unowned=K - s.n_covered,
+        mean_snr=float(np.mean(snrs)) if snrs else None, layer=layer, kind=kind, readout=readout,
     )
 
 
-def _rows(stats, labels: list[str], indices: list[tuple[int, ...]], names: list[str]) -> list[UnitRow]:
+def _trends(families: list[FamilySummary]) -> list[Trend]:
+    """Per family kind with ≥ 2 blocks: the series along the blocks and Spearman ρ against l."""
+    from scipy.stats import spearmanr
+
+    out = []
+    kinds = sorted({f.kind for f in families if f.layer is not None}, key=lambda k: ("heads", "attn nodes", "mlp nodes", "resid nodes").index(k) if k in ("heads", "attn nodes", "mlp nodes", "resid nodes") else 9)
+    for kind in kinds:
+        fams = sorted((f for f in families if f.kind == kind and f.layer is not None), key=lambda f: f.layer)
+        if len(fams) < 2:
+            continue
+        L = [f.layer for f in fams]
+
+        def rho(vals):
+            pairs = [(l, v) for l, v in zip(L, vals) if v is not None]
+            if len(pairs) < 3 or len({v for _, v in pairs}) < 2:
+                return None, None
+            r = spearmanr([l for l, _ in pairs], [v for _, v in pairs])
+            return float(r.statistic), float(r.pvalue)
+
+        r_snr, p_snr = rho([f.mean_snr for f in fams])
+        r_size, p_size = rho([f.mean_size for f in fams])
+        out.append(Trend(kind, L, [f.mean_size for f in fams], [f.mean_snr for f in fams],
+                         [f.coverage for f in fams], [f.mean_jaccard for f in fams], r_snr, p_snr, r_size, p_size))
+    return out
+
+
+def _rows(stats, labels: list[str], indices: list[tuple[int, ...]], names: list[str], y=None, preds=None,
+          snp: bool = False) -> list[UnitRow]:
+    """One UnitRow per unit; with ``y``/``preds`` ([units, N], global ids) the per-class recall
+    (K ≤ RECALL_MAX_CLASSES) and, with ``snp``, the SNP matrix."""
+    K = len(names)
+    Nk = None
+    if y is not None:
+        yt = torch.as_tensor(y).long()
+        Nk = torch.bincount(yt, minlength=K).double()
     rows = []
-    for st, lab, ix in zip(stats, labels, indices):
+    for q, (st, lab, ix) in enumerate(zip(stats, labels, indices)):
         learned = [ClassStat(int(k), names[k], float(r), float(p), float(l), float(s))
                    for k, r, p, l, s in zip(st.learned, st.recall, st.precision, st.lift, st.snr_per_class)]
-        rows.append(UnitRow(lab, ix, st.acc, st.n_outputs, st.n_learned, st.snr, st.mean_precision, learned))
+        row = UnitRow(lab, ix, st.acc, st.n_outputs, st.n_learned, st.snr if st.n_learned else None,
+                      st.mean_precision, learned)
+        if Nk is not None and (K <= RECALL_MAX_CLASSES or snp):
+            p = torch.as_tensor(preds[q]).long()
+            if K <= RECALL_MAX_CLASSES:
+                hit = torch.bincount(yt[p == yt], minlength=K).double()
+                row.recall = [float(v) for v in torch.where(Nk > 0, hit / Nk.clamp(min=1), torch.zeros_like(Nk))]
+            if snp:
+                present = torch.nonzero(Nk > 0).flatten()
+                rws = present if K <= RECALL_MAX_CLASSES else torch.as_tensor(sorted(st.learned), dtype=torch.long)
+                cols = present if K <= RECALL_MAX_CLASSES else torch.unique(p)
+                C = torch.zeros(len(rws), len(cols), dtype=torch.float64)
+                ri = torch.full((K,), -1, dtype=torch.long); ri[rws] = torch.arange(len(rws))
+                ci = torch.full((K,), -1, dtype=torch.long); ci[cols] = torch.arange(len(cols))
+                keep = (ri[yt] >= 0) & (ci[p] >= 0)
+                C.index_put_((ri[yt[keep]], ci[p[keep]]), torch.ones(int(keep.sum()), dtype=torch.float64), accumulate=True)
+                C /= Nk[rws].clamp(min=1)[:, None]
+                row.snp = {"rows": [int(v) for v in rws], "cols": [int(v) for v in cols],
+                           "matrix": [[round(float(v), 6) for v in r] for r in C]}
+        rows.append(row)
     return rows
+
+
+def _block_node_preds(sr: SiteReadout, mode: str) -> torch.Tensor:
+    """``[d, N]`` global-class predictions of every node of a block site under its readout."""
+    mu = sr.means() if mode == "mean" else None
+    local = node_predictions(sr.W, sr.b, sr.X, mode, mu).T.contiguous()
+    return sr.classes[local]
+
+
+def head_group_predictions(sr: SiteReadout, mode: str = "zero") -> torch.Tensor:
+    """``[H, N]`` global-class predictions of every head of block ``sr.layer`` as the node group of
+    its ``d_head`` attn coordinates under the block readout (METHODS v2 §2, ``--head-unit group``):
+    ``argmax(W[:, cols(h)] z_h + b')``, ties → lowest row, mapped through ``sr.classes``.
+
+    Example:
+        >>> preds = head_group_predictions(block_readout(cache, "attn", 5, train=tr))   # doctest: +SKIP
+    """
+    from nodeprobe.analysis.readout import prepare_readout, set_predictions
+
+    r = prepare_readout(sr.W, sr.b, sr.X, mode, sr.means() if mode == "mean" else None)
+    out = np.stack([set_predictions(r, sr.head_columns(h)) for h in range(sr.n_heads)])
+    return sr.classes[torch.from_numpy(out)]
 
 
 def specialization_report(
@@ -205,30 +332,45 @@ def specialization_report(
     level: str = "node",
     site: str | None = None,
     layer: int | None = None,
+    head_unit: str = "group",
+    resid_readout: str = "block",
     mode: str = "zero",
     tau_recall: float = 0.5,
     tau_lift: float = 2.0,
     min_count: int = 5,
+    snp: bool = False,
     model=None,
     eval_set=None,
+    train=None,
+    readout_settings: ReadoutSettings | None = None,
+    device: str = "cpu",
     progress: bool = False,
 ) -> SpecializationReport:
     """Specialization of every node (``level="node"``) or head (``level="head"``) — see the module doc.
 
     Args:
-        cache: a :class:`nodeprobe.cache.CacheReader` (``readout`` site for the readout; ``resid`` for
-            ``site="resid"``).
-        model: the cached model (:class:`~nodeprobe.HookedBert`); needed for ``site="resid"`` (the
-            readout path) and ``level="head"`` (forward passes), unless the cache's ``derived/``
-            already holds those predictions.
-        eval_set: the cached evaluation set; needed for ``level="head"`` (same condition).
-        layer: ``site="resid"``: the block whose output is studied (required); ``level="head"``:
-            one block (default: every block).
+        cache: a :class:`nodeprobe.cache.CacheReader` holding the site (``readout``; ``z`` for
+            ``attn`` and heads; ``mlp``; ``resid``).
+        layer: one block of a block site or of the heads (default: every block).
+        head_unit: ``group`` (v2, a cache read) or ``network`` (v1, forward passes: needs ``model``
+            and ``eval_set`` unless ``derived/`` holds them).
+        resid_readout: ``block`` (v2, the block readout) or ``lens`` (v1: the rest of the trained
+            readout path; needs ``model``).
+        train: classification block readouts train on the train split: its cache
+            (a :class:`~nodeprobe.cache.CacheReader`) or a :class:`~nodeprobe.studies.units.TrainSource`.
+        snp: also keep each unit's SNP matrix ``C[k, j] / N_k``.
+
+    Example:
+        >>> rep = specialization_report(cache, level="head", layer=5, train=train_cache)   # doctest: +SKIP
+        >>> [u.learned_names for u in rep.units][:2]                                        # doctest: +SKIP
     """
     check_mode(mode)
     check_thresholds(tau_recall, tau_lift, min_count)
-    site, layers = resolve_specialization(level, site, layer, cache.n_layers)
+    if resid_readout not in ("block", "lens"):
+        raise NodeprobeError(f"resid_readout={resid_readout}: expected block or lens")
+    site, layers = resolve_specialization(level, site, layer, cache.n_layers, head_unit)
     check_cache_matches(cache, eval_set)
+    rs = readout_settings or ReadoutSettings()
     y = cache.targets()
     K = cache.n_classes
     names = cache.class_names
@@ -236,51 +378,86 @@ def specialization_report(
         raise NodeprobeError(f"cache {cache.path}: no items")
     th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
     families: list[FamilySummary] = []
-    if level == "node":
-        if site == "readout":
-            cache.check_site("readout")
-            X = cache.readout()
-            mu = cache.means("readout") if mode == "mean" else None
-            preds = node_predictions(cache.W, cache.b, X, mode, mu).T.contiguous()
-            fam_name = "readout nodes"
-        else:
-            cache.check_site("resid")
-            l = layers[0]
-            def compute():
+    units: list[UnitRow] = []
+    readouts: list[dict] = []
+    n_items = int(y.numel())
+    many = len(layers) > 1
+    from nodeprobe.progress import iterate
+
+    if level == "node" and site == "readout":
+        cache.check_site("readout")
+        X = cache.readout()
+        mu = cache.means("readout") if mode == "mean" else None
+        preds = node_predictions(cache.W, cache.b, X, mode, mu).T.contiguous()
+        stats = unit_stats_many(y, preds, K, **th)
+        units = _rows(stats, [f"node {i}" for i in range(len(stats))], [(i,) for i in range(len(stats))], names,
+                      y, preds, snp)
+        families.append(_family("readout nodes", stats, names, K, kind="readout nodes"))
+    elif level == "node" and site == "resid" and resid_readout == "lens":
+        cache.check_site("resid")
+        for l in layers:
+            def compute(l=l):
                 from nodeprobe.studies.lens import resid_node_predictions
 
                 if model is None:
-                    raise NodeprobeError("site=resid needs the model (the readout path after block l)")
+                    raise NodeprobeError("site=resid with the lens readout needs the model (the readout path after block l)")
                 X = cache.resid(l + 1)
                 mu = cache.means(f"resid.{l + 1}") if mode == "mean" else None
                 return {"preds": resid_node_predictions(model, X, mode, mu, progress=progress).T.contiguous()}
 
             preds = cache.derived(f"resid-nodes-{mode}-L{l}", compute)["preds"]
-            fam_name = f"nodes of block {l}"
-        stats = unit_stats_many(y, preds, K, **th)
-        units = _rows(stats, [f"node {i}" for i in range(len(stats))], [(i,) for i in range(len(stats))], names)
-        families.append(_family(fam_name, stats, names, K))
+            stats = unit_stats_many(y, preds, K, **th)
+            lab = [f"L{l} node {i}" if many else f"node {i}" for i in range(len(stats))]
+            ix = [(l, i) if many else (i,) for i in range(len(stats))]
+            units.extend(_rows(stats, lab, ix, names, y, preds, snp))
+            families.append(_family(f"resid nodes of block {l} (lens)", stats, names, K, kind="resid nodes", layer=l))
+    elif level == "node":
+        for l in iterate(layers, len(layers), f"{site} nodes", enabled=progress and many):
+            sr = block_readout(cache, site, l, train=train, settings=rs, device=device)
+            readouts.append(sr.describe())
+            preds = _block_node_preds(sr, mode)
+            stats = unit_stats_many(sr.y, preds, K, **th)
+            n_items = int(sr.y.numel())
+            lab = [f"L{l} node {i}" if many else f"node {i}" for i in range(len(stats))]
+            ix = [(l, i) if many else (i,) for i in range(len(stats))]
+            units.extend(_rows(stats, lab, ix, names, sr.y, preds, snp))
+            families.append(_family(f"{site} nodes of block {l}", stats, names, K, kind=f"{site} nodes", layer=l,
+                                    readout=sr.describe()))
     else:
-        per_layer = _head_predictions(cache, model, eval_set, layers, mode, progress)
-        units = []
+        if head_unit == "network":
+            per_layer = _head_predictions(cache, model, eval_set, layers, mode, progress)
+            ys = {l: y for l in layers}
+            descr: dict = {}
+        else:
+            per_layer, ys, descr = {}, {}, {}
+            for l in iterate(layers, len(layers), "heads", enabled=progress and many):
+                sr = block_readout(cache, "attn", l, train=train, settings=rs, device=device)
+                readouts.append(sr.describe())
+                per_layer[l], ys[l], descr[l] = head_group_predictions(sr, mode), sr.y, sr.describe()
+                n_items = int(sr.y.numel())
         all_stats = []
         for l in layers:
-            stats = unit_stats_many(y, per_layer[l], K, **th)
+            stats = unit_stats_many(ys[l], per_layer[l], K, **th)
             all_stats.extend(stats)
             H = len(stats)
-            units.extend(_rows(stats, [f"L{l}H{h}" for h in range(H)], [(l, h) for h in range(H)], names))
-            families.append(_family(f"heads of block {l}", stats, names, K))
-        if len(layers) > 1:
-            families.append(_family("all heads", all_stats, names, K))
+            units.extend(_rows(stats, [f"L{l}H{h}" for h in range(H)], [(l, h) for h in range(H)], names,
+                               ys[l], per_layer[l], snp))
+            families.append(_family(f"heads of block {l}", stats, names, K, kind="heads", layer=l,
+                                    readout=descr.get(l)))
+        if many:
+            families.append(_family("all heads", all_stats, names, K, kind="all heads"))
     ranking = sorted(range(len(units)), key=lambda q: (-units[q].n_learned, -units[q].acc, q))
     return SpecializationReport(
         task=cache.task, level=level, site=site, layers=layers, mode=mode, tau_recall=float(tau_recall),
-        tau_lift=float(tau_lift), min_count=int(min_count), n_items=int(y.numel()), n_classes=K,
+        tau_lift=float(tau_lift), min_count=int(min_count), n_items=n_items, n_classes=K,
         baseline_accuracy=float(cache.manifest.get("accuracy") or (cache.preds() == y).double().mean()),
         units=units, ranking=ranking, families=families,
         settings={"cache": str(cache.path), "model_fingerprint": cache.model_fingerprint,
                   "eval_fingerprint": cache.eval_fingerprint, "source": cache.manifest["source"],
-                  "seed": cache.manifest["seed"]},
+                  "seed": cache.manifest["seed"], "head_unit": head_unit if level == "head" else None,
+                  "resid_readout": resid_readout if site == "resid" else None,
+                  "block_readout": None if not readouts else {"fit": vars(rs.fit), "fraction": rs.fraction}},
+        head_unit=head_unit if level == "head" else None, trends=_trends(families), readouts=readouts,
     )
 
 

@@ -92,12 +92,24 @@ def test_cache_then_reports_reuse_it(models, shared_data, tmp_path, capsys, monk
     assert rc == 0, err
     h = load_json(tmp_path / "h.json")["result"]
     assert [u["unit"] for u in h["units"]] == [f"L1H{i}" for i in range(4)] and h["layers"] == [1]
+    assert h["head_unit"] == "group" and [p.name.startswith("block-readout-attn-L1-")
+                                          for p in (cache_dir / "derived").iterdir()] == [True]
+    assert (cache_dir.parent / f"{cache_dir.name}-train" / "manifest.json").is_file()  # the readout's train split
+
+    rc, out, err = run(capsys, "specialization", *common, "--level", "head", "--layer", "1", "--head-unit", "network",
+                       "--json", tmp_path / "h1.json")
+    assert rc == 0, err
+    assert load_json(tmp_path / "h1.json")["result"]["head_unit"] == "network"
     assert (cache_dir / "derived" / "heads-isolate-zero-L1.safetensors").is_file()
 
     rc, out, err = run(capsys, "specialization", *common, "--site", "resid", "--layer", "0", "--mode", "mean",
                        "--json", tmp_path / "r.json")
     assert rc == 0, err
-    assert load_json(tmp_path / "r.json")["result"]["families"][0]["name"] == "nodes of block 0"
+    assert load_json(tmp_path / "r.json")["result"]["families"][0]["name"] == "resid nodes of block 0"
+    rc, out, err = run(capsys, "specialization", *common, "--site", "resid", "--layer", "0", "--resid-readout", "lens",
+                       "--json", tmp_path / "r1.json")
+    assert rc == 0, err
+    assert load_json(tmp_path / "r1.json")["result"]["families"][0]["name"] == "resid nodes of block 0 (lens)"
 
 
 def test_cooperation_hull_blocks(models, shared_data, tmp_path, capsys):
@@ -143,7 +155,9 @@ def test_apt(models, mlm_data, tmp_path, capsys):
 
 BAD = [
     (["specialization", "--level", "neuron"], "--level neuron"),
-    (["specialization", "--site", "resid"], "--site resid needs --layer"),
+    (["specialization", "--site", "z"], "--site z holds heads"),
+    (["specialization", "--head-unit", "single", "--level", "head"], "--head-unit single"),
+    (["specialization", "--resid-readout", "probe", "--site", "resid"], "--resid-readout probe"),
     (["specialization", "--site", "resid", "--layer", "9"], "--layer 9"),
     (["specialization", "--level", "head", "--site", "readout"], "--level head"),
     (["specialization", "--tau-recall", "1.5"], "--tau-recall"),
