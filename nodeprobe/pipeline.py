@@ -162,16 +162,22 @@ def stage_ablate_all(ctx: Context) -> dict:
 # ---------------------------------------------------------------------- report stages
 @dataclass
 class Loaded:
-    """A model with its evaluation set and activation cache (built once per reproduction)."""
+    """A model with its evaluation set and activation cache (built once per reproduction), and
+    for a classifier the train split's cache (its block readouts train there, METHODS v2 §2)."""
 
     model: object
     eval_set: object
     cache: object
+    train: object = None
+
+
+CACHE_SITES = ("readout", "z", "resid", "mlp")
 
 
 def _analysed(ctx: Context, key: str) -> Loaded:
     """Model + eval set + cache for ``key``: ``mlm`` (pre-trained, held-out Wikipedia), ``fewrel``
-    (fine-tuned) or ``minilm`` (MiniLM fine-tuned); caches live in ``runs/<preset>/cache/<key>``."""
+    (fine-tuned) or ``minilm`` (MiniLM fine-tuned); caches live in ``runs/<preset>/cache/<key>``
+    (and the train split's in ``…/<key>-train``)."""
     if key in ctx.loaded:
         return ctx.loaded[key]
     from nodeprobe.cache import MANIFEST, cache_is_current, get_or_build_cache
@@ -182,12 +188,17 @@ def _analysed(ctx: Context, key: str) -> Loaded:
     model, tok = _load(ctx, run, task)
     ft = ctx.preset.finetune
     limit = ctx.preset.mlm_eval_sequences if task == "mlm" else None
-    es = load_eval_set(task, tok, ctx.data, limit=limit, seed=ctx.seed, n_train=ft.n_train, n_test=ft.n_test,
-                       max_len=min(128, model.spec.max_len))
-    cdir = ctx.runs / "cache" / key  # reproduce owns it: a cache of an earlier model or format is rebuilt
-    stale = (cdir / MANIFEST).is_file() and not cache_is_current(cdir, model, es)
-    cache = get_or_build_cache(model, es, ("readout", "resid"), cdir, rebuild=stale, progress=True)
-    ctx.loaded[key] = Loaded(model, es, cache)
+
+    def cached(split: str, name: str, sites):
+        es = load_eval_set(task, tok, ctx.data, split=split, limit=limit, seed=ctx.seed, n_train=ft.n_train,
+                           n_test=ft.n_test, max_len=min(128, model.spec.max_len))
+        cdir = ctx.runs / "cache" / name  # reproduce owns it: a cache of an earlier model or format is rebuilt
+        stale = (cdir / MANIFEST).is_file() and not cache_is_current(cdir, model, es)
+        return es, get_or_build_cache(model, es, sites, cdir, rebuild=stale, progress=True)
+
+    es, cache = cached("test", key, CACHE_SITES)
+    train = None if task == "mlm" else cached("train", f"{key}-train", CACHE_SITES[1:])[1]
+    ctx.loaded[key] = Loaded(model, es, cache, train)
     return ctx.loaded[key]
 
 
@@ -202,15 +213,24 @@ def _report(ctx: Context, key: str, fn, figs=None) -> dict:
     return to_jsonable(rep)
 
 
-def _specialization(key: str, level: str, label: str):
+def _specialization(key: str, level: str, label: str, site: str | None = None, head_unit: str = "group"):
+    """A specialization stage: readout nodes, nodes of a block site along every block, or heads
+    (``group``: node groups under the block readouts, a cache read; ``network``: v1 isolation)."""
     from nodeprobe.render import figures
     from nodeprobe.studies import specialization_report
 
     def stage(ctx: Context) -> dict:
-        site = "readout" if level == "node" else "z"
+        from nodeprobe.analysis.probe import FitSettings
+        from nodeprobe.studies.units import ReadoutSettings
+
+        rs = ReadoutSettings(fit=FitSettings(seed=ctx.seed))
+        tag = f"{level}" if site in (None, "readout") or level == "head" else f"{site}_node"
+        if level == "head" and head_unit == "network":
+            tag = "head_network"
         return _report(ctx, key, lambda L: specialization_report(
-            L.cache, level=level, site=site, model=L.model, eval_set=L.eval_set, progress=True),
-            lambda rep, d: figures.specialization(rep, d, label, prefix=f"{key}_{level}_specialization"))
+            L.cache, level=level, site=site, head_unit=head_unit, model=L.model, eval_set=L.eval_set, train=L.train,
+            readout_settings=rs, device=ctx.device, progress=True),
+            lambda rep, d: figures.specialization(rep, d, label, prefix=f"{key}_{tag}_specialization"))
     return stage
 
 
@@ -306,15 +326,24 @@ STAGES: list[tuple[str, Callable]] = [
     ("finetune_minilm", stage_finetune_minilm),
     ("ablate_all", stage_ablate_all),
     ("mlm_node_specialization", _specialization("mlm", "node", "MLM readout nodes")),
-    ("mlm_head_specialization", _specialization("mlm", "head", "MLM heads")),
+    ("mlm_head_specialization", _specialization("mlm", "head", "MLM heads (node groups)")),
+    ("mlm_attn_node_specialization", _specialization("mlm", "node", "MLM attn nodes", site="attn")),
+    ("mlm_mlp_node_specialization", _specialization("mlm", "node", "MLM FF nodes", site="mlp")),
     ("mlm_apt", stage_apt),
     ("fewrel_node_specialization", _specialization("fewrel", "node", "FewRel readout nodes")),
-    ("fewrel_head_specialization", _specialization("fewrel", "head", "FewRel heads")),
+    ("fewrel_head_specialization", _specialization("fewrel", "head", "FewRel heads (node groups)")),
+    ("fewrel_head_network_specialization", _specialization("fewrel", "head", "FewRel heads (v1 network isolation)",
+                                                           head_unit="network")),
+    ("fewrel_attn_node_specialization", _specialization("fewrel", "node", "FewRel attn nodes", site="attn")),
+    ("fewrel_mlp_node_specialization", _specialization("fewrel", "node", "FewRel FF nodes", site="mlp")),
     ("fewrel_blocks", _blocks("fewrel", "FewRel")),
     ("fewrel_cooperation", _cooperation("fewrel", "FewRel")),
     ("fewrel_hull_n1", _hull("fewrel", "FewRel", 1)),
     ("fewrel_hull_n2", _hull("fewrel", "FewRel", 2)),
     ("minilm_node_specialization", _needs("finetune_minilm", _specialization("minilm", "node", "MiniLM readout nodes"))),
+    ("minilm_head_specialization", _needs("finetune_minilm", _specialization("minilm", "head", "MiniLM heads (node groups)"))),
+    ("minilm_mlp_node_specialization", _needs("finetune_minilm", _specialization("minilm", "node", "MiniLM FF nodes",
+                                                                                 site="mlp"))),
     ("minilm_blocks", _needs("finetune_minilm", _blocks("minilm", "MiniLM FewRel"))),
     ("minilm_cooperation", _needs("finetune_minilm", _cooperation("minilm", "MiniLM FewRel"))),
     ("minilm_hull_n1", _needs("finetune_minilm", _hull("minilm", "MiniLM FewRel", 1))),
