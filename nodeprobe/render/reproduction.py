@@ -126,6 +126,16 @@ def claims(results: dict, preset: str) -> list[Claim]:
         "pre-trained ≫ from scratch (target: ≥ 0.55 and ≥ 5 points above scratch)",
         "—" if ft is None or sc is None else f"{ft:.3f} pre-trained vs {sc:.3f} from scratch ({100 * (ft - sc):+.1f} points)",
         _v(None if ft is None or sc is None else (ft >= 0.55 and ft - sc >= 0.05)), "finetune.json, finetune_scratch.json"))
+    ftp = _get(results, "finetune_paper_lr", "test_accuracy")
+    scp = _get(results, "finetune_scratch_paper_lr", "test_accuracy")
+    if ftp is not None or scp is not None:
+        out.append(Claim(
+            "Pre-training helps fine-tuning on FewRel-16 — at the papers' fine-tuning lr 5e-5",
+            "pre-trained ≫ from scratch (target: ≥ 5 points above scratch)",
+            "—" if ftp is None or scp is None else
+            f"{ftp:.3f} pre-trained vs {scp:.3f} from scratch ({100 * (ftp - scp):+.1f} points)",
+            _v(None if ftp is None or scp is None else ftp - scp >= 0.05),
+            "finetune_paper_lr.json, finetune_scratch_paper_lr.json"))
     mini = _get(results, "finetune_minilm", "test_accuracy")
     out.append(Claim(
         "A real pre-trained 6-block encoder (MiniLM-L6) fine-tuned on FewRel-16",
@@ -154,14 +164,37 @@ def _family(results: dict, stage: str) -> dict | None:
     return fams[-1] if fams else None
 
 
+SPECIALIZATION_STAGES = [
+    ("mlm_node_specialization", "MLM readout nodes", "tokens"),
+    ("mlm_head_specialization", "MLM heads (node groups under the block readouts)", "tokens"),
+    ("fewrel_node_specialization", "FewRel readout nodes", "labels"),
+    ("fewrel_head_specialization", "FewRel heads (node groups under the block readouts)", "labels"),
+    ("fewrel_head_network_specialization", "FewRel heads (v1: isolated in the running network)", "labels"),
+    ("minilm_node_specialization", "MiniLM FewRel readout nodes", "labels"),
+    ("minilm_head_specialization", "MiniLM FewRel heads (node groups)", "labels"),
+]
+ALONG_STAGES = [
+    ("mlm_attn_node_specialization", "MLM MHA (attn) nodes"),
+    ("mlm_mlp_node_specialization", "MLM FF (mlp) nodes"),
+    ("fewrel_attn_node_specialization", "FewRel MHA (attn) nodes"),
+    ("fewrel_mlp_node_specialization", "FewRel FF (mlp) nodes"),
+    ("minilm_mlp_node_specialization", "MiniLM FewRel FF (mlp) nodes"),
+]
+
+
+def _block_families(results: dict, stage: str) -> list[dict]:
+    return [f for f in (_get(results, stage, "families") or []) if f.get("layer") is not None]
+
+
+def _series(vals, fmt: str = "{:.2f}") -> str:
+    return ", ".join("—" if v is None else fmt.format(v) for v in vals)
+
+
 def _specialization_claims(results: dict) -> list[Claim]:
-    """Single nodes / heads learn a small set of classes, and different ones (symmetry breaking)."""
+    """Single nodes / heads learn a small set of classes, and different ones (symmetry breaking);
+    heads as node groups against v1's network isolation; nodes sharpening along the blocks."""
     out = []
-    for stage, what, cls in [("mlm_node_specialization", "MLM readout nodes", "tokens"),
-                             ("mlm_head_specialization", "MLM heads (isolated)", "tokens"),
-                             ("fewrel_node_specialization", "FewRel readout nodes", "labels"),
-                             ("fewrel_head_specialization", "FewRel heads (isolated)", "labels"),
-                             ("minilm_node_specialization", "MiniLM FewRel readout nodes", "labels")]:
+    for stage, what, cls in SPECIALIZATION_STAGES:
         f = _family(results, stage)
         if f is None:
             continue
@@ -170,13 +203,39 @@ def _specialization_claims(results: dict) -> list[Claim]:
         sizes = [k for k, v in hist.items() if k >= 1 for _ in range(v)]
         mean_l = sum(sizes) / len(sizes) if sizes else 0.0
         small = learners > 0 and mean_l <= max(3.0, 0.25 * f["n_classes"]) if cls == "labels" else mean_l <= 20
+        per_block = _block_families(results, stage)
+        jac = [b["mean_jaccard"] if b["n_pairs"] else None for b in per_block]
         broke = f["mean_jaccard"] is not None and f["mean_jaccard"] < 0.5
+        if len(per_block) > 1:  # heads: symmetry breaking is within a block (the papers' per-layer heads)
+            broke = all(j is not None and j < 0.5 for j in jac)
+        extra = f"; Jaccard per block {_series(jac)}" if len(per_block) > 1 else ""
         out.append(Claim(
             f"{what} each learn a small set of {cls}, different ones (symmetry breaking)",
             f"single units learn few {cls}; low overlap between units",
             f"{learners}/{f['n_units']} units learn ≥ 1 ({mean_l:.2f} on average among them); together they cover "
-            f"{f['n_covered']} of {f['n_classes']} {cls}; mean Jaccard overlap {f['mean_jaccard']:.3f}",
+            f"{f['n_covered']} of {f['n_classes']} {cls}; mean Jaccard overlap {f['mean_jaccard']:.3f}{extra}",
             _v(learners > 0 and small and broke), f"{stage}.json"))
+    g, n = _family(results, "fewrel_head_specialization"), _family(results, "fewrel_head_network_specialization")
+    if g and n:
+        out.append(Claim(
+            "Heads as node groups (v2) vs heads isolated in the running network (v1) — FewRel",
+            "the papers' head-level symmetry breaking shows only when a head is read through a readout, others silenced",
+            f"group: mean |Λ| {g['mean_size']:.2f}, coverage {g['n_covered']}/{g['n_classes']}, Jaccard {g['mean_jaccard']:.3f}; "
+            f"network: mean |Λ| {n['mean_size']:.2f}, coverage {n['n_covered']}/{n['n_classes']}, Jaccard {n['mean_jaccard']:.3f}",
+            "measured", "fewrel_head_specialization.json, fewrel_head_network_specialization.json"))
+    for stage, what in ALONG_STAGES:
+        trends = _get(results, stage, "trends") or []
+        if not trends:
+            continue
+        t = trends[0]
+        rs, rz = t.get("rho_snr"), t.get("rho_size")
+        ok = None if rs is None or rz is None else (rs > 0 and rz < 0)
+        out.append(Claim(
+            f"{what} sharpen along the blocks",
+            "mean SNR rises and mean |Λ| falls toward the output (Spearman ρ against the block)",
+            f"mean SNR per block {_series(t['mean_snr'])} (ρ = {_series([rs])}); mean |Λ| per block "
+            f"{_series(t['mean_size'])} (ρ = {_series([rz])})",
+            _v(ok), f"{stage}.json"))
     return out
 
 
@@ -324,6 +383,8 @@ def write_readme(ctx, rows: Sequence[Claim] | None = None) -> Path:
                   f"- throughput: {ctx.timings.get('pretrain.tokens_per_s', '—')} tokens/s on {pre.get('device', '—')} "
                   f"({pre.get('precision', '—')})"]
     for key, title in [("finetune", "Fine-tuning (pre-trained)"), ("finetune_scratch", "Fine-tuning (from scratch)"),
+                       ("finetune_paper_lr", "Fine-tuning (pre-trained) at the papers' lr 5e-5"),
+                       ("finetune_scratch_paper_lr", "Fine-tuning (from scratch) at the papers' lr 5e-5"),
                        ("finetune_minilm", "Fine-tuning MiniLM-L6")]:
         f = r.get(key)
         if f:
