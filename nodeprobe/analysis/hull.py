@@ -32,6 +32,8 @@ Methods, by n = |S|:
   ``t* > tol`` (default 1e-9, HiGHS feasibility tolerances 1e-10): regions whose largest margin is
   below ``tol·σ`` logits are treated as unreachable.  Classes already seen as the strict argmax of
   a witness point (the data, in :func:`hull_bound`) with margin > ``tol·σ`` need no LP.
+* ``classes=`` (:func:`hull_bound`, many classes): only those rows plus the outputs are decided,
+  each still against every row — the full answer restricted to them, so the UB is a lower estimate.
 """
 
 from __future__ import annotations
@@ -116,12 +118,13 @@ def _lp_margin(Wd, bd, k, box) -> float:
 def _lp_reachable(Wd, bd, classes, box, tol, witnesses, max_lp) -> set[int] | None:
     """LP path on deduplicated lines; positions into Wd.  None when more than max_lp LPs needed."""
     m = Wd.shape[0]
+    classes = set(classes)
     if m == 1:
-        return {0}
+        return {0} & classes
     sigma = max(float(np.abs(Wd).max()), float(np.abs(bd).max()), 1e-300)
     Ws, bs = Wd / sigma, bd / sigma
-    found = _witnessed(Ws, bs, witnesses, tol, 1.0)
-    todo = [k for k in classes if k not in found]
+    found = _witnessed(Ws, bs, witnesses, tol, 1.0) & classes
+    todo = sorted(k for k in classes if k not in found)
     if max_lp is not None and len(todo) > max_lp:
         return None
     return found | {k for k in todo if _lp_margin(Ws, bs, k, box) > tol}
@@ -153,24 +156,31 @@ def _within_unbounded(r_unb, r_dat):
     return tuple(sorted(set(r_unb) | set(r_dat)))
 
 
-def _reachable(Wn, bn, box, tol=DEFAULT_TOL, witnesses=None, max_lp=None) -> tuple[int, ...] | None:
+def _reachable(Wn, bn, box, tol=DEFAULT_TOL, witnesses=None, max_lp=None, cand=None) -> tuple[int, ...] | None:
+    """Reachable rows of ``Wn x + bn``; with ``cand`` (row ids) only those rows are decided — each
+    still against every row — and the answer is the full one intersected with ``cand``."""
     K, n = Wn.shape
+    keep_only = (lambda t: t) if cand is None else (lambda t: tuple(k for k in t if k in cand))
     if n == 1:  # exact (rational decisions at the interval ends)
         interval = None if box is None else (float(box[0][0]), float(box[1][0]))
-        return upper_envelope(Wn[:, 0], bn, interval).reachable
+        return keep_only(upper_envelope(Wn[:, 0], bn, interval).reachable)
     if n == 0 or (box is not None and np.all(box[0] == box[1])):
         x = np.zeros(n) if n == 0 else box[0]
         v = Wn @ x + bn
-        return (int(np.flatnonzero(v == v.max())[0]),)
+        return keep_only((int(np.flatnonzero(v == v.max())[0]),))
     P = np.column_stack([Wn, bn])
     _, first = np.unique(P, axis=0, return_index=True)
     keep = np.sort(first)  # lowest index of each group of identical lines
     Wd, bd = Wn[keep], bn[keep]
-    classes: Sequence[int] = range(keep.size)
+    # a candidate that repeats a lower-index line is unreachable by the tie rule: it has no position
+    classes: Sequence[int] = range(keep.size) if cand is None else [p for p, k in enumerate(keep.tolist()) if k in cand]
     if box is None and n in (2, 3):
         qh = _qhull_reachable(Wd, bd, n)
         if qh is not None:
             reach, undecided = qh
+            if cand is not None:
+                reach &= set(classes)
+                undecided &= set(classes)
             if undecided:
                 extra = _lp_reachable(Wd, bd, sorted(undecided), None, tol, None, None)
                 reach |= extra & undecided
@@ -251,6 +261,7 @@ class HullBound:
     outputs_unreached_data: tuple[int, ...]
     data_low: tuple[float, ...]
     data_high: tuple[float, ...]
+    tested: tuple[int, ...] | None = None  # rows whose reachability was decided; None: every row
 
     @property
     def n_reachable_unbounded(self) -> int | None:
@@ -290,6 +301,8 @@ def hull_bound(
     tau_lift: float = 2.0,
     min_count: int = 5,
     n_classes: int | None = None,
+    classes: Sequence[int] | Int[Tensor, "m"] | None = None,
+    n_other: int | None = None,
 ) -> HullBound:
     """Reachable classes of node set S (unbounded and over the data box ``[min X_S, max X_S]``)
     against the achieved accuracy, outputs and learned set of S.
@@ -307,6 +320,13 @@ def hull_bound(
 
     ``n_classes``: as in :func:`~nodeprobe.analysis.readout.prepare_labelled` (labels of classes
     without a row in W count in N but are never reachable).
+
+    ``classes`` (rows of W, for a node set of n ≥ 2): decide reachability only for these rows plus
+    the set's outputs (always included); with ``n_other`` only the first ``n_other`` rows of
+    ``classes`` that are not outputs are used (pass a seeded permutation for a random sample).
+    Each tested row still competes with every row, so ``reachable_*`` is the full answer
+    intersected with ``tested`` and ``ub_*`` (over ``tested ∪ outputs``) is a lower estimate of
+    the full bound; ``acc ≤ ub_*`` still holds.  ``tested`` is None when every row was tested.
     """
     r, yt = prepare_labelled(W, b, X, y, mode, means, n_classes)
     Wn, Xn = r.W, r.X
@@ -325,11 +345,14 @@ def hull_bound(
     b64 = np.asarray(bias, dtype=np.float64)
     Xs = Xn[:, S].astype(np.float64)
     box = (Xs.min(axis=0), Xs.max(axis=0))
+    tested = _tested_rows(classes, n_other, st.outputs, K) if S.size >= 2 else None
+    cand = None if tested is None else set(tested)
+    n_cand = K if tested is None else len(tested)
     # witnesses only help if they could leave at most max_lp classes to the LP
-    wit = Xs if (S.size >= 2 and K - min(N, K) <= max_lp) else None
+    wit = Xs if (S.size >= 2 and n_cand - min(N, n_cand) <= max_lp) else None
     needs_lp_unb = S.size >= 4
-    r_unb = _reachable(Ws, b64, None, tol, wit, max_lp if needs_lp_unb else None)
-    r_dat = _reachable(Ws, b64, box, tol, wit, max_lp if S.size >= 2 else None)
+    r_unb = _reachable(Ws, b64, None, tol, wit, max_lp if needs_lp_unb else None, cand)
+    r_dat = _reachable(Ws, b64, box, tol, wit, max_lp if S.size >= 2 else None, cand)
     r_unb = _within_unbounded(r_unb, r_dat)
     Nk = np.bincount(yt, minlength=KL)
     ub_u, un_u = _ub(r_unb, st.outputs, Nk, N)
@@ -351,7 +374,28 @@ def hull_bound(
         outputs_unreached_data=un_d,
         data_low=tuple(float(v) for v in box[0]),
         data_high=tuple(float(v) for v in box[1]),
+        tested=tested,
     )
+
+
+def _tested_rows(classes, n_other, outputs: np.ndarray, K: int) -> tuple[int, ...] | None:
+    """``outputs ∪ classes`` (``classes`` cut to its first ``n_other`` non-outputs), sorted; None
+    when that is every row."""
+    if classes is None:
+        if n_other is not None:
+            raise NodeprobeError("n_other needs classes= (the rows to draw the other classes from, in order)")
+        return None
+    c = np.asarray(classes.detach().cpu().numpy() if isinstance(classes, Tensor) else classes).reshape(-1)
+    if c.size and (not np.issubdtype(c.dtype, np.integer) or c.min() < 0 or c.max() >= K):
+        raise NodeprobeError(f"classes: expected row numbers 0–{K - 1} of W")
+    out = set(int(k) for k in outputs)
+    others = list(dict.fromkeys(int(k) for k in c if int(k) not in out))
+    if n_other is not None:
+        if isinstance(n_other, bool) or not isinstance(n_other, (int, np.integer)) or n_other < 0:
+            raise NodeprobeError(f"n_other={n_other!r}: must be an integer ≥ 0")
+        others = others[: int(n_other)]
+    tested = tuple(sorted(out | set(others)))
+    return None if len(tested) == K else tested
 
 
 @dataclass(frozen=True, eq=False)

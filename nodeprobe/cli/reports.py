@@ -24,7 +24,7 @@ import typer
 from nodeprobe.cli.options import (
     PROBE_HELP, BatchOpt, CacheOpt, DataOpt, DeviceOpt, EvalSeedOpt, LimitOpt, MinCountOpt,
     ModeOpt, PlotOpt, ProbeEpochsOpt, RebuildOpt, ReportJsonOpt, ReportModelOpt, SAEOpt, TaskOpt, TauLOpt, TauROpt,
-    ReadoutEpochsOpt, TextOpt, TopOpt, check_choice, check_common, check_sae, check_task, load_for_task,
+    SAE_SITE_ONLY, ReadoutEpochsOpt, TextOpt, TopOpt, UnitLayerOpt, UnitSiteOpt, check_choice, check_common, check_sae, check_task, load_for_task,
     load_report_inputs, number, readout_settings, resolve_model, trust_pickle, unit_sites,
 )
 from nodeprobe.errors import NodeprobeError
@@ -325,6 +325,11 @@ def hull(
     task: str = TaskOpt,
     data: Optional[Path] = DataOpt,
     text: Optional[str] = TextOpt,
+    site: str = UnitSiteOpt,
+    layer: Optional[int] = UnitLayerOpt,
+    level: str = typer.Option("node", "--level", help="node: --nodes / --n sets of nodes | head: every head of --layer as the node group of its attn coordinates (--site attn)."),
+    class_sample: int = typer.Option(64, "--class-sample", min=1, max=10**6, help="Sets of n ≥ 2 with more classes than this: bound their outputs plus a seeded sample of this many others (MLM)."),
+    readout_epochs: int = ReadoutEpochsOpt,
     nodes: Optional[str] = typer.Option(None, "--nodes", help="One node set, e.g. 12,40 (ranges 3-7)."),
     n: Optional[int] = typer.Option(None, "--n", help="1: every single node; k ≥ 2: --R random sets of k nodes."),
     R: int = typer.Option(20, "--R", help="Random node sets for --n k ≥ 2."),
@@ -356,15 +361,32 @@ def hull(
     from nodeprobe.render.views import render_hull
     from nodeprobe.studies._common import parse_nodes
     from nodeprobe.studies.hull import check_hull_args, hull_report
+    from nodeprobe.studies.units import check_unit_site
 
-    check_hull_args(nodes, n, None, R)
+    check_choice("--level", level, ("node", "head"))
+    if level == "head":
+        site = "attn" if site == "readout" else site
+        if site != "attn":
+            raise NodeprobeError(f"--level head lives at --site attn, not --site {site}")
+        if nodes is not None or n is not None:
+            raise NodeprobeError("--level head bounds every head of --layer: leave out --nodes / --n")
+        if layer is None:
+            raise NodeprobeError("--level head needs --layer (the block whose heads are bounded)")
+    else:
+        check_hull_args(nodes, n, None, R)
+    check_unit_site(site, layer)
+    if sae is not None and site != "readout":
+        raise NodeprobeError(SAE_SITE_ONLY)
     if nodes is not None:
         parse_nodes(nodes)
     sae_w = _load_sae(sae)
 
     def validate(m):
+        check_unit_site(site, layer, m.spec.n_layers)
+        if level == "head":
+            return
         if sae_w is None:
-            check_hull_args(nodes, n, m.spec.d_model, R)
+            check_hull_args(nodes, n, m.spec.d_model if site == "readout" else None, R)
             if unit is not None and not 0 <= unit < m.spec.d_model:
                 raise NodeprobeError(f"--unit {unit}: the readout has nodes 0–{m.spec.d_model - 1}")
             return
@@ -372,12 +394,20 @@ def hull(
         check_hull_args(nodes, n, min(m.spec.d_model, sae_w.d_sae), R)  # the same set on both sides
 
     model = resolve_model(model, task, io=io)
-    m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
-                                       ("readout",), trust_pickle(ctx), validate, text=text)
+    sites = unit_sites(site)
+    m, es, reader, train = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
+                                              sites, trust_pickle(ctx), validate, text=text,
+                                              train_sites=tuple(s for s in sites if s != "readout"))
     th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
-    _report("hull", hull_report, reader, dict(nodes=nodes, n=n, R=R, seed=seed, mode=mode, top=top, max_lp=max_lp, **th),
+    kw = dict(nodes=nodes, n=n, R=R, seed=seed, mode=mode, top=top, max_lp=max_lp, **th)
+    if sae_w is None:
+        kw.update(site=site, layer=layer, level=level, class_sample=class_sample, train=train,
+                  readout_settings=readout_settings(readout_epochs, seed), device=device)
+    _report("hull", hull_report, reader, kw,
             render_hull, lambda r: (top, unit), json_path, plot, ("hull", task), sae_w, sae, text=text, model=model,
-            task=task, nodes=nodes, n=n, R=R, mode=mode, max_lp=max_lp, **th, limit=limit, seed=seed)
+            task=task, site=site, layer=layer, level=level, nodes=nodes, n=n, R=R, mode=mode, max_lp=max_lp,
+            class_sample=class_sample, readout_epochs=readout_epochs if site != "readout" else None, **th,
+            limit=limit, seed=seed)
 
 
 # ---------------------------------------------------------------------- blocks

@@ -267,3 +267,65 @@ def test_a_one_point_data_range_is_reached_unbounded_too():
     hb = hull_bound(W, b, X, np.array([1]), [0], "zero", X.mean(0))
     assert hb.acc == 1.0 and hb.reachable_data == (1,)
     assert set(hb.reachable_unbounded) == {1, 2, 5} and hb.ub_unbounded == hb.ub_data == 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# classes=: deciding reachability for a subset of rows (class sampling for large K)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5])
+@pytest.mark.parametrize("seed", range(4))
+def test_class_subset_is_the_full_answer_restricted(n, seed):
+    """Against brute force: the full-class LP/qhull answer intersected with the tested rows."""
+    rng = np.random.default_rng(100 * n + seed)
+    K, d, N = 25, 6, 40
+    W, b = rng.normal(size=(K, d)), rng.normal(size=K)
+    W[7], b[7] = W[3], b[3]  # an identical line: the higher index is never reachable
+    X, y = rng.normal(size=(N, d)), rng.integers(0, K + 1, N)  # label K: a class with no row
+    S = sorted(rng.choice(d, size=n, replace=False).tolist())
+    full = hull_bound(W, b, X, y, S, n_classes=K + 1)
+    assert full.tested is None
+    cand = rng.choice(K, size=8, replace=False).tolist() + [7, 3]
+    part = hull_bound(W, b, X, y, S, n_classes=K + 1, classes=cand)
+    out = {int(k) for k in np.unique(np.argmax(X[:, S] @ W[:, S].T + b, axis=1))}
+    tested = set(part.tested)
+    assert tested == set(cand) | out
+    for fr, pr in ((full.reachable_unbounded, part.reachable_unbounded), (full.reachable_data, part.reachable_data)):
+        assert pr == tuple(k for k in fr if k in tested)
+    assert 7 not in part.reachable_unbounded
+    Nk = np.bincount(y, minlength=K + 1)
+    for pr, ub in ((part.reachable_unbounded, part.ub_unbounded), (part.reachable_data, part.ub_data)):
+        assert ub == pytest.approx(Nk[sorted(set(pr) | out)].sum() / N)
+        assert part.acc <= ub + 1e-12
+    assert part.ub_data <= full.ub_data + 1e-12 and part.ub_unbounded <= full.ub_unbounded + 1e-12
+    assert part.acc == full.acc and part.n_outputs == full.n_outputs
+
+
+def test_n_other_takes_the_first_non_outputs_in_order():
+    rng = np.random.default_rng(9)
+    K, d, N = 30, 5, 20
+    W, b = rng.normal(size=(K, d)), rng.normal(size=K)
+    X, y = rng.normal(size=(N, d)), rng.integers(0, K, N)
+    perm = rng.permutation(K)
+    hb = hull_bound(W, b, X, y, [0, 1, 2, 3], classes=perm, n_other=4)
+    out = set(np.unique(np.argmax(X[:, :4] @ W[:, :4].T + b, axis=1)).tolist())
+    others = [int(k) for k in perm if k not in out][:4]
+    assert set(hb.tested) == out | set(others)
+    full = hull_bound(W, b, X, y, [0, 1, 2, 3])
+    assert hb.reachable_data == tuple(k for k in full.reachable_data if k in set(hb.tested))
+    # every row asked for: the same as no restriction
+    assert hull_bound(W, b, X, y, [0, 1, 2, 3], classes=perm, n_other=K).tested is None
+    # a single node is exact over all classes: the restriction does not apply
+    assert hull_bound(W, b, X, y, [2], classes=[0], n_other=0).tested is None
+
+
+def test_class_subset_user_errors():
+    W, b = np.eye(3), np.zeros(3)
+    X, y = np.eye(3), np.array([0, 1, 2])
+    with pytest.raises(NodeprobeError, match="row numbers"):
+        hull_bound(W, b, X, y, [0, 1], classes=[3])
+    with pytest.raises(NodeprobeError, match="n_other needs classes"):
+        hull_bound(W, b, X, y, [0, 1], n_other=2)
+    with pytest.raises(NodeprobeError, match="n_other"):
+        hull_bound(W, b, X, y, [0, 1], classes=[0], n_other=-1)

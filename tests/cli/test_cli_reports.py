@@ -167,6 +167,10 @@ BAD = [
     (["specialization", "--level", "head", "--unit", "L9H0"], "--unit L9H0"),
     (["specialization", "--layer", "1"], "--layer applies"),
     (["hull", "--nodes", "1,99"], "--nodes 99"),
+    (["hull", "--level", "head", "--site", "mlp", "--layer", "0"], "--level head lives at --site attn"),
+    (["hull", "--level", "head", "--site", "attn"], "--level head needs --layer"),
+    (["hull", "--site", "mlp", "--n", "1"], "--site mlp needs --layer"),
+    (["hull", "--site", "attn", "--layer", "7", "--n", "1"], "--layer 7"),
     (["hull", "--nodes", ","], "empty"),
     (["hull", "--nodes", "3,3"], "repeated"),
     (["hull", "--n", "0"], "--n 0"),
@@ -211,3 +215,42 @@ def test_mismatched_cache_refused(models, shared_data, tmp_path, capsys):
     rc, _, err = run(capsys, "hull", "--model", models["cls2"], "--data", shared_data, *LIMIT, "--n", "1",
                      "--cache", cache, "--rebuild", "--json", tmp_path / "h.json")
     assert rc == 0, err and (tmp_path / "h.json").is_file()
+
+
+def test_v2_sites_end_to_end(models, shared_data, tmp_path, capsys):
+    """METHODS v2 through the CLI: heads as node groups at attn (learned labels recomputable from the
+    stored block readout with numpy alone), FF nodes along the blocks, hull of every head."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    common = ["--model", models["cls"], "--data", shared_data, *LIMIT, "--cache", tmp_path / "c"]
+    rc, out, err = run(capsys, "specialization", *common, "--site", "attn", "--layer", "1", "--level", "head",
+                       "--json", tmp_path / "h.json", "--readout-epochs", "3")
+    assert rc == 0, err
+    r = load_json(tmp_path / "h.json")["result"]
+    assert r["site"] == "attn" and r["head_unit"] == "group" and [u["unit"] for u in r["units"]] == [f"L1H{h}" for h in range(4)]
+    ro = r["readouts"][0]
+    assert ro["trained_on"] == "train split" and "block readout attn L1" in out
+    st = load_file(ro["path"])
+    z = np.concatenate([load_file(str(p))["z.1"] for p in sorted((tmp_path / "c").glob("shard-*.safetensors"))])
+    z = z.reshape(z.shape[0], -1)
+    y = np.concatenate([load_file(str(p))["targets"] for p in sorted((tmp_path / "c").glob("shard-*.safetensors"))])
+    dh = z.shape[1] // 4
+    for h, u in enumerate(r["units"]):
+        c = slice(h * dh, (h + 1) * dh)
+        pred = st["classes"][np.argmax(z[:, c] @ st["W"][:, c].T + st["b"], axis=1)]
+        assert u["acc"] == pytest.approx(float((pred == y).mean()), abs=1e-6)
+
+    rc, out, err = run(capsys, "specialization", *common, "--site", "mlp", "--json", tmp_path / "m.json",
+                       "--readout-epochs", "3")
+    assert rc == 0, err
+    m = load_json(tmp_path / "m.json")["result"]
+    assert [f["layer"] for f in m["families"]] == [0, 1] and m["trends"][0]["kind"] == "mlp nodes"
+    assert "Along the blocks" in out
+
+    rc, out, err = run(capsys, "hull", *common, "--site", "attn", "--layer", "1", "--level", "head",
+                       "--json", tmp_path / "hh.json", "--readout-epochs", "3")
+    assert rc == 0, err
+    hh = load_json(tmp_path / "hh.json")["result"]
+    assert hh["kind"] == "heads" and [row["unit"] for row in hh["rows"]] == [f"L1H{h}" for h in range(4)]
+    assert all(row["acc"] <= row["ub_data"] + 1e-12 for row in hh["rows"])
