@@ -268,13 +268,26 @@ def _cooperation(key: str, label: str):
     return stage
 
 
-def _hull(key: str, label: str, n: int):
+def _hull(key: str, label: str, n: int | None = None, level: str = "node"):
+    """A hull stage: every single node (n = 1) or R random sets of n readout nodes; ``level="head"``:
+    every head of the last block as the node group of its attn coordinates (METHODS v2 §2, §6)."""
     def stage(ctx: Context) -> dict:
+        from nodeprobe.analysis.probe import FitSettings
         from nodeprobe.render import figures
         from nodeprobe.studies import hull_report
+        from nodeprobe.studies.units import ReadoutSettings
 
-        return _report(ctx, key, lambda L: hull_report(L.cache, n=n, R=ctx.preset.cooperation_repeats, seed=ctx.seed),
-                       lambda rep, d: figures.hull(rep, d, label, prefix=f"{key}_hull_n{n}"))
+        if level == "head":
+            def fn(L):
+                return hull_report(L.cache, site="attn", layer=L.cache.n_layers - 1, level="head", train=L.train,
+                                   readout_settings=ReadoutSettings(fit=FitSettings(seed=ctx.seed)), seed=ctx.seed,
+                                   device=ctx.device)
+            prefix = f"{key}_hull_heads"
+        else:
+            def fn(L):
+                return hull_report(L.cache, n=n, R=ctx.preset.cooperation_repeats, seed=ctx.seed)
+            prefix = f"{key}_hull_n{n}"
+        return _report(ctx, key, fn, lambda rep, d: figures.hull(rep, d, label, prefix=prefix))
     return stage
 
 
@@ -340,6 +353,7 @@ STAGES: list[tuple[str, Callable]] = [
     ("fewrel_cooperation", _cooperation("fewrel", "FewRel")),
     ("fewrel_hull_n1", _hull("fewrel", "FewRel", 1)),
     ("fewrel_hull_n2", _hull("fewrel", "FewRel", 2)),
+    ("fewrel_hull_heads", _hull("fewrel", "FewRel heads of the last block", level="head")),
     ("minilm_node_specialization", _needs("finetune_minilm", _specialization("minilm", "node", "MiniLM readout nodes"))),
     ("minilm_head_specialization", _needs("finetune_minilm", _specialization("minilm", "head", "MiniLM heads (node groups)"))),
     ("minilm_mlp_node_specialization", _needs("finetune_minilm", _specialization("minilm", "node", "MiniLM FF nodes",
