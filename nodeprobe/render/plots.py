@@ -149,3 +149,26 @@ def plot_matrix(matrix, labels: Sequence[str], path: str | Path, title: str, cba
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label=cbar, shrink=0.8)
     return _save(fig, path)
+
+
+def plot_label_unit(matrix, row_labels: Sequence[str], col_labels: Sequence[str], path: str | Path, title: str,
+                    cbar: str = "recall r_u(k)") -> Path | None:
+    """A label × unit matrix (e.g. the SNP diagonal: recall of each class by each unit), values in [0, 1]."""
+    plt = _plt()
+    if plt is None:
+        return None
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float)
+    K, U = m.shape
+    fig, ax = plt.subplots(figsize=(min(18.0, 2.5 + 0.16 * U), min(12.0, 1.5 + 0.22 * K)))
+    im = ax.imshow(m, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(K))
+    ax.set_yticklabels([str(s)[:22] for s in row_labels], fontsize=7 if K <= 40 else 5)
+    step = max(1, U // 48)
+    ax.set_xticks(range(0, U, step))
+    ax.set_xticklabels([str(col_labels[q]) for q in range(0, U, step)], rotation=90, fontsize=6)
+    ax.set_xlabel("unit (sorted by its best label)")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label=cbar, shrink=0.8)
+    return _save(fig, path)

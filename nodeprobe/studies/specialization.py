@@ -139,6 +139,7 @@ class SpecializationReport:
     head_unit: str | None = None  # level=head: group (v2) | network (v1)
     trends: list[Trend] = field(default_factory=list)  # several blocks: along the blocks
     readouts: list[dict] = field(default_factory=list)  # block readouts used (SiteReadout.describe)
+    class_names: list[str] | None = None  # all K names when K ≤ RECALL_MAX_CLASSES (label × unit plots)
 
     def find_unit(self, spec: str) -> UnitRow:
         """A unit by name: ``12`` / ``node 12`` (nodes), ``L3H5`` / ``3.5`` / ``3,5`` (heads)."""
@@ -458,6 +459,7 @@ def specialization_report(
                   "resid_readout": resid_readout if site == "resid" else None,
                   "block_readout": None if not readouts else {"fit": vars(rs.fit), "fraction": rs.fraction}},
         head_unit=head_unit if level == "head" else None, trends=_trends(families), readouts=readouts,
+        class_names=list(names) if K <= RECALL_MAX_CLASSES else None,
     )
 
 
