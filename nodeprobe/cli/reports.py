@@ -280,6 +280,10 @@ def cooperation(
     task: str = TaskOpt,
     data: Optional[Path] = DataOpt,
     text: Optional[str] = TextOpt,
+    site: str = UnitSiteOpt,
+    layer: Optional[int] = UnitLayerOpt,
+    null: bool = typer.Option(True, "--null/--no-null", help="Also run the null model: the readout's columns permuted among the nodes per class, seeded (METHODS §5)."),
+    readout_epochs: int = ReadoutEpochsOpt,
     mode: str = ModeOpt,
     R: int = typer.Option(20, "--R", help="Random node sets per n."),
     grid: Optional[str] = typer.Option(None, "--grid", help="Node counts (default METHODS §5: 1,2,3,4,6,…,768)."),
@@ -304,18 +308,34 @@ def cooperation(
     from nodeprobe.render.views import render_cooperation
     from nodeprobe.studies.cooperation import cooperation_report, parse_grid
 
+    from nodeprobe.studies.units import check_unit_site
+
     g = parse_grid(grid, R=R)
+    check_unit_site(site, layer)
+    if sae is not None and site != "readout":
+        raise NodeprobeError(SAE_SITE_ONLY)
     sae_w = _load_sae(sae)
 
+    def validate(m):
+        check_unit_site(site, layer, m.spec.n_layers)
+        if sae_w is not None:
+            _check_sae_fits(sae_w, m)
+
     model = resolve_model(model, task, io=io)
-    m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
-                                       ("readout",), trust_pickle(ctx),
-                                       (lambda m: _check_sae_fits(sae_w, m)) if sae_w is not None else None,
-                                       text=text)
+    sites = unit_sites(site)
+    m, es, reader, train = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
+                                              sites, trust_pickle(ctx), validate, text=text,
+                                              train_sites=tuple(s for s in sites if s != "readout"))
     th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
-    _report("cooperation", cooperation_report, reader, dict(mode=mode, R=R, seed=seed, grid=g, **th),
+    kw = dict(mode=mode, R=R, seed=seed, grid=g, **th)
+    if sae_w is None:
+        kw.update(site=site, layer=layer, null=null, train=train, readout_settings=readout_settings(readout_epochs, seed),
+                  device=device)
+    _report("cooperation", cooperation_report, reader, kw,
             render_cooperation, lambda r: (), json_path, plot, ("cooperation", task), sae_w, sae, text=text,
-            model=model, task=task, mode=mode, R=R, grid=lambda r: list(r.grid), **th, limit=limit, seed=seed)
+            model=model, task=task, site=site, layer=layer, null=null if sae_w is None else None, mode=mode, R=R,
+            grid=lambda r: list(r.grid), readout_epochs=readout_epochs if site != "readout" else None, **th,
+            limit=limit, seed=seed)
 
 
 # ---------------------------------------------------------------------- hull

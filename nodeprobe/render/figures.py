@@ -5,7 +5,7 @@ returns the paths written (empty without matplotlib).
 
 Example:
     >>> cooperation(rep, Path("plots"), "fewrel")          # doctest: +SKIP
-    [PosixPath('plots/cooperation_precision.png'), PosixPath('plots/cooperation_gain.png')]
+    [PosixPath('plots/cooperation_precision.png'), PosixPath('plots/cooperation_gain.png'), PosixPath('plots/cooperation_retained.png')]
 """
 
 from __future__ import annotations
@@ -29,7 +29,31 @@ def specialization(rep, d: Path, label: str, prefix: str = "specialization") -> 
     if own:
         out.append(plot_bars([o.name[:18] for o in own], [o.n_units for o in own], d / f"{prefix}_owners.png",
                              f"Units that learned each class — {fam.name} ({label})", "units"))
+    out.append(_snp_plot(rep, d, label, prefix))
     return _kept(*out)
+
+
+SNP_MAX_UNITS = 256  # label × unit plots: the last block's units when a report has more
+
+
+def _snp_plot(rep, d: Path, label: str, prefix: str):
+    """The label × unit recall matrix (the SNP diagonal), units sorted by their best label."""
+    units = [u for u in rep.units if getattr(u, "recall", None) is not None]
+    names = getattr(rep, "class_names", None)
+    if not units or not names:
+        return None
+    if len(units) > SNP_MAX_UNITS and rep.layers:
+        last = rep.layers[-1]
+        units = [u for u in units if len(u.index) == 2 and u.index[0] == last] or units
+    units = units[:SNP_MAX_UNITS]
+    from nodeprobe.render.plots import plot_label_unit
+
+    K = len(units[0].recall)
+    best = [max(range(K), key=lambda k: (u.recall[k], -k)) for u in units]
+    order = sorted(range(len(units)), key=lambda q: (best[q], -units[q].recall[best[q]], q))
+    matrix = [[units[q].recall[k] for q in order] for k in range(K)]
+    return plot_label_unit(matrix, names, [units[q].unit for q in order], d / f"{prefix}_snp.png",
+                           f"Recall of each label by each unit (SNP diagonal) — {label}")
 
 
 def apt(rep, d: Path, prefix: str = "apt") -> list[Path]:
@@ -56,21 +80,42 @@ def apt(rep, d: Path, prefix: str = "apt") -> list[Path]:
 
 
 def cooperation(rep, d: Path, label: str, prefix: str = "cooperation") -> list[Path]:
-    """Accuracy, mean precision P and 1/|O| against n; gains G and G∪ against n."""
+    """Accuracy, mean precision P and Rg = 1/|O| against n (``<prefix>_precision.png``); gains G
+    and G∪ against n, measured and null model (``<prefix>_gain.png``); retained recall Rt against
+    its random-guess reference Rg, measured and null, with the crossover n* (``<prefix>_retained.png``)."""
+    nan = float("nan")
     n = [r.n for r in rep.rows]
+    null_rows = getattr(rep, "null_rows", None) or []
+    nn = [r.n for r in null_rows]
+    val = lambda v: nan if v is None else v  # noqa: E731
+    star = rep.n_star
+    cross = f"n* = {star}" if star is not None else "no crossover in the grid"
     a = plot_curves({"accuracy": (n, [r.acc for r in rep.rows]), "P (mean precision)": (n, [r.precision for r in rep.rows]),
-                     "1/|O| (random guess)": (n, [r.inv_outputs for r in rep.rows])},
-                    d / f"{prefix}_precision.png", f"Random node sets ({label}); n* = {rep.n_star}", "nodes n", "",
+                     "Rg = 1/|O| (random guess)": (n, [r.inv_outputs for r in rep.rows])},
+                    d / f"{prefix}_precision.png",
+                    f"Random node sets ({label}); v1 min P at n = {getattr(rep, 'p_min_n', '—')}", "nodes n", "",
                     logx=True, errors={"accuracy": [r.acc_std for r in rep.rows],
                                        "P (mean precision)": [r.precision_std for r in rep.rows]})
-    b = plot_curves({"G = |Λ_S| − Σ|Λ_i|": (n, [r.gain for r in rep.rows]),
-                     "G∪ = |Λ_S| − |∪Λ_i|": (n, [r.union_gain for r in rep.rows]),
-                     "|Λ_S|": (n, [r.n_learned for r in rep.rows])},
-                    d / f"{prefix}_gain.png", f"Cooperation gain ({label})", "nodes n", "classes", logx=True,
-                    errors={"G = |Λ_S| − Σ|Λ_i|": [r.gain_std for r in rep.rows],
-                            "G∪ = |Λ_S| − |∪Λ_i|": [r.union_gain_std for r in rep.rows],
-                            "|Λ_S|": [r.n_learned_std for r in rep.rows]})
-    return _kept(a, b)
+    gain = {"G = |Λ_S| − Σ|Λ_i|": (n, [r.gain for r in rep.rows]),
+            "G∪ = |Λ_S| − |∪Λ_i|": (n, [r.union_gain for r in rep.rows]),
+            "|Λ_S|": (n, [r.n_learned for r in rep.rows])}
+    errs = {"G = |Λ_S| − Σ|Λ_i|": [r.gain_std for r in rep.rows],
+            "G∪ = |Λ_S| − |∪Λ_i|": [r.union_gain_std for r in rep.rows],
+            "|Λ_S|": [r.n_learned_std for r in rep.rows]}
+    if null_rows:
+        gain["G, null model"] = (nn, [r.gain for r in null_rows])
+        gain["G∪, null model"] = (nn, [r.union_gain for r in null_rows])
+        errs["G, null model"] = [r.gain_std for r in null_rows]
+    b = plot_curves(gain, d / f"{prefix}_gain.png", f"Cooperation gain ({label}): measured vs null", "nodes n",
+                    "classes", logx=True, errors=errs)
+    ret = {"Rt (retained recall)": (n, [val(getattr(r, "retained_recall", None)) for r in rep.rows]),
+           "Rg = 1/|O| (random guess)": (n, [r.inv_outputs for r in rep.rows])}
+    if null_rows:
+        ret["Rt, null model"] = (nn, [val(r.retained_recall) for r in null_rows])
+        ret["Rg, null model"] = (nn, [r.inv_outputs for r in null_rows])
+    c = plot_curves(ret, d / f"{prefix}_retained.png", f"Retained recall ({label}): {cross}", "nodes n", "recall",
+                    logx=True)
+    return _kept(a, b, c)
 
 
 def hull(rep, d: Path, label: str, prefix: str = "hull") -> list[Path]:

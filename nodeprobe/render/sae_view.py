@@ -31,7 +31,10 @@ def _side_rows(cmp) -> list[tuple[str, str, str]]:
     ]
     s, n = cmp.sae, cmp.nodes
     if cmp.command == "cooperation":
-        rows += [("crossover n* (lowest mean P)", fmt(s.n_star), fmt(n.n_star)),
+        rows += [("crossover n* (v2: interior minimum of mean Rt)",
+                  fmt(s.n_star) if s.n_star is not None else "none in the grid",
+                  fmt(n.n_star) if n.n_star is not None else "none in the grid"),
+                 ("lowest mean P at n (v1, retired)", fmt(s.p_min_n), fmt(n.p_min_n)),
                  ("first n with mean G > 0", fmt(s.first_positive_gain), fmt(n.first_positive_gain))]
     elif cmp.command == "hull":
         rows += [("mean accuracy (hull units)", fmt(s.mean_acc), fmt(n.mean_acc)),

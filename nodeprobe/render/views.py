@@ -216,27 +216,70 @@ def render_apt(rep, top: int = 10) -> None:
 
 
 # ---------------------------------------------------------------------- cooperation
+def _crossover_line(n_star, rows) -> str:
+    """METHODS v2 §5 crossover: "n* = X (…)" or "no crossover in the grid (…)" — never n* = 1."""
+    if n_star is not None:
+        return f"n* = {n_star} (lowest mean retained recall, interior)"
+    rt = [(r.retained_recall, r.n) for r in rows or [] if r.retained_recall is not None]
+    if not rt:
+        return "no crossover in the grid (retained recall undefined: no set's members learned a class)"
+    return f"no crossover in the grid (mean retained recall lowest at n = {min(rt)[1]})"
+
+
+def _opt(v, digits: int = 3) -> str:
+    return "—" if v is None or v != v else f"{v:.{digits}f}"
+
+
 def render_cooperation(rep) -> None:
-    """The per-n table (mean ± std over R node sets), crossover and first positive gain."""
-    console.print(kv_table(
-        f"Cooperation of random readout node sets (METHODS §5, {rep.task})",
-        [("items N", rep.n_items), ("classes K", rep.n_classes), ("d_model", rep.d_model),
-         ("node sets per n", rep.R), ("seed", rep.seed), ("isolation", rep.mode),
-         ("crossover n* (lowest mean P)", rep.n_star), ("first n with mean G > 0", rep.first_positive_gain),
-         ("single nodes: |Λ_i| distribution", _hist_line(rep.single_learned_hist)),
-         ("classes learned by some single node", f"{rep.n_single_covered}/{rep.n_classes}")],
-    ))
+    """The crossover (v2: lowest mean retained recall, interior), first/last n with G > 0, the null
+    model's figures beside, and the per-n table (mean ± std over R node sets)."""
+    site = getattr(rep, "site", "readout")
+    layer = getattr(rep, "layer", None)
+    where = site if layer is None else f"{site}, block {layer}"
+    null = getattr(rep, "null", None)
+    null_rows = getattr(rep, "null_rows", None)
+    p_min = getattr(rep, "p_min_n", None)
+    kv = [("items N", rep.n_items), ("classes K", rep.n_classes), (f"nodes d ({where})", getattr(rep, "d", rep.d_model)),
+          ("node sets per n", rep.R), ("seed", rep.seed), ("isolation", rep.mode)]
+    ro = getattr(rep, "readout", None)
+    if ro and site != "readout":
+        kv.append(("block readout", f"{ro.get('trained_on')}, accuracy {_opt(ro.get('accuracy'))}"))
+    kv += [("crossover", _crossover_line(rep.n_star, rep.rows)),
+           ("first / last n with mean G > 0", f"{fmt(rep.first_positive_gain)} / {fmt(getattr(rep, 'last_positive_gain', None))}"),
+           ("retired v1 figure: n with lowest mean P", p_min)]
+    if null is not None:
+        kv += [("null model (columns permuted per class)", _crossover_line(null.get("n_star"), null_rows)),
+               ("null: first / last n with mean G > 0",
+                f"{fmt(null.get('first_positive_gain'))} / {fmt(null.get('last_positive_gain'))}")]
+        if rep.rows and null_rows:
+            kv.append(("max mean G: measured / null", f"{max(r.gain for r in rep.rows):+.2f} / "
+                                                      f"{max(r.gain for r in null_rows):+.2f}"))
+    kv += [("single nodes: |Λ_i| distribution", _hist_line(rep.single_learned_hist)),
+           ("classes learned by some single node", f"{rep.n_single_covered}/{rep.n_classes}")]
+    console.print(kv_table(f"Cooperation of random node sets at {where} (METHODS v2 §5, {rep.task})", kv))
     t = Table(title_justify="left")
-    for c in ("n", "acc", "|O|", "|Λ_S|", "Σ|Λ_i|", "U", "P", "1/|O|", "G", "G∪"):
+    for c in ("n", "acc", "|O|", "|Λ_S|", "Σ|Λ_i|", "U", "P", "Rt", "Rg", "G", "G∪"):
         t.add_column(c, justify="right")
     for r in rep.rows:
         t.add_row(str(r.n), f"{r.acc:.3f}±{r.acc_std:.3f}", f"{r.n_outputs:.1f}", f"{r.n_learned:.1f}±{r.n_learned_std:.1f}",
-                  f"{r.sum:.1f}", f"{r.union:.1f}", f"{r.precision:.3f}", f"{r.inv_outputs:.3f}",
-                  signed(r.gain, 1), signed(r.union_gain, 1))
+                  f"{r.sum:.1f}", f"{r.union:.1f}", f"{r.precision:.3f}", _opt(getattr(r, "retained_recall", None)),
+                  f"{r.inv_outputs:.3f}", signed(r.gain, 1), signed(r.union_gain, 1))
     console.print(t)
+    if null_rows:
+        t = Table(title="Null model: readout columns permuted among nodes per class", title_justify="left")
+        for c in ("n", "acc", "|O|", "|Λ_S|", "Σ|Λ_i|", "Rt", "Rg", "G", "G∪"):
+            t.add_column(c, justify="right")
+        for r in null_rows:
+            t.add_row(str(r.n), f"{r.acc:.3f}", f"{r.n_outputs:.1f}", f"{r.n_learned:.1f}", f"{r.sum:.1f}",
+                      _opt(r.retained_recall), f"{r.inv_outputs:.3f}", signed(r.gain, 1), signed(r.union_gain, 1))
+        console.print(t)
+    console.print("Rt = retained recall (mean recall of the classes the members learned alone); "
+                  "Rg = 1/|O| (its random-guess reference)", style="dim")
+    rts = [r.retained_recall for r in rep.rows if getattr(r, "retained_recall", None) is not None]
     console.print(f"acc along n  {sparkline([r.acc for r in rep.rows])}    "
-                  f"P along n  {sparkline([r.precision for r in rep.rows])}    "
-                  f"G along n  {sparkline([r.gain for r in rep.rows])}")
+                  f"Rt along n  {sparkline(rts) if rts else '—'}    "
+                  f"G along n  {sparkline([r.gain for r in rep.rows])}"
+                  + (f"    G null  {sparkline([r.gain for r in null_rows])}" if null_rows else ""))
 
 
 # ---------------------------------------------------------------------- hull
@@ -246,7 +289,8 @@ def _hull_row_table(rep, idx, title: str) -> Table:
         t.add_column(c, justify="left" if c == "nodes" else "right")
     for q in idx:
         r = rep.rows[q]
-        t.add_row(_names([str(i) for i in r.nodes], 8), f"{r.acc:.3f}", str(r.n_outputs), str(r.n_learned),
+        who = getattr(r, "unit", None) or _names([str(i) for i in r.nodes], 8)
+        t.add_row(who, f"{r.acc:.3f}", str(r.n_outputs), str(r.n_learned),
                   fmt(r.n_reachable_unbounded), fmt(r.n_reachable_data), fmt(r.ub_unbounded), fmt(r.ub_data),
                   fmt(r.efficiency_unbounded), fmt(r.efficiency_data), fmt(r.gap_data))
     return t
@@ -254,14 +298,23 @@ def _hull_row_table(rep, idx, title: str) -> Table:
 
 def render_hull(rep, top: int = 10, unit: int | None = None) -> None:
     """Achieved accuracy against both bounds; the units farthest below their bound."""
-    what = {"set": "one node set", "single": "every single node", "random": "random node sets"}[rep.kind]
-    console.print(kv_table(
-        f"Convex-hull bound (METHODS §6) — {what} ({rep.task})",
-        [("items N", rep.n_items), ("classes K", rep.n_classes), ("isolation", rep.mode), ("units", len(rep.rows)),
-         ("mean accuracy", rep.mean_acc), ("mean UB (unbounded ℝⁿ)", rep.mean_ub_unbounded),
-         ("mean UB (data range)", rep.mean_ub_data), ("mean efficiency acc/UB (ℝⁿ)", rep.mean_efficiency_unbounded),
-         ("mean efficiency acc/UB (data)", rep.mean_efficiency_data)],
-    ))
+    layer = getattr(rep, "layer", None)
+    what = {"set": "one node set", "single": "every single node", "random": "random node sets",
+            "heads": f"every head of block {layer} (node groups)"}[rep.kind]
+    site = getattr(rep, "site", "readout")
+    rows = [("site", site if layer is None else f"{site}, block {layer}"), ("items N", rep.n_items),
+            ("classes K", rep.n_classes), ("isolation", rep.mode), ("units", len(rep.rows))]
+    ro = getattr(rep, "readout", None)
+    if ro and site != "readout":
+        rows.append(("block readout", f"{ro['n_rows']} classes, held-out accuracy {ro['accuracy']:.3f} "
+                                      f"(trained on the {ro['trained_on']})"))
+    scope = getattr(rep, "bound_scope", "all classes")
+    if scope and scope != "all classes":
+        rows.append(("classes tested", f"{scope}: UB over the tested classes, a lower estimate of the bound"))
+    rows += [("mean accuracy", rep.mean_acc), ("mean UB (unbounded ℝⁿ)", rep.mean_ub_unbounded),
+             ("mean UB (data range)", rep.mean_ub_data), ("mean efficiency acc/UB (ℝⁿ)", rep.mean_efficiency_unbounded),
+             ("mean efficiency acc/UB (data)", rep.mean_efficiency_data)]
+    console.print(kv_table(f"Convex-hull bound (METHODS §6) — {what} ({rep.task})", rows))
     if rep.kind == "set":
         console.print(_hull_row_table(rep, [0], "The node set"))
         r = rep.rows[0]
@@ -276,6 +329,9 @@ def render_hull(rep, top: int = 10, unit: int | None = None) -> None:
         ub = [r.ub_data or 0.0 for r in rep.rows]
         acc = [r.acc for r in rep.rows]
         console.print(f"acc by node  {sparkline(acc[:: max(1, len(acc) // 64)])}\nUB by node   {sparkline(ub[:: max(1, len(ub) // 64)])}")
+    if rep.kind == "heads":
+        console.print(_hull_row_table(rep, list(range(len(rep.rows))), "Every head (node group of its d_head coordinates)"))
+        return
     console.print(_hull_row_table(rep, rep.farthest_below[:top], f"Farthest below their data-range bound (top {min(top, len(rep.rows))})"))
     if unit is not None:
         console.print(_hull_row_table(rep, [unit], f"Unit {rep.rows[unit].nodes}"))

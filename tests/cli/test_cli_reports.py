@@ -179,6 +179,8 @@ BAD = [
     (["hull", "--n", "1", "--nodes", "2"], "either --nodes"),
     (["cooperation", "--grid", "0,1"], "--grid"),
     (["cooperation", "--R", "0"], "--R 0"),
+    (["cooperation", "--site", "mlp"], "--site mlp needs --layer"),
+    (["cooperation", "--site", "heads", "--layer", "0"], "--site heads"),
     (["apt", "--task", "fewrel"], "APT is a masked-LM metric"),
     (["cache", "--sites", "readout,attn"], "--sites"),
     (["blocks", "--probe-fraction", "1.5"], "--probe-fraction"),
@@ -247,6 +249,13 @@ def test_v2_sites_end_to_end(models, shared_data, tmp_path, capsys):
     m = load_json(tmp_path / "m.json")["result"]
     assert [f["layer"] for f in m["families"]] == [0, 1] and m["trends"][0]["kind"] == "mlp nodes"
     assert "Along the blocks" in out
+
+    rc, out, err = run(capsys, "cooperation", *common, "--site", "mlp", "--layer", "1", "--grid", "1,2,4,8",
+                       "--R", "3", "--json", tmp_path / "co.json", "--readout-epochs", "3")
+    assert rc == 0, err
+    co = load_json(tmp_path / "co.json")
+    assert co["result"]["site"] == "mlp" and co["result"]["null_rows"] and co["settings"]["null"] is True
+    assert ("n* =" in out) or ("no crossover in the grid" in out)
 
     rc, out, err = run(capsys, "hull", *common, "--site", "attn", "--layer", "1", "--level", "head",
                        "--json", tmp_path / "hh.json", "--readout-epochs", "3")

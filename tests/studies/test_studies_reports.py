@@ -56,7 +56,8 @@ def _check_units(rep, direct, K):
     for u, st in zip(rep.units, direct):
         assert u.acc == pytest.approx(st.acc, abs=0)
         assert u.n_outputs == st.n_outputs and tuple(c.cls for c in u.learned) == st.learned
-        assert u.snr == pytest.approx(st.snr) and u.mean_precision == pytest.approx(st.mean_precision)
+        assert (u.snr is None if not st.learned else u.snr == pytest.approx(st.snr))  # v2: undefined → None
+        assert u.mean_precision == pytest.approx(st.mean_precision)
     sym = symmetry_summary([st.learned for st in direct], K)
     fam = rep.families[-1]
     assert fam.size_hist == sym.size_hist and fam.coverage == sym.coverage
@@ -91,7 +92,7 @@ def test_resid_nodes_vs_masked_vectors_through_hf_head(task, cls_case, mlm_case)
     model, es, cache = cls_case if task == "cls" else mlm_case
     hf = model.hf
     layer = 0
-    rep = specialization_report(cache, site="resid", layer=layer, model=model, **LOW)
+    rep = specialization_report(cache, site="resid", layer=layer, resid_readout="lens", model=model, **LOW)
     X, y = cache.resid(layer + 1), cache.targets()
     direct = []
     with torch.no_grad():
@@ -101,13 +102,13 @@ def test_resid_nodes_vs_masked_vectors_through_hf_head(task, cls_case, mlm_case)
             logits = hf.classifier(hf.bert.pooler(masked[:, None, :])) if task == "cls" else hf.cls(masked)
             direct.append(unit_stats(y, logits.argmax(-1), cache.n_classes, **LOW))
     _check_units(rep, direct, cache.n_classes)
-    again = specialization_report(cache, site="resid", layer=layer, model=None, **LOW)  # from derived/
+    again = specialization_report(cache, site="resid", layer=layer, resid_readout="lens", model=None, **LOW)  # from derived/
     assert [u.acc for u in again.units] == [u.acc for u in rep.units]
 
 
 def test_heads_vs_run_eval_with_isolate_hooks(cls_case):
     model, es, cache = cls_case
-    rep = specialization_report(cache, level="head", model=model, eval_set=es, **LOW)
+    rep = specialization_report(cache, level="head", head_unit="network", model=model, eval_set=es, **LOW)
     H, L = model.spec.n_heads, model.spec.n_layers
     assert [u.index for u in rep.units] == [(l, h) for l in range(L) for h in range(H)]
     assert [f.name for f in rep.families] == ["heads of block 0", "heads of block 1", "all heads"]
@@ -117,13 +118,13 @@ def test_heads_vs_run_eval_with_isolate_hooks(cls_case):
         st = unit_stats(y, preds, cache.n_classes, **LOW)
         u = rep.find_unit(f"L{l}H{h}")
         assert u.acc == st.acc and tuple(c.cls for c in u.learned) == st.learned
-    one = specialization_report(cache, level="head", layer=1, model=None, eval_set=None, **LOW)  # derived/
+    one = specialization_report(cache, level="head", layer=1, head_unit="network", model=None, eval_set=None, **LOW)  # derived/
     assert [u.acc for u in one.units] == [u.acc for u in rep.units if u.index[0] == 1]
 
 
 def test_head_mean_mode_runs(cls_case):
     model, es, cache = cls_case
-    rep = specialization_report(cache, level="head", layer=0, mode="mean", model=model, eval_set=es)
+    rep = specialization_report(cache, level="head", layer=0, mode="mean", head_unit="network", model=model, eval_set=es)
     from nodeprobe.studies.ablation import head_means
 
     means = head_means(model, es, [0])
@@ -202,13 +203,12 @@ def test_report_bad_inputs(cls_case):
     model, es, cache = cls_case
     with pytest.raises(NodeprobeError, match="level="):
         resolve_specialization("neuron", None, None, 2)
-    with pytest.raises(NodeprobeError, match="needs `layer`"):
-        resolve_specialization("node", "resid", None, 2)
+    assert resolve_specialization("node", "resid", None, 2) == ("resid", [0, 1])  # v2: every block
     with pytest.raises(NodeprobeError, match="layer=2: the model has blocks 0–1"):
         resolve_specialization("node", "resid", 2, 2)
-    with pytest.raises(NodeprobeError, match="site=z"):
+    with pytest.raises(NodeprobeError, match="level=head lives at site=attn"):
         resolve_specialization("head", "readout", None, 2)
-    with pytest.raises(NodeprobeError, match="level=head"):
+    with pytest.raises(NodeprobeError, match="site=z holds heads"):
         resolve_specialization("node", "z", None, 2)
     with pytest.raises(NodeprobeError, match="`layer` applies"):
         resolve_specialization("node", "readout", 1, 2)
@@ -220,6 +220,8 @@ def test_report_bad_inputs(cls_case):
         specialization_report(cache, mode="median")
     fresh = build_cache(model, es, "readout", cache.path.parent / "fresh")
     with pytest.raises(NodeprobeError, match="needs the model"):
+        specialization_report(fresh, level="head", head_unit="network")
+    with pytest.raises(NodeprobeError, match="no 'z' site"):
         specialization_report(fresh, level="head")
     with pytest.raises(NodeprobeError, match="empty"):
         parse_nodes(" , ")
