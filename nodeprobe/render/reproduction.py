@@ -314,6 +314,7 @@ def _fewrel_claims(results: dict) -> list[Claim]:
         if r:
             out.append(_cooperation_claim(r, who, f"{stage}.json"))
     for stage, who in [("fewrel_hull_n1", "single nodes, BERT"), ("fewrel_hull_n2", "node pairs, BERT"),
+                       ("fewrel_hull_heads", "heads of the last block as node groups, BERT"),
                        ("minilm_hull_n1", "single nodes, MiniLM")]:
         r = results.get(stage)
         if r:
