@@ -35,7 +35,7 @@ from nodeprobe.analysis import node_predictions, symmetry_summary, unit_stats_ma
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.hooks import check_mode
 from nodeprobe.studies._common import check_cache_matches, check_thresholds
-from nodeprobe.studies.units import BLOCK_SITES, ReadoutSettings, SiteReadout, block_readout
+from nodeprobe.studies.units import ReadoutSettings, SiteReadout, block_readout
 
 HEAD_UNITS = ("group", "network")
 RECALL_MAX_CLASSES = 256  # per-unit recall vectors (label × unit plots) only up to this many classes

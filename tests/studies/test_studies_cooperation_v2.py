@@ -10,31 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny_models import tiny_eval_set, tiny_model
 from nodeprobe.analysis import cooperation
-from nodeprobe.analysis.probe import FitSettings
-from nodeprobe.cache import build_cache
 from nodeprobe.errors import NodeprobeError
+from _v2 import FAST, LOW
 from nodeprobe.studies import cooperation_report
-from nodeprobe.studies.units import ReadoutSettings, null_readout, site_readout
-
-LOW = dict(tau_recall=0.2, tau_lift=1.0, min_count=2)
-FAST = ReadoutSettings(fit=FitSettings(epochs=5))
-SITES = ("readout", "z", "resid", "mlp")
-
-
-@pytest.fixture(scope="module")
-def mlm(tmp_path_factory):
-    model, es = tiny_model("mlm", seed=4), tiny_eval_set("mlm", n_batches=4, B=8)
-    return build_cache(model, es, ",".join(SITES), tmp_path_factory.mktemp("mlm"), shard_batches=2)
-
-
-@pytest.fixture(scope="module")
-def cls(tmp_path_factory):
-    model = tiny_model("cls", seed=3)
-    test, train = tiny_eval_set("cls", n_batches=3, B=16, seed=1), tiny_eval_set("cls", n_batches=6, B=16, seed=2)
-    d = tmp_path_factory.mktemp("cls")
-    return build_cache(model, test, ",".join(SITES), d / "test"), build_cache(model, train, ",".join(SITES), d / "train")
+from nodeprobe.studies.units import null_readout, site_readout
 
 
 def _same_rows(lines, res):

@@ -9,38 +9,20 @@ import torch
 from safetensors.numpy import load_file as np_load
 from transformers import BertConfig, BertForSequenceClassification
 
-from _tiny_models import tiny_eval_set, tiny_model
 from nodeprobe.analysis import unit_stats_many
 from nodeprobe.analysis.probe import FitSettings, fit_linear
 from nodeprobe.cache import build_cache
 from nodeprobe.data.eval_sets import EvalBatch, EvalSet, fingerprint_batches
 from nodeprobe.errors import NodeprobeError
+from _v2 import FAST, LOW
 from nodeprobe.model import HookedBert
 from nodeprobe.studies import specialization_report
 from nodeprobe.studies.specialization import head_group_predictions, resolve_specialization
 from nodeprobe.studies.units import ReadoutSettings, block_readout, null_readout, site_readout
 
-LOW = dict(tau_recall=0.2, tau_lift=1.0, min_count=2)
-FAST = ReadoutSettings(fit=FitSettings(epochs=5))
-SITES = "readout,z,resid,mlp"
-
-
-@pytest.fixture(scope="module")
-def mlm(tmp_path_factory):
-    model, es = tiny_model("mlm", seed=4), tiny_eval_set("mlm", n_batches=4, B=8)
-    return model, build_cache(model, es, SITES, tmp_path_factory.mktemp("mlm"), shard_batches=2)
-
-
-@pytest.fixture(scope="module")
-def cls(tmp_path_factory):
-    model = tiny_model("cls", seed=3)
-    test, train = tiny_eval_set("cls", n_batches=3, B=16, seed=1), tiny_eval_set("cls", n_batches=6, B=16, seed=2)
-    d = tmp_path_factory.mktemp("cls")
-    return model, build_cache(model, test, SITES, d / "test"), build_cache(model, train, SITES, d / "train")
-
 
 def test_mlm_block_readout_trains_on_half_and_is_stored(mlm):
-    _, cache = mlm
+    cache = mlm
     sr = block_readout(cache, "mlp", 1, settings=FAST)
     N = cache.n_items
     assert sr.X.shape == (sr.items.size, cache.mlp(1).shape[1]) and 0 < sr.items.size < N
@@ -57,7 +39,7 @@ def test_mlm_block_readout_trains_on_half_and_is_stored(mlm):
 
 
 def test_classification_block_readout_needs_the_train_split(cls):
-    _, test, train = cls
+    test, train = cls
     with pytest.raises(NodeprobeError, match="needs the train split"):
         block_readout(test, "attn", 0, settings=FAST)
     sr = block_readout(test, "attn", 0, train=train, settings=FAST)
@@ -68,7 +50,7 @@ def test_classification_block_readout_needs_the_train_split(cls):
 
 @pytest.mark.parametrize("site", ["attn", "mlp", "resid"])
 def test_block_site_nodes_equal_dense_argmax(cls, site):
-    _, test, train = cls
+    test, train = cls
     rep = specialization_report(test, site=site, layer=1, train=train, readout_settings=FAST, **LOW)
     sr = block_readout(test, site, 1, train=train, settings=FAST)
     X, W, b = sr.X.double(), sr.W.double(), sr.b.double()
@@ -80,7 +62,7 @@ def test_block_site_nodes_equal_dense_argmax(cls, site):
 
 
 def test_head_groups_are_column_blocks_of_the_attn_readout(cls):
-    _, test, train = cls
+    test, train = cls
     rep = specialization_report(test, level="head", layer=0, train=train, readout_settings=FAST, **LOW)
     sr = block_readout(test, "attn", 0, train=train, settings=FAST)
     dh = sr.d_head
@@ -94,7 +76,7 @@ def test_head_groups_are_column_blocks_of_the_attn_readout(cls):
 
 
 def test_along_the_blocks_has_spearman_trends(mlm):
-    _, cache = mlm
+    cache = mlm
     rep = specialization_report(cache, site="mlp", readout_settings=FAST, **LOW)
     assert [f.layer for f in rep.families] == [0, 1] and len(rep.units) == 2 * cache.mlp(0).shape[1]
     (tr,) = rep.trends
@@ -102,7 +84,7 @@ def test_along_the_blocks_has_spearman_trends(mlm):
 
 
 def test_snr_null_and_snp_matrix(cls):
-    _, test, train = cls
+    test, train = cls
     rep = specialization_report(test, snp=True, **LOW)
     for u in rep.units:
         assert (u.snr is None) == (u.n_learned == 0)
@@ -119,7 +101,7 @@ def test_resolve_v2_sites():
 
 
 def test_null_readout_permutes_within_each_class_row(cls):
-    _, test, _ = cls
+    test, _ = cls
     sr = site_readout(test)
     a, b = null_readout(sr, 1), null_readout(sr, 1)
     assert torch.equal(a.W, b.W) and not torch.equal(a.W, sr.W)
