@@ -132,19 +132,26 @@ def _row(n: int, subs: list[SubsetResult]) -> CoopRow:
 
 def crossover(rows: Sequence[CoopRow]) -> int | None:
     """n* of METHODS v2 §5: the grid point with the lowest mean retained recall (ties → smallest
-    n, over the rows where it is defined) if it is neither the first nor the last grid point;
-    else None (no crossover in the grid).
+    n, over the rows where it is defined) if it is neither the first nor the last of those rows
+    (a tie with an end counts as the end); else None (no crossover in the grid).  Rows where Rt is
+    undefined (no set with U ≠ ∅) do not make a point interior.
 
     Example:
         >>> r = lambda n, rt: CoopRow(n, 1, *[MeanStd(0.0, 0.0)] * 9, MeanStd(rt, 0.0), 0, MeanStd(0.0, 0.0))
         >>> crossover([r(1, 0.9), r(2, 0.4), r(4, 0.6)]), crossover([r(1, 0.9), r(2, 0.6), r(4, 0.4)])
         (2, None)
+        >>> crossover([r(1, None), r(2, 0.4), r(4, 0.6), r(8, 0.7)])   # n = 2 is the first defined point
+        >>> crossover([r(1, 0.9), r(2, 0.4), r(4, 0.4)])               # tied with the last: a plateau
     """
     ok = [(r.retained_recall.mean, r.n) for r in rows if r.retained_recall.mean is not None]
-    if len(rows) < 3 or not ok:
+    if len(ok) < 3:
         return None
-    n = min(ok)[1]
-    return n if rows[0].n < n < rows[-1].n else None
+    low = min(v for v, _ in ok)
+    ends = {ok[0][1], ok[-1][1]}  # the ends of the range where Rt is defined
+    at = [n for v, n in ok if v == low]
+    if any(n in ends for n in at):  # lowest at an end (or tied with one): no interior minimum
+        return None
+    return at[0]
 
 
 def cooperation(

@@ -107,7 +107,8 @@ def fit_linear(X: Float[Tensor, "N d"], y: Int[Tensor, "N"], settings: FitSettin
         Xtr = (Xtr - mu) / sd
     Xtr = Xtr.to(device)
     yc = yc.to(device)
-    with torch.random.fork_rng(devices=[]):
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):  # every generator manual_seed touches is restored after
         torch.manual_seed(settings.seed)
         lin = torch.nn.Linear(X.shape[1], int(classes.numel())).to(device)
     opt_cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam

@@ -493,7 +493,7 @@ def load_report_inputs(model: str, task: str, data, limit, seed: int, device: st
         return m, es, reader
     train = None
     if task != "mlm" and train_sites:
-        train = train_source(m, tok, task, data, seed, batch_size, reader, train_sites)
+        train = train_source(m, tok, task, data, seed, batch_size, reader, train_sites, rebuild)
     return m, es, reader, train
 
 
@@ -516,7 +516,7 @@ def readout_settings(epochs: int, seed: int):
     return ReadoutSettings(fit=FitSettings(epochs=epochs, seed=seed))
 
 
-def train_source(m, tok, task: str, data, seed: int, batch_size: int, reader, sites):
+def train_source(m, tok, task: str, data, seed: int, batch_size: int, reader, sites, rebuild: bool = False):
     """The train split of a classification task as a :class:`~nodeprobe.studies.units.TrainSource`:
     its fingerprint now, its cache (``<eval cache>-train/``, the ``sites`` of the block readouts)
     only when a block readout is not stored yet (METHODS v2 §2: block readouts train there)."""
@@ -525,5 +525,8 @@ def train_source(m, tok, task: str, data, seed: int, batch_size: int, reader, si
     from nodeprobe.studies.units import TrainSource
 
     tr = load_eval_set(task, tok, data, split="train", seed=seed, batch_size=batch_size, max_len=min(128, m.spec.max_len))
+    from nodeprobe.cache import cache_is_current
+
     out = reader.path.parent / f"{reader.path.name}-train"
-    return TrainSource(tr.fingerprint, lambda: get_or_build_cache(m, tr, sites, out, progress=True))
+    stale = rebuild or ((out / "manifest.json").is_file() and not cache_is_current(out, m, tr))
+    return TrainSource(tr.fingerprint, lambda: get_or_build_cache(m, tr, sites, out, rebuild=stale, progress=True))

@@ -116,6 +116,15 @@ def _report(kind: str, build, reader, kw: dict, render, detail, json_path: Optio
         getattr(figures, name)(shown, Path(plot), *args)
 
 
+def _site_width(m, site: str) -> int:
+    """Nodes at a unit site: d_mlp at mlp, n_heads · d_head at attn, d_model at readout/resid."""
+    if site == "mlp":
+        return int(m.spec.d_mlp)
+    if site == "attn":
+        return int(m.spec.n_heads * m.spec.d_head)
+    return int(m.spec.d_model)
+
+
 # ---------------------------------------------------------------------- cache
 def cache(
     ctx: typer.Context,
@@ -202,7 +211,10 @@ def specialization(
         if sae_w is not None:
             _check_sae_fits(sae_w, m, parse_unit(level, unit)[0] if unit is not None else None)
         elif unit is not None:
-            parse_unit(level, unit, m.spec.n_layers, m.spec.n_heads, m.spec.d_model)
+            key = parse_unit(level, unit, m.spec.n_layers, m.spec.n_heads, _site_width(m, the_site))
+            if level == "node" and the_site != "readout" and layer is None and len(key) == 1:
+                raise NodeprobeError(f"--unit {unit}: every block is studied; name the node as L<block> node <i> "
+                                     "(e.g. 'L1 node 3') or give --layer")
 
     model = resolve_model(model, task, io=io)
     sites = unit_sites(the_site, level, head_unit)
@@ -348,7 +360,7 @@ def hull(
     site: str = UnitSiteOpt,
     layer: Optional[int] = UnitLayerOpt,
     level: str = typer.Option("node", "--level", help="node: --nodes / --n sets of nodes | head: every head of --layer as the node group of its attn coordinates (--site attn)."),
-    class_sample: int = typer.Option(64, "--class-sample", min=1, max=10**6, help="Sets of n ≥ 2 with more classes than this: bound their outputs plus a seeded sample of this many others (MLM)."),
+    class_sample: int = typer.Option(64, "--class-sample", min=0, max=10**6, help="Sets of n ≥ 2 with more classes than this: bound their outputs plus a seeded sample of this many others (MLM); 0: every class."),
     readout_epochs: int = ReadoutEpochsOpt,
     nodes: Optional[str] = typer.Option(None, "--nodes", help="One node set, e.g. 12,40 (ranges 3-7)."),
     n: Optional[int] = typer.Option(None, "--n", help="1: every single node; k ≥ 2: --R random sets of k nodes."),
@@ -406,9 +418,10 @@ def hull(
         if level == "head":
             return
         if sae_w is None:
-            check_hull_args(nodes, n, m.spec.d_model if site == "readout" else None, R)
-            if unit is not None and not 0 <= unit < m.spec.d_model:
-                raise NodeprobeError(f"--unit {unit}: the readout has nodes 0–{m.spec.d_model - 1}")
+            check_hull_args(nodes, n, _site_width(m, site), R)
+            width = _site_width(m, site)
+            if unit is not None and not 0 <= unit < width:
+                raise NodeprobeError(f"--unit {unit}: --site {site} has nodes 0–{width - 1}")
             return
         _check_sae_fits(sae_w, m, unit)
         check_hull_args(nodes, n, min(m.spec.d_model, sae_w.d_sae), R)  # the same set on both sides
@@ -421,7 +434,7 @@ def hull(
     th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
     kw = dict(nodes=nodes, n=n, R=R, seed=seed, mode=mode, top=top, max_lp=max_lp, **th)
     if sae_w is None:
-        kw.update(site=site, layer=layer, level=level, class_sample=class_sample, train=train,
+        kw.update(site=site, layer=layer, level=level, class_sample=class_sample or None, train=train,
                   readout_settings=readout_settings(readout_epochs, seed), device=device)
     _report("hull", hull_report, reader, kw,
             render_hull, lambda r: (top, unit), json_path, plot, ("hull", task), sae_w, sae, text=text, model=model,

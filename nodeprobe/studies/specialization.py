@@ -163,17 +163,24 @@ class SpecializationReport:
 
 def parse_unit(level: str, spec: str, n_layers: int | None = None, n_heads: int | None = None,
                d_model: int | None = None) -> tuple[int, ...]:
-    """``--unit``: ``12`` / ``node 12`` → ``(12,)``; ``L3H5`` / ``3.5`` / ``3,5`` → ``(3, 5)``; range-checked
-    when the sizes are given.
+    """``--unit``: ``12`` / ``node 12`` → ``(12,)``; ``L3 node 12`` (a node of block 3, when every
+    block is studied) → ``(3, 12)``; ``L3H5`` / ``3.5`` / ``3,5`` → ``(3, 5)``; range-checked when the
+    sizes are given (``d_model``: the width of the site).
 
     Example:
         >>> parse_unit("head", "L1H3"), parse_unit("node", "7")
         ((1, 3), (7,))
     """
-    s = str(spec).strip().lower().replace("node", "").strip()
+    s = str(spec).strip().lower().replace("node", " ").strip()
     try:
+        if level == "node" and s.startswith("l"):  # "L3 node 12" / "L3N12": node 12 of block 3
+            a, b = s[1:].replace("n", " ").split()
+            key: tuple[int, ...] = (int(a), int(b))
+            if n_layers is not None and not 0 <= key[0] < n_layers:
+                raise NodeprobeError(f"unit={spec}: the model has blocks 0–{n_layers - 1}")
+            return key
         if level == "node":
-            key: tuple[int, ...] = (int(s),)
+            key = (int(s),)
         else:
             if s.startswith("l") and "h" in s:
                 a, b = s[1:].split("h", 1)

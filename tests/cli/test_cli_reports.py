@@ -170,6 +170,8 @@ BAD = [
     (["hull", "--level", "head", "--site", "mlp", "--layer", "0"], "--level head lives at --site attn"),
     (["hull", "--level", "head", "--site", "attn"], "--level head needs --layer"),
     (["hull", "--site", "mlp", "--n", "1"], "--site mlp needs --layer"),
+    (["hull", "--site", "mlp", "--layer", "0", "--n", "1", "--unit", "40"], "--unit 40: --site mlp has nodes 0–31"),
+    (["specialization", "--site", "mlp", "--unit", "3"], "every block is studied"),
     (["hull", "--site", "attn", "--layer", "7", "--n", "1"], "--layer 7"),
     (["hull", "--nodes", ","], "empty"),
     (["hull", "--nodes", "3,3"], "repeated"),
