@@ -373,6 +373,46 @@ def check_readout_sae(sae: SAEWeights, d_model: int | None = None) -> None:
         raise NodeprobeError(f"{where}: d_in {sae.d_in} does not match the readout's d_model {d_model}")
 
 
+SAE_SITES = ("readout", "resid", "mlp")  # where --sae latents are units (attn: SAELens hook_z SAEs, not yet)
+
+
+def site_hooks(site: str, layer: int | None) -> tuple[str, ...]:
+    """The hook names an SAE of ``site`` (block ``layer``) may have been trained on.
+
+    Example:
+        >>> site_hooks("resid", 2)
+        ('blocks.2.hook_normalized_resid_post', 'blocks.3.hook_resid_pre')
+    """
+    if site == "readout":
+        return READOUT_HOOKS
+    if site == "resid":  # the block output is also the next block's input
+        return (f"blocks.{layer}.hook_normalized_resid_post", f"blocks.{layer + 1}.hook_resid_pre")
+    if site == "mlp":
+        return (f"blocks.{layer}.mlp.hook_post",)
+    raise NodeprobeError(f"sae at site={site}: supported at {', '.join(SAE_SITES)}")
+
+
+def check_site_sae(sae: SAEWeights, site: str = "readout", layer: int | None = None, d: int | None = None) -> None:
+    """The SAE reads ``site`` of block ``layer``: its ``hook_name`` is one of :func:`site_hooks` and
+    (when ``d`` is given) ``d_in == d``; a one-line error naming the value otherwise.
+
+    Example:
+        >>> s = SAEWeights.from_tensors(W_enc=torch.zeros(3, 5), b_enc=torch.zeros(5), W_dec=torch.zeros(5, 3),
+        ...                             b_dec=torch.zeros(3), hook_name="blocks.1.mlp.hook_post")
+        >>> check_site_sae(s, "mlp", 1, 3)
+    """
+    if site == "readout":
+        check_readout_sae(sae, d)
+        return
+    where = f"sae={sae.name}"
+    allowed = site_hooks(site, layer)
+    if sae.hook_name not in allowed:
+        said = "no hook_name" if sae.hook_name is None else f"hook_name {sae.hook_name!r}"
+        raise NodeprobeError(f"{where}: {said} is not site {site} of block {layer} (allowed: {', '.join(allowed)})")
+    if d is not None and sae.d_in != d:
+        raise NodeprobeError(f"{where}: d_in {sae.d_in} does not match site {site}'s {d} nodes")
+
+
 # ---------------------------------------------------------------------- latents as nodes
 @torch.no_grad()
 def latent_readout(W: Float[Tensor, "K d_in"], b: Float[Tensor, "K"],
@@ -426,7 +466,8 @@ class SAEFidelity:
 
 @torch.no_grad()
 def sae_fidelity(W: Float[Tensor, "K d_in"], b: Float[Tensor, "K"], X: Float[Tensor, "N d_in"],
-                 y: Int[Tensor, "N"], sae: SAEWeights, F: Float[Tensor, "N d_sae"] | None = None) -> SAEFidelity:
+                 y: Int[Tensor, "N"], sae: SAEWeights, F: Float[Tensor, "N d_sae"] | None = None,
+                 n_classes: int | None = None) -> SAEFidelity:
     """:class:`SAEFidelity` of ``sae`` on readout vectors X with labels y (``F``: ``encode(X)`` if
     already computed), in float64.
 
@@ -440,7 +481,7 @@ def sae_fidelity(W: Float[Tensor, "K d_in"], b: Float[Tensor, "K"], X: Float[Ten
     """
     X = torch.as_tensor(X)
     K = int(torch.as_tensor(W).shape[0])
-    yt = torch.from_numpy(labels(y, "y", K))
+    yt = torch.from_numpy(labels(y, "y", K if n_classes is None else int(n_classes)))  # labels ≥ K: no row
     if X.ndim != 2 or X.shape[0] != yt.numel():
         raise NodeprobeError(f"X has shape {tuple(X.shape)}, expected one row per label ({yt.numel()})")
     if yt.numel() == 0:
@@ -565,5 +606,5 @@ class LatentView:
                             F=self.readout())
 
 
-__all__ = ["ARCHITECTURES", "CFG_FILE", "LatentView", "READOUT_HOOKS", "SAEFidelity", "SAEWeights", "WEIGHTS_FILE",
+__all__ = ["ARCHITECTURES", "CFG_FILE", "LatentView", "READOUT_HOOKS", "SAE_SITES", "check_site_sae", "site_hooks", "SAEFidelity", "SAEWeights", "WEIGHTS_FILE",
            "check_readout_sae", "latent_readout", "load_sae", "read_sae_config", "sae_fidelity"]

@@ -24,7 +24,7 @@ import typer
 from nodeprobe.cli.options import (
     PROBE_HELP, BatchOpt, CacheOpt, DataOpt, DeviceOpt, EvalSeedOpt, LimitOpt, MinCountOpt,
     ModeOpt, PlotOpt, ProbeEpochsOpt, RebuildOpt, ReportJsonOpt, ReportModelOpt, SAEOpt, TaskOpt, TauLOpt, TauROpt,
-    SAE_SITE_ONLY, ReadoutEpochsOpt, TextOpt, TopOpt, UnitLayerOpt, UnitSiteOpt, check_choice, check_common, check_sae, check_task, load_for_task,
+    ReadoutEpochsOpt, TextOpt, TopOpt, UnitLayerOpt, UnitSiteOpt, check_choice, check_common, check_sae, check_task, load_for_task,
     load_report_inputs, number, readout_settings, resolve_model, trust_pickle, unit_sites,
 )
 from nodeprobe.errors import NodeprobeError
@@ -66,24 +66,27 @@ def _finish(kind: str, rep, reader, json_path: Optional[Path], plot: Optional[Pa
         getattr(figures, name)(rep, Path(plot), *args)
 
 
-def _load_sae(sae: Optional[Path]):
+def _load_sae(sae: Optional[Path], site: Optional[str] = None, layer: Optional[int] = None):
     """``--sae DIR`` (already :func:`~nodeprobe.cli.options.check_sae`-checked): the weights, read and
-    checked (shapes, architecture, ``hook_name`` = the readout site) before the model loads."""
+    checked (shapes, architecture, ``hook_name`` = the hook of ``--site``/``--layer``) before the
+    model loads."""
     if sae is None:
         return None
-    from nodeprobe.analysis.sae import check_readout_sae, load_sae
+    if site not in (None, "readout") and layer is None:
+        raise NodeprobeError(f"--sae at --site {site} needs --layer (the block the SAE was trained on)")
+    from nodeprobe.analysis.sae import check_site_sae, load_sae
 
     weights = load_sae(sae)
-    check_readout_sae(weights)
+    check_site_sae(weights, site or "readout", layer)
     return weights
 
 
-def _check_sae_fits(sae_w, m, unit: Optional[int] = None) -> None:
-    """With the model loaded: the SAE reads this readout (``d_in`` = d_model) and ``--unit`` is one
+def _check_sae_fits(sae_w, m, unit: Optional[int] = None, site: Optional[str] = None, layer=None) -> None:
+    """With the model loaded: the SAE reads this site (``d_in`` = its width) and ``--unit`` is one
     of its latents."""
-    from nodeprobe.analysis.sae import check_readout_sae
+    from nodeprobe.analysis.sae import check_site_sae
 
-    check_readout_sae(sae_w, m.spec.d_model)
+    check_site_sae(sae_w, site or "readout", layer, _site_width(m, site or "readout"))
     if unit is not None and not 0 <= unit < sae_w.d_sae:
         raise NodeprobeError(f"--unit {unit}: the SAE has latents 0–{sae_w.d_sae - 1}")
 
@@ -204,12 +207,12 @@ def specialization(
     the_site, _ = resolve_specialization(level, site, layer, None, head_unit)  # before loading anything
     if unit is not None:
         parse_unit(level, unit)
-    sae_w = _load_sae(sae)
+    sae_w = _load_sae(sae, the_site, layer)
 
     def validate(m):
         resolve_specialization(level, site, layer, m.spec.n_layers, head_unit)
         if sae_w is not None:
-            _check_sae_fits(sae_w, m, parse_unit(level, unit)[0] if unit is not None else None)
+            _check_sae_fits(sae_w, m, parse_unit(level, unit)[0] if unit is not None else None, the_site, layer)
         elif unit is not None:
             key = parse_unit(level, unit, m.spec.n_layers, m.spec.n_heads, _site_width(m, the_site))
             if level == "node" and the_site != "readout" and layer is None and len(key) == 1:
@@ -224,10 +227,9 @@ def specialization(
                                               trust_pickle(ctx), validate, text=text,
                                               train_sites=tuple(s for s in sites if s != "readout") if block else ())
     th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
-    kw = dict(mode=mode, **th, model=m, eval_set=es, progress=True)
-    if sae_w is None:  # --sae is the readout site at node level (check_sae)
-        kw.update(level=level, site=site, layer=layer, head_unit=head_unit, resid_readout=resid_readout, snp=snp,
-                  train=train, readout_settings=readout_settings(readout_epochs, seed), device=device)
+    kw = dict(mode=mode, **th, model=m, eval_set=es, progress=True, level=level, site=site, layer=layer,
+              head_unit=head_unit, resid_readout=resid_readout, snp=snp, train=train,
+              readout_settings=readout_settings(readout_epochs, seed), device=device)
     _report("specialization", specialization_report, reader, kw, render_specialization,
             lambda r: (top, r.find_unit(unit) if unit is not None else None), json_path, plot,
             ("specialization", f"{task}, {mode}"), sae_w, sae, text=text, model=model, task=task, level=level,
@@ -324,14 +326,13 @@ def cooperation(
 
     g = parse_grid(grid, R=R)
     check_unit_site(site, layer)
-    if sae is not None and site != "readout":
-        raise NodeprobeError(SAE_SITE_ONLY)
-    sae_w = _load_sae(sae)
+    check_sae(sae, site=site)
+    sae_w = _load_sae(sae, site, layer)
 
     def validate(m):
         check_unit_site(site, layer, m.spec.n_layers)
         if sae_w is not None:
-            _check_sae_fits(sae_w, m)
+            _check_sae_fits(sae_w, m, None, site, layer)
 
     model = resolve_model(model, task, io=io)
     sites = unit_sites(site)
@@ -339,13 +340,11 @@ def cooperation(
                                               sites, trust_pickle(ctx), validate, text=text,
                                               train_sites=tuple(s for s in sites if s != "readout"))
     th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
-    kw = dict(mode=mode, R=R, seed=seed, grid=g, **th)
-    if sae_w is None:
-        kw.update(site=site, layer=layer, null=null, train=train, readout_settings=readout_settings(readout_epochs, seed),
-                  device=device)
+    kw = dict(mode=mode, R=R, seed=seed, grid=g, **th, site=site, layer=layer, null=null, train=train,
+              readout_settings=readout_settings(readout_epochs, seed), device=device)
     _report("cooperation", cooperation_report, reader, kw,
             render_cooperation, lambda r: (), json_path, plot, ("cooperation", task), sae_w, sae, text=text,
-            model=model, task=task, site=site, layer=layer, null=null if sae_w is None else None, mode=mode, R=R,
+            model=model, task=task, site=site, layer=layer, null=null, mode=mode, R=R,
             grid=lambda r: list(r.grid), readout_epochs=readout_epochs if site != "readout" else None, **th,
             limit=limit, seed=seed)
 
@@ -407,11 +406,10 @@ def hull(
     else:
         check_hull_args(nodes, n, None, R)
     check_unit_site(site, layer)
-    if sae is not None and site != "readout":
-        raise NodeprobeError(SAE_SITE_ONLY)
+    check_sae(sae, level=level, site=site)
     if nodes is not None:
         parse_nodes(nodes)
-    sae_w = _load_sae(sae)
+    sae_w = _load_sae(sae, site, layer)
 
     def validate(m):
         check_unit_site(site, layer, m.spec.n_layers)
@@ -423,8 +421,8 @@ def hull(
             if unit is not None and not 0 <= unit < width:
                 raise NodeprobeError(f"--unit {unit}: --site {site} has nodes 0–{width - 1}")
             return
-        _check_sae_fits(sae_w, m, unit)
-        check_hull_args(nodes, n, min(m.spec.d_model, sae_w.d_sae), R)  # the same set on both sides
+        _check_sae_fits(sae_w, m, unit, site, layer)
+        check_hull_args(nodes, n, min(_site_width(m, site), sae_w.d_sae), R)  # the same set on both sides
 
     model = resolve_model(model, task, io=io)
     sites = unit_sites(site)
@@ -432,10 +430,9 @@ def hull(
                                               sites, trust_pickle(ctx), validate, text=text,
                                               train_sites=tuple(s for s in sites if s != "readout"))
     th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
-    kw = dict(nodes=nodes, n=n, R=R, seed=seed, mode=mode, top=top, max_lp=max_lp, **th)
-    if sae_w is None:
-        kw.update(site=site, layer=layer, level=level, class_sample=class_sample or None, train=train,
-                  readout_settings=readout_settings(readout_epochs, seed), device=device)
+    kw = dict(nodes=nodes, n=n, R=R, seed=seed, mode=mode, top=top, max_lp=max_lp, **th, site=site, layer=layer,
+              level=level, class_sample=class_sample or None, train=train,
+              readout_settings=readout_settings(readout_epochs, seed), device=device)
     _report("hull", hull_report, reader, kw,
             render_hull, lambda r: (top, unit), json_path, plot, ("hull", task), sae_w, sae, text=text, model=model,
             task=task, site=site, layer=layer, level=level, nodes=nodes, n=n, R=R, mode=mode, max_lp=max_lp,

@@ -156,6 +156,7 @@ def cooperation_report(
     tau_lift: float = 2.0,
     min_count: int = 5,
     device: str = "cpu",
+    sae=None,
 ) -> CooperationReport:
     """METHODS v2 §5 at ``site`` (block ``layer``): R seeded random node sets per n, measured and
     (``null=True``) on the null model.
@@ -172,7 +173,7 @@ def cooperation_report(
     if not isinstance(null, bool):
         raise NodeprobeError(f"null={null!r}: expected true or false")
     grid = parse_grid(grid, R=R)
-    sr = site_readout(cache, site, layer, train=train,
+    sr = site_readout(cache, site, layer, train=train, sae=sae,
                       settings=readout_settings if readout_settings is not None else ReadoutSettings(), device=device)
     if sr.y.numel() == 0:
         raise NodeprobeError(f"cache {cache.path}: no items")

@@ -166,6 +166,7 @@ def hull_report(
     tau_lift: float = 2.0,
     min_count: int = 5,
     device: str = "cpu",
+    sae=None,
 ) -> HullReport:
     """The hull bound at ``site`` (block ``layer``) of one node set (``nodes``), every single node
     (``n=1``), R random sets of size n, or (``level="head"``) every head of the block."""
@@ -182,7 +183,8 @@ def hull_report(
             raise NodeprobeError("level=head: every head of the block is a row; `nodes`/`n` apply to level=node")
     else:
         check_hull_args(nodes, n, cache.d_model if site == "readout" else None, R)  # before any readout is trained
-    sr = site_readout(cache, site, layer, train=train, settings=readout_settings or ReadoutSettings(), device=device)
+    sr = site_readout(cache, site, layer, train=train, settings=readout_settings or ReadoutSettings(), device=device,
+                      sae=sae)
     S = None if level == "head" else check_hull_args(nodes, n, sr.d, R)
     W, b, X, y = sr.W, sr.b, sr.X, sr.y_local
     if y.numel() == 0:

@@ -105,9 +105,12 @@ def sae_comparison(cache, sae: SAEWeights, command: str, *, mode: str = "zero", 
         raise NodeprobeError(f"command={command}: expected one of {', '.join(COMMANDS)}")
     check_mode(mode)
     check_thresholds(tau_recall, tau_lift, min_count)
-    if command == "specialization" and (kw.get("level", "node") != "node" or kw.get("site") not in (None, "readout")):
-        raise NodeprobeError("`sae`: supported at `site` readout for now (block readouts for other sites come "
-                             "with METHODS v2 §2)")
+    site = kw.get("site") or "readout"
+    if command == "specialization" and kw.get("level", "node") != "node":
+        raise NodeprobeError("`sae`: its latents are nodes (level=node)")
+    if site != "readout":
+        return _block_comparison(cache, sae, command, site, mode, dict(tau_recall=tau_recall, tau_lift=tau_lift,
+                                                                       min_count=min_count), kw)
     cache.check_site("readout")
     view = LatentView(cache, sae)
     th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
@@ -133,3 +136,48 @@ def sae_comparison(cache, sae: SAEWeights, command: str, *, mode: str = "zero", 
                          sae_info=sae.describe(), mode=mode,
                          settings={"cache": str(cache.path), "model_fingerprint": cache.model_fingerprint,
                                    "eval_fingerprint": cache.eval_fingerprint})
+
+
+def _site_units(sr, mode: str, th: dict) -> tuple[list, list[float]]:
+    """Λ and accuracy of every single unit of a :class:`~nodeprobe.studies.units.SiteReadout`."""
+    mu = sr.means() if mode == "mean" else None
+    preds = node_predictions(sr.W, sr.b, sr.X, mode, mu).T.contiguous()
+    stats = unit_stats_many(sr.y_local, preds, sr.n_local, **th)
+    return [st.learned for st in stats], [st.acc for st in stats]
+
+
+def _block_comparison(cache, sae: SAEWeights, command: str, site: str, mode: str, th: dict, kw: dict) -> SAEComparison:
+    """:func:`sae_comparison` at a block site (``resid``/``mlp`` of ``layer``): both sides under the
+    site's block readout (METHODS v2 §2), the latents through ``W_s (W_decᵀ f + b_dec) + b_s``."""
+    from nodeprobe.analysis.sae import check_site_sae, sae_fidelity
+    from nodeprobe.studies.units import ReadoutSettings, latent_site_readout, site_readout
+
+    layer = kw.get("layer")
+    sr = site_readout(cache, site, layer, train=kw.get("train"), settings=kw.get("readout_settings") or ReadoutSettings(),
+                      device=kw.get("device", "cpu"))
+    check_site_sae(sae, site, layer, sr.d)
+    lat = latent_site_readout(sr, sae)
+    if command == "specialization":
+        from nodeprobe.studies.specialization import specialization_report as fn
+    elif command == "cooperation":
+        from nodeprobe.studies.cooperation import cooperation_report as fn
+    else:
+        from nodeprobe.studies.hull import hull_report as fn
+    rep_sae = fn(cache, mode=mode, sae=sae, **th, **kw)
+    rep_nodes = fn(cache, mode=mode, **th, **kw)
+    fid = sae_fidelity(sr.W, sr.b, sr.X, sr.y_local, sae, F=lat.X, n_classes=sr.n_local)
+    K = cache.n_classes
+    if command == "specialization":
+        _relabel(rep_sae)
+        sides = {k: ([tuple(c.cls for c in u.learned) for u in r.units], [u.acc for u in r.units])
+                 for k, r in (("sae", rep_sae), ("nodes", rep_nodes))}
+    else:
+        sides = {"sae": _site_units(lat, mode, th), "nodes": _site_units(sr, mode, th)}
+    where = f"{site} nodes of block {layer}"
+    summary = {"sae": _summary("SAE latents", *sides["sae"], K, fid.acc_xhat),
+               "nodes": _summary(where, *sides["nodes"], K, fid.acc_x)}
+    return SAEComparison(command=command, sae=rep_sae, nodes=rep_nodes, summary=summary, fidelity=fid,
+                         sae_info=sae.describe(), mode=mode,
+                         settings={"cache": str(cache.path), "model_fingerprint": cache.model_fingerprint,
+                                   "eval_fingerprint": cache.eval_fingerprint, "site": site, "layer": layer,
+                                   "block_readout": sr.describe()})

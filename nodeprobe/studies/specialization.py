@@ -35,7 +35,7 @@ from nodeprobe.analysis import node_predictions, symmetry_summary, unit_stats_ma
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.hooks import check_mode
 from nodeprobe.studies._common import check_cache_matches, check_thresholds
-from nodeprobe.studies.units import ReadoutSettings, SiteReadout, block_readout
+from nodeprobe.studies.units import ReadoutSettings, SiteReadout, block_readout, latent_site_readout
 
 HEAD_UNITS = ("group", "network")
 RECALL_MAX_CLASSES = 256  # per-unit recall vectors (label × unit plots) only up to this many classes
@@ -352,6 +352,7 @@ def specialization_report(
     train=None,
     readout_settings: ReadoutSettings | None = None,
     device: str = "cpu",
+    sae=None,
     progress: bool = False,
 ) -> SpecializationReport:
     """Specialization of every node (``level="node"``) or head (``level="head"``) — see the module doc.
@@ -367,6 +368,8 @@ def specialization_report(
         train: classification block readouts train on the train split: its cache
             (a :class:`~nodeprobe.cache.CacheReader`) or a :class:`~nodeprobe.studies.units.TrainSource`.
         snp: also keep each unit's SNP matrix ``C[k, j] / N_k``.
+        sae: at a block site (nodes), an SAE of that site: its latents are the units
+            (:func:`~nodeprobe.studies.units.latent_site_readout`).
 
     Example:
         >>> rep = specialization_report(cache, level="head", layer=5, train=train_cache)   # doctest: +SKIP
@@ -377,6 +380,9 @@ def specialization_report(
     if resid_readout not in ("block", "lens"):
         raise NodeprobeError(f"resid_readout={resid_readout}: expected block or lens")
     site, layers = resolve_specialization(level, site, layer, cache.n_layers, head_unit)
+    if sae is not None and (level != "node" or site == "readout" or len(layers) != 1 or resid_readout == "lens"):
+        raise NodeprobeError("sae: here for the nodes of one block site (site=resid|mlp with layer); at the readout "
+                             "wrap the cache in nodeprobe.analysis.sae.LatentView")
     check_cache_matches(cache, eval_set)
     rs = readout_settings or ReadoutSettings()
     y = cache.targets()
@@ -422,6 +428,8 @@ def specialization_report(
     elif level == "node":
         for l in iterate(layers, len(layers), f"{site} nodes", enabled=progress and many):
             sr = block_readout(cache, site, l, train=train, settings=rs, device=device)
+            if sae is not None:
+                sr = latent_site_readout(sr, sae)
             readouts.append(sr.describe())
             preds = _block_node_preds(sr, mode)
             stats = unit_stats_many(sr.y, preds, K, **th)

@@ -222,13 +222,33 @@ def block_readout(cache, site: str, layer: int, *, train: TrainSource | object |
     )
 
 
+def latent_site_readout(sr: SiteReadout, sae) -> SiteReadout:
+    """An SAE's latents at ``sr``'s site as its units: ``F = encode(X)`` under the exact readout
+    ``W_eff = W W_decᵀ``, ``b_eff = W b_dec + b`` (``logits = W x̂ + b`` is linear in f).
+
+    Example:
+        >>> lat = latent_site_readout(block_readout(cache, "mlp", 3), load_sae("sae/"))   # doctest: +SKIP
+    """
+    from nodeprobe.analysis.sae import check_site_sae, latent_readout
+
+    check_site_sae(sae, sr.site, sr.layer, sr.d)
+    W, b = latent_readout(sr.W, sr.b, sae)
+    F = sae.encode(sr.X).float()
+    return replace(sr, X=F, W=W.float(), b=b.float(), n_heads=None, d_head=None,
+                   trained_on=f"{sr.trained_on}; SAE latents {sae.name}")
+
+
 def site_readout(cache, site: str = "readout", layer: int | None = None, *, train=None,
-                 settings: ReadoutSettings = ReadoutSettings(), device: str = "cpu") -> SiteReadout:
+                 settings: ReadoutSettings = ReadoutSettings(), device: str = "cpu", sae=None) -> SiteReadout:
     """The :class:`SiteReadout` of ``site`` (``readout``: the model's own map over all items; a
-    block site: :func:`block_readout`)."""
+    block site: :func:`block_readout`); with ``sae`` at a block site, its latents as the units
+    (:func:`latent_site_readout`; at ``readout`` use :class:`nodeprobe.analysis.sae.LatentView`)."""
     check_unit_site(site, layer, cache.n_layers)
     if site != "readout":
-        return block_readout(cache, site, layer, train=train, settings=settings, device=device)
+        sr = block_readout(cache, site, layer, train=train, settings=settings, device=device)
+        return sr if sae is None else latent_site_readout(sr, sae)
+    if sae is not None:
+        raise NodeprobeError("sae at site=readout: wrap the cache in nodeprobe.analysis.sae.LatentView")
     X = site_activations(cache, "readout", None)
     y = cache.targets()
     K = cache.n_classes

@@ -140,7 +140,7 @@ def test_cooperation_and_hull_sae(fx, tmp_path, capsys):
     assert h2["sae"]["rows"][0]["nodes"] == [3, 7] == h2["nodes"]["rows"][0]["nodes"]
 
 
-SITE_ONLY = "--sae: supported at --site readout for now (block readouts for other sites come with METHODS v2 §2)"
+SITE_ONLY = "--sae: its latents are nodes at --site readout, resid or mlp (--level node; attn needs SAELens hook_z SAEs, not supported yet)"
 BAD = [
     (["specialization", "--sae", "{din8}"], "--sae {din8}: d_in 8 does not match the readout's d_model 16"),
     (["cooperation", "--sae", "{din8}"], "--sae {din8}: d_in 8 does not match the readout's d_model 16"),
@@ -152,8 +152,11 @@ BAD = [
     (["specialization", "--sae", "{nosuch}"], "--sae {nosuch}: no such folder"),
     (["specialization", "--sae", "{afile}"], "--sae {afile}: is a file"),
     (["cooperation", "--sae", "{transcoder}"], "architecture 'transcoder' is not supported (supported: standard, topk"),
-    (["specialization", "--sae", "{good}", "--site", "resid", "--layer", "0"], SITE_ONLY),
-    (["specialization", "--sae", "{good}", "--site", "resid"], SITE_ONLY),
+    (["specialization", "--sae", "{good}", "--site", "resid", "--layer", "0"],
+     "--sae {good}: hook_name 'readout.hook_in' is not site resid of block 0 (allowed: blocks.0.hook_normalized_resid_post, blocks.1.hook_resid_pre)"),
+    (["specialization", "--sae", "{resid}", "--site", "resid"], "--sae at --site resid needs --layer"),
+    (["cooperation", "--sae", "{resid}", "--site", "mlp", "--layer", "1"], "is not site mlp of block 1"),
+    (["specialization", "--sae", "{good}", "--site", "attn", "--layer", "0"], SITE_ONLY),
     (["specialization", "--sae", "{good}", "--level", "head"], SITE_ONLY),
     (["specialization", "--sae", "{good}", "--unit", "32"], "--unit 32: the SAE has latents 0–31"),
     (["hull", "--sae", "{good}", "--n", "20"], "--n 20: expected a node count 1–16"),
@@ -197,3 +200,24 @@ def test_bad_sae_fails_before_torch(args, tmp_path):
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got == {"rc": 2, "torch": False}, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "--sae" in res.stderr
+
+
+def test_sae_at_a_block_site(fx, tmp_path, capsys):
+    """An SAE of blocks.1.hook_normalized_resid_post: its latents under the resid block readout of
+    block 1, beside that site's nodes (METHODS v2 §2: logits = W_s (W_decᵀ f + b_dec) + b_s)."""
+    common = ["--model", fx["cls"], "--data", fx["shared"], *LIMIT, "--cache", tmp_path / "c", "--sae", fx["resid"],
+              "--site", "resid", "--layer", "1", "--readout-epochs", "3"]
+    rc, out, err = run(capsys, "specialization", *common, "--json", tmp_path / "s.json")
+    assert rc == 0, err
+    r = load(tmp_path / "s.json")["result"]
+    assert set(r) == SIDES and len(r["sae"]["units"]) == D_SAE and len(r["nodes"]["units"]) == D_MODEL
+    assert r["sae"]["site"] == "resid" and r["nodes"]["readouts"][0]["trained_on"] == "train split"
+    assert r["fidelity"]["acc_x"] == pytest.approx(r["nodes"]["readouts"][0]["accuracy"])
+    rc, out, err = run(capsys, "cooperation", *common, "--R", "2", "--grid", "1,2,8", "--json", tmp_path / "co.json")
+    assert rc == 0, err
+    co = load(tmp_path / "co.json")["result"]
+    assert co["sae"]["d"] == D_SAE and co["nodes"]["d"] == D_MODEL and co["sae"]["null_rows"]
+    rc, out, err = run(capsys, "hull", *common, "--n", "1", "--json", tmp_path / "h.json")
+    assert rc == 0, err
+    h = load(tmp_path / "h.json")["result"]
+    assert all(x["acc"] <= x["ub_data"] + 1e-9 for x in h["sae"]["rows"]) and len(h["sae"]["rows"]) == D_SAE

@@ -168,3 +168,26 @@ def test_heads_with_known_disjoint_label_sets_are_found(tmp_path):
         assert learned == list(range(h * dh, (h + 1) * dh))
     # v1's network isolation on the same model: other heads ablated, the residual carries the task
     assert head_group_predictions(block_readout(test, "attn", 0, train=train, settings=rs)).shape == (H, test.n_items)
+
+
+def test_sae_latents_at_a_block_site_are_exact_units(mlm):
+    from nodeprobe.analysis.sae import SAEWeights
+
+    cache = mlm
+    sr = block_readout(cache, "mlp", 1, settings=FAST)
+    g = torch.Generator().manual_seed(0)
+    d, m = sr.d, 12
+    sae = SAEWeights.from_tensors(W_enc=torch.randn(d, m, generator=g), b_enc=torch.zeros(m),
+                                  W_dec=torch.randn(m, d, generator=g), b_dec=torch.randn(d, generator=g),
+                                  hook_name="blocks.1.mlp.hook_post")
+    lat = site_readout(cache, "mlp", 1, settings=FAST, sae=sae)
+    xhat = sae.decode(lat.X).double()
+    want = xhat @ sr.W.double().T + sr.b.double()
+    got = lat.X.double() @ lat.W.double().T + lat.b.double()
+    assert torch.allclose(got, want, atol=1e-4) and torch.equal(lat.classes, sr.classes) and torch.equal(lat.y, sr.y)
+    rep = specialization_report(cache, site="mlp", layer=1, sae=sae, readout_settings=FAST, **LOW)
+    assert len(rep.units) == m
+    bad = SAEWeights.from_tensors(W_enc=torch.zeros(d, 2), b_enc=torch.zeros(2), W_dec=torch.zeros(2, d),
+                                  b_dec=torch.zeros(d), hook_name="blocks.0.mlp.hook_post")
+    with pytest.raises(NodeprobeError, match="is not site mlp of block 1"):
+        site_readout(cache, "mlp", 1, settings=FAST, sae=bad)
