@@ -226,7 +226,8 @@ def read_sae_config(path: str | Path) -> dict:
     positive integers; ``normalize_activations`` other than ``none`` (``layer_norm`` and
     ``constant_norm_rescale`` rescale each item, so x̂ is not linear in f; ``expected_average_only_in``
     and ``covariance_whitening`` SAELens folds into the weights at the end of training);
-    ``reshape_activations`` other than ``none``.
+    ``reshape_activations`` other than ``none`` or ``hook_z`` (an SAE of ``attn.hook_z`` flattened to
+    ``n_heads · d_head``, SAELens's order: the ``attn`` site's coordinates).
     """
     p = Path(path)
     where = f"sae={p}"
@@ -253,9 +254,9 @@ def read_sae_config(path: str | Path) -> dict:
     if norm != "none":
         raise NodeprobeError(f"{where}: normalize_activations {norm!r} is not supported (only 'none': latents must "
                              "be linear units of x; fold a fixed normalisation into the weights first)")
-    if cfg.get("reshape_activations", "none") != "none":
-        raise NodeprobeError(f"{where}: reshape_activations {cfg['reshape_activations']!r} is for hook_z SAEs; "
-                             "the readout site needs 'none'")
+    if cfg.get("reshape_activations", "none") not in ("none", "hook_z"):
+        raise NodeprobeError(f"{where}: reshape_activations {cfg['reshape_activations']!r} is not supported "
+                             "(none, or hook_z for an SAE of blocks.{l}.attn.hook_z at --site attn)")
     if cfg.get("hook_head_index") is not None:
         raise NodeprobeError(f"{where}: hook_head_index {cfg['hook_head_index']!r}: a head SAE, not a readout SAE")
     if cfg["architecture"] in ("topk", "abstopk"):
@@ -369,11 +370,14 @@ def check_readout_sae(sae: SAEWeights, d_model: int | None = None) -> None:
     if sae.hook_name not in READOUT_HOOKS:
         said = "no hook_name" if sae.hook_name is None else f"hook_name {sae.hook_name!r}"
         raise NodeprobeError(f"{where}: {said} is not the readout site (allowed: {', '.join(READOUT_HOOKS)})")
+    if (sae.cfg or {}).get("reshape_activations", "none") != "none":
+        raise NodeprobeError(f"{where}: reshape_activations {sae.cfg['reshape_activations']!r} is for hook_z SAEs "
+                             "(--site attn); the readout site needs 'none'")
     if d_model is not None and sae.d_in != d_model:
         raise NodeprobeError(f"{where}: d_in {sae.d_in} does not match the readout's d_model {d_model}")
 
 
-SAE_SITES = ("readout", "resid", "mlp")  # where --sae latents are units (attn: SAELens hook_z SAEs, not yet)
+SAE_SITES = ("readout", "attn", "resid", "mlp")  # where --sae latents are units
 
 
 def site_hooks(site: str, layer: int | None) -> tuple[str, ...]:
@@ -389,6 +393,8 @@ def site_hooks(site: str, layer: int | None) -> tuple[str, ...]:
         return (f"blocks.{layer}.hook_normalized_resid_post", f"blocks.{layer + 1}.hook_resid_pre")
     if site == "mlp":
         return (f"blocks.{layer}.mlp.hook_post",)
+    if site == "attn":  # SAELens hook_z SAEs: z flattened to n_heads · d_head (reshape_activations hook_z)
+        return (f"blocks.{layer}.attn.hook_z",)
     raise NodeprobeError(f"sae at site={site}: supported at {', '.join(SAE_SITES)}")
 
 
@@ -409,6 +415,10 @@ def check_site_sae(sae: SAEWeights, site: str = "readout", layer: int | None = N
     if sae.hook_name not in allowed:
         said = "no hook_name" if sae.hook_name is None else f"hook_name {sae.hook_name!r}"
         raise NodeprobeError(f"{where}: {said} is not site {site} of block {layer} (allowed: {', '.join(allowed)})")
+    reshape = (sae.cfg or {}).get("reshape_activations", "none")
+    if (site == "attn") != (reshape == "hook_z"):
+        raise NodeprobeError(f"{where}: reshape_activations {reshape!r} does not fit site {site} "
+                             "(hook_z SAEs read --site attn; every other site needs 'none')")
     if d is not None and sae.d_in != d:
         raise NodeprobeError(f"{where}: d_in {sae.d_in} does not match site {site}'s {d} nodes")
 

@@ -109,7 +109,7 @@ SAEOpt = typer.Option(
     help="An SAELens SAE folder (cfg.json + sae_weights.safetensors) trained on readout.hook_in: run the report on "
          "its latents as units (readout W·W_decᵀ, bias W·b_dec + b) and, side by side, on the readout nodes.",
 )
-SAE_SITE_ONLY = "--sae: its latents are nodes at --site readout, resid or mlp (--level node; attn needs SAELens hook_z SAEs, not supported yet)"
+SAE_SITE_ONLY = "--sae: its latents are nodes (--level node) at --site readout, attn, resid or mlp"
 # head studies (similarity, segment)
 MaxLenOpt = typer.Option(None, "--max-len", help="Cut texts at this many tokens (default 128).")
 
@@ -286,21 +286,21 @@ def check_text(text, task: str) -> None:
 
 
 def check_sae(sae: Path | None, *, level: str | None = "node", site: str | None = None) -> None:
-    """``--sae DIR`` before torch is imported: at ``--level node`` of ``--site`` readout, resid or mlp,
+    """``--sae DIR`` before torch is imported: at ``--level node`` of ``--site`` readout, attn, resid or mlp,
     an existing folder holding ``cfg.json`` and ``sae_weights.safetensors`` (the SAELens
     layout; the weights and their shapes are :func:`nodeprobe.analysis.sae.load_sae`'s to check).
     That no output sits inside it is :func:`check_io`'s (``inputs={"--sae": sae}``).
 
     Example:
         >>> check_sae(None)                                          # not given: nothing to check
-        >>> check_sae(Path("x"), site="attn")
+        >>> check_sae(Path("x"), level="head")
         Traceback (most recent call last):
         ...
-        nodeprobe.errors.NodeprobeError: --sae: its latents are nodes at --site readout, resid or mlp (--level node; attn needs SAELens hook_z SAEs, not supported yet)
+        nodeprobe.errors.NodeprobeError: --sae: its latents are nodes (--level node) at --site readout, attn, resid or mlp
     """
     if sae is None:
         return
-    if level == "head" or (site not in (None, "readout", "resid", "mlp")):
+    if level == "head" or (site not in (None, "readout", "attn", "resid", "mlp")):
         raise NodeprobeError(SAE_SITE_ONLY)
     p = Path(sae).expanduser()
     if not p.is_dir():

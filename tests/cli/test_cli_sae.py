@@ -55,6 +55,8 @@ def fx(tmp_path_factory, shared_data):
     out = {"cls": cls, "shared": shared_data, "root": root,
            "good": write_sae(saes / "good"), "topk": write_sae(saes / "topk", architecture="topk", k=4, seed=1),
            "din8": write_sae(saes / "din8", d_in=8), "resid": write_sae(saes / "resid", hook="blocks.1.hook_normalized_resid_post"),
+           "zsae": write_sae(saes / "zsae", hook="blocks.1.attn.hook_z"),
+           "zflat": write_sae(saes / "zflat", hook="blocks.1.attn.hook_z", reshape_activations="hook_z"),
            "transcoder": write_sae(saes / "transcoder", architecture="transcoder"), "empty": saes / "empty",
            "cfgonly": saes / "cfgonly", "nosuch": saes / "nosuch", "afile": saes / "afile"}
     out["empty"].mkdir()
@@ -140,7 +142,7 @@ def test_cooperation_and_hull_sae(fx, tmp_path, capsys):
     assert h2["sae"]["rows"][0]["nodes"] == [3, 7] == h2["nodes"]["rows"][0]["nodes"]
 
 
-SITE_ONLY = "--sae: its latents are nodes at --site readout, resid or mlp (--level node; attn needs SAELens hook_z SAEs, not supported yet)"
+SITE_ONLY = "--sae: its latents are nodes (--level node) at --site readout, attn, resid or mlp"
 BAD = [
     (["specialization", "--sae", "{din8}"], "--sae {din8}: d_in 8 does not match the readout's d_model 16"),
     (["cooperation", "--sae", "{din8}"], "--sae {din8}: d_in 8 does not match the readout's d_model 16"),
@@ -156,7 +158,8 @@ BAD = [
      "--sae {good}: hook_name 'readout.hook_in' is not site resid of block 0 (allowed: blocks.0.hook_normalized_resid_post, blocks.1.hook_resid_pre)"),
     (["specialization", "--sae", "{resid}", "--site", "resid"], "--sae at --site resid needs --layer"),
     (["cooperation", "--sae", "{resid}", "--site", "mlp", "--layer", "1"], "is not site mlp of block 1"),
-    (["specialization", "--sae", "{good}", "--site", "attn", "--layer", "0"], SITE_ONLY),
+    (["specialization", "--sae", "{good}", "--site", "attn", "--layer", "0"], "is not site attn of block 0 (allowed: blocks.0.attn.hook_z)"),
+    (["specialization", "--sae", "{zsae}", "--site", "attn", "--layer", "1"], "--sae {zsae}: reshape_activations 'none' does not fit site attn"),
     (["specialization", "--sae", "{good}", "--level", "head"], SITE_ONLY),
     (["specialization", "--sae", "{good}", "--unit", "32"], "--unit 32: the SAE has latents 0–31"),
     (["hull", "--sae", "{good}", "--n", "20"], "--n 20: expected a node count 1–16"),
@@ -221,3 +224,16 @@ def test_sae_at_a_block_site(fx, tmp_path, capsys):
     assert rc == 0, err
     h = load(tmp_path / "h.json")["result"]
     assert all(x["acc"] <= x["ub_data"] + 1e-9 for x in h["sae"]["rows"]) and len(h["sae"]["rows"]) == D_SAE
+
+
+def test_sae_at_attn_from_a_hook_z_sae(fx, tmp_path, capsys):
+    """A SAELens hook_z SAE (z flattened to n_heads · d_head) reads the attn site's coordinates."""
+    common = ["--model", fx["cls"], "--data", fx["shared"], *LIMIT, "--cache", tmp_path / "c", "--sae", fx["zflat"],
+              "--site", "attn", "--layer", "1", "--readout-epochs", "3"]
+    rc, out, err = run(capsys, "specialization", *common, "--json", tmp_path / "s.json")
+    assert rc == 0, err
+    r = load(tmp_path / "s.json")["result"]
+    assert r["sae"]["site"] == "attn" and len(r["sae"]["units"]) == D_SAE and len(r["nodes"]["units"]) == D_MODEL
+    rc, out, err = run(capsys, "specialization", "--model", fx["cls"], "--data", fx["shared"], *LIMIT, "--cache",
+                       tmp_path / "c", "--sae", fx["zflat"], "--json", tmp_path / "x.json")
+    assert rc == 2 and "is not the readout site" in err
