@@ -246,6 +246,13 @@ SIZE_ESTIMATES = {
     "epochs": (None, 1e-3, "≥ 1 ms an epoch"),
     "probe_epochs": (None, 1e-3, "≥ 1 ms an epoch"),
     "max_steps": (None, 1e-3, "≥ 1 ms a step"),
+    "readout_epochs": (None, 1e-3, "≥ 1 ms an epoch of every block readout"),
+    # a batch of B sequences: at least 128 positions × 64 float32 activations each, in memory at once
+    "batch_size": (128 * 64 * 4, None, "≥ 32 KiB a sequence: 128 positions × 64 float32 activations"),
+    # a cache shard of k batches: at least 64 sequences × 64 float32 values per batch, written at once
+    "shard_batches": (64 * 64 * 4, None, "≥ 16 KiB a batch: 64 items × 64 float32 values"),
+    # heads studies: each paragraph goes through the model once, ≥ 1 ms
+    "max_texts": (None, 1e-3, "≥ 1 ms a paragraph through the model"),
 }
 
 

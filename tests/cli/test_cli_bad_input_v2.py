@@ -147,6 +147,10 @@ CASES = [
     P(APT + ["--probe", "--probe-epochs", BIG], f"--probe-epochs {BIG}: would take at least", None,
       id="apt-probe-epochs-1e12"),
     P(BL + ["--probe-epochs", BIG], f"--probe-epochs {BIG}: would take at least", None, id="blocks-probe-epochs-1e12"),
+    P(SP + ["--batch-size", BIG], f"--batch-size {BIG}: " + NEEDS, None, id="specialization-batch-size-1e12"),
+    P(AB + ["--batch-size", BIG], f"--batch-size {BIG}: " + NEEDS, None, id="ablate-batch-size-1e12"),
+    P(CA + ["--shard-batches", BIG], f"--shard-batches {BIG}: " + NEEDS, None, id="cache-shard-batches-1e12"),
+    P(SIM + ["--max-texts", BIG], f"--max-texts {BIG}: would take at least", None, id="similarity-max-texts-1e12"),
     P(CO + ["--R", BIG, "--json", "{tmp}/c.json"], "limit", None, id="cooperation-R-names-the-limit"),
     P(PT + ["--d-model", "2000000", "--n-heads", "16"], LIMIT_RAM, None, id="pretrain-d-model-names-the-limit"),
     # ---------------------------------------------------------------- class 7: paths echoed exactly
