@@ -117,13 +117,18 @@ def _paper_lr(ctx: Context):
     return replace(ctx.preset.finetune, lr=PAPER_LR)
 
 
-def stage_finetune_paper_lr(ctx: Context) -> dict:
-    """The pre-trained model fine-tuned at the papers' lr 5e-5 (everything else as the preset)."""
+def stage_finetune_paper_lr(ctx: Context) -> dict | None:
+    """The pre-trained model fine-tuned at the papers' lr 5e-5 (everything else as the preset); not
+    under ``smoke`` (a seconds-long model says nothing about a learning rate)."""
+    if ctx.preset.name == "smoke":
+        return None
     return _finetune(ctx, "finetune_paper_lr", ctx.runs / "pretrain" / "final", settings=_paper_lr(ctx))
 
 
-def stage_finetune_scratch_paper_lr(ctx: Context) -> dict:
-    """Its from-scratch twin at lr 5e-5: the pre-training gap at the papers' recipe."""
+def stage_finetune_scratch_paper_lr(ctx: Context) -> dict | None:
+    """Its from-scratch twin at lr 5e-5: the pre-training gap at the papers' recipe (not under ``smoke``)."""
+    if ctx.preset.name == "smoke":
+        return None
     return _finetune(ctx, "finetune_scratch_paper_lr", ctx.runs / "pretrain" / "final", from_scratch=True,
                      settings=_paper_lr(ctx))
 
