@@ -1,0 +1,478 @@
+"""Your own labelled data for classification, read with the ``datasets`` library.
+
+:func:`read_table` reads one table: a CSV (``.csv``), TSV (``.tsv``/``.tab``), JSON Lines
+(``.jsonl``/``.ndjson``/``.json``, one object per line; a top-level JSON array also works) or
+Parquet (``.parquet``/``.pq``) file, or a folder written by ``datasets``'s ``save_to_disk`` (a
+``Dataset``, or a ``DatasetDict`` whose ``split`` you pick). Files are read with the packaged
+builders only (``load_dataset("csv" | "json" | "parquet", data_files=…)``), so nothing is looked
+up on the Hub; they are built in a temporary cache folder and held in memory, so no stale cache
+is ever reused and nothing global (environment, ``datasets`` config) is changed.
+
+:func:`user_splits` turns such a table into the ``(train, test)``
+:class:`~nodeprobe.data.labeled.LabeledSet` pair that the FewRel and DBpedia loaders produce:
+
+* **Evaluation split**: ``test_path`` (a second table with the same columns), else
+  ``test_split`` of the same ``DatasetDict``, else a seeded ``test_fraction`` of the rows,
+  **stratified by label**: every class ``c`` with ``n_c`` rows gives ``⌊f·n_c⌋`` or ``⌈f·n_c⌉``
+  rows to test (largest remainders first, so the test total is ``round(f·N)``), but always keeps
+  at least one row in train; which rows is drawn with ``numpy.random.default_rng(seed)``, so a
+  seed always gives the same split. Both splits keep file order.
+* **Labels**: one column of integers or of strings (not both, no nulls, no floats or booleans).
+  The classes are the distinct labels of the training split, sorted (strings by code point,
+  integers numerically) and numbered ``0 … K−1``; ``label_names`` and ``label_ids`` are
+  ``str(label)``. Integer labels ``0 … K−1`` therefore keep their values; gaps are closed
+  (labels ``{1, 5, 7}`` → indices ``0, 1, 2``, names ``"1", "5", "7"``), so no class is empty.
+  A test label the training split lacks is an error.
+* **Text**: encoded with nodeprobe's WordPiece :class:`~nodeprobe.data.Tokenizer` and wrapped
+  exactly like the built-in loaders: ``[CLS] text [SEP]``, at most ``max_len`` ids, the start
+  kept. With ``text_pair_column``: ``[CLS] a [SEP] b [SEP]``, truncated longest-first (the
+  longer side loses its last piece until the pair fits; on a tie the second side), as BERT
+  tokenizers do. (:class:`LabeledSet` has no segment ids; the middle [SEP] marks the boundary.)
+
+Note that CSV/TSV columns are typed by pandas: a label column of digits is read as integers,
+and a text column of digits alone would be numbers (an error: text must be strings).
+
+Every bad input (unknown extension, missing or unparsable file, missing column, no rows, one
+class, a null or non-string text cell, a test label unseen in training) raises a one-line
+:class:`~nodeprobe.errors.NodeprobeError` naming the path, the parameter and the bad value.
+
+Example:
+    >>> tok = load_tokenizer("../shared/data/tokenizer/bert-base-uncased-vocab.txt")    # doctest: +SKIP
+    >>> train, test = user_splits("reviews.csv", tok, text_column="review",            # doctest: +SKIP
+    ...                           label_column="stars", test_fraction=0.25, seed=1)
+    >>> train.label_names, len(train), len(test)                                       # doctest: +SKIP
+    (['1', '2', '3', '4', '5'], 750, 250)
+    >>> train, test = user_splits("snli_disk", tok, text_column="premise",              # doctest: +SKIP
+    ...                           text_pair_column="hypothesis", split="train", test_split="test")
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nodeprobe.data._io import PathLike, as_path, short
+from nodeprobe.data.labeled import LabeledSet
+from nodeprobe.errors import NodeprobeError
+
+__all__ = ["read_table", "user_splits", "stratified_test_indices", "TABLE_FORMATS"]
+
+#: file extension → (``datasets`` packaged builder, extra builder arguments).
+_BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"delimiter": "\t"}),
+    ".tab": ("csv", {"delimiter": "\t"}),
+    ".jsonl": ("json", {}),
+    ".ndjson": ("json", {}),
+    ".json": ("json", {}),
+    ".parquet": ("parquet", {}),
+    ".pq": ("parquet", {}),
+}
+#: what :func:`read_table` accepts, for messages and ``--help`` texts.
+TABLE_FORMATS = (
+    "a .csv, .tsv/.tab, .jsonl/.ndjson/.json (JSON Lines) or .parquet/.pq file, "
+    "or a folder written by datasets' save_to_disk"
+)
+
+
+def _first_line(e: BaseException) -> str:
+    """The innermost useful one-line reason of a reader exception."""
+    seen = e
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        nxt = seen.__cause__ or seen.__context__
+        if nxt is None or nxt is seen:
+            break
+        seen = nxt
+    text = str(seen).strip().split("\n")[0] or type(seen).__name__
+    return f"{type(seen).__name__}: {text}"[:200]
+
+
+def _empty_saved(p: Path) -> Path | None:
+    """The (split) folder under ``p`` holding a saved Dataset without data files, if any."""
+    import json
+
+    for state in [p / "state.json", *sorted(p.glob("*/state.json"))]:
+        try:
+            if state.is_file() and json.loads(state.read_text(encoding="utf-8")).get("_data_files") == []:
+                return state.parent
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
+
+
+def _read_disk(p: Path, split: str | None):
+    import datasets
+
+    try:
+        obj = datasets.load_from_disk(str(p))
+    except FileNotFoundError as e:
+        raise NodeprobeError(
+            f"{p}: folder is not a datasets save_to_disk folder ({_first_line(e)}); "
+            f"allowed: {TABLE_FORMATS}"
+        ) from e
+    except Exception as e:  # noqa: BLE001 — any reader failure is the user's file
+        empty = _empty_saved(p)
+        if empty is not None:  # datasets cannot load a saved Dataset of 0 rows
+            raise NodeprobeError(f"{empty}: dataset has no rows; allowed: a table with ≥ 1 row") from e
+        raise NodeprobeError(
+            f"{p}: cannot read the save_to_disk folder ({_first_line(e)}); allowed: {TABLE_FORMATS}"
+        ) from e
+    if isinstance(obj, datasets.DatasetDict):
+        names = list(obj)
+        if split is None:
+            raise NodeprobeError(
+                f"{p}: a DatasetDict with splits {', '.join(names) or '(none)'}; "
+                "allowed: one of them picked with `split`"
+            )
+        if split not in obj:
+            raise NodeprobeError(
+                f"split={split}: {p} has no such split; allowed: {', '.join(names) or '(none)'}"
+            )
+        return obj[split]
+    if split is not None:
+        raise NodeprobeError(
+            f"split={split}: {p} is a single Dataset, not a DatasetDict; allowed: no split"
+        )
+    return obj
+
+
+def read_table(path: PathLike, *, split: str | None = None):
+    """Read one table as a ``datasets.Dataset`` (offline; see the module docstring).
+
+    Args:
+        path: a ``.csv``, ``.tsv``/``.tab``, ``.jsonl``/``.ndjson``/``.json`` or
+            ``.parquet``/``.pq`` file, or a ``save_to_disk`` folder.
+        split: for a ``DatasetDict`` folder, which split (required there); must be ``None``
+            for a file or a single-``Dataset`` folder.
+
+    Returns:
+        a ``datasets.Dataset`` (files are held in memory; folders are memory-mapped).
+
+    Raises:
+        NodeprobeError: a missing path, an unknown extension, a file the reader cannot parse, a
+        file without rows, or a missing/unknown/superfluous ``split`` (one line each).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "d.csv"
+        >>> _ = f.write_text("text,label\\nhi there,pos\\nbad day,neg\\n")
+        >>> ds = read_table(f)
+        >>> ds.column_names, list(ds["label"])
+        (['text', 'label'], ['pos', 'neg'])
+    """
+    p = as_path(path, "dataset")
+    if not p.exists():
+        raise NodeprobeError(f"{p}: dataset not found; allowed: {TABLE_FORMATS}")
+    if p.is_dir():
+        return _read_disk(p, split)
+    ext = p.suffix.lower()
+    if ext not in _BUILDERS:
+        raise NodeprobeError(
+            f"{p}: unknown dataset extension {ext or '(none)'!r}; allowed: {TABLE_FORMATS}"
+        )
+    if split is not None:
+        raise NodeprobeError(
+            f"split={split}: {p} is a single file, not a DatasetDict folder; allowed: no split"
+        )
+    builder, extra = _BUILDERS[ext]
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise NodeprobeError(f"{p}: cannot read the dataset ({e.strerror or e})") from e
+    if size == 0:
+        raise NodeprobeError(f"{p}: dataset file is empty; allowed: a table with ≥ 1 row")
+    import datasets
+
+    try:
+        # a private cache folder: never reuses a stale build of an edited file, leaves no trace
+        with tempfile.TemporaryDirectory(prefix="nodeprobe-ds-") as cache:
+            ds = datasets.load_dataset(
+                builder,
+                data_files=str(p.resolve()),
+                split="train",
+                cache_dir=cache,
+                keep_in_memory=True,
+                **extra,
+            )
+    except Exception as e:  # noqa: BLE001 — any reader failure is the user's file
+        reason = _first_line(e)
+        if "corresponds to no data" in reason or "No columns to parse" in reason:
+            raise NodeprobeError(
+                f"{p}: dataset has no rows; allowed: a table with ≥ 1 row"
+            ) from e
+        kind = {"csv": "CSV" if not extra else "TSV", "json": "JSON Lines", "parquet": "Parquet"}[builder]
+        raise NodeprobeError(
+            f"{p}: cannot parse the file as {kind} ({reason}); allowed: {TABLE_FORMATS}"
+        ) from e
+    return ds
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_columns(ds, where: str, columns: dict[str, str | None]) -> None:
+    present = list(ds.column_names)
+    for param, name in columns.items():
+        if name is None:
+            continue
+        if name not in present:
+            raise NodeprobeError(
+                f"{param}={name}: {where} has no such column; columns present: "
+                f"{', '.join(present) or '(none)'}"
+            )
+
+
+def _texts(ds, column: str, param: str, where: str) -> list[str]:
+    values = ds[column]
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            got = "null" if v is None else f"{type(v).__name__} {short(v, 40)}"
+            raise NodeprobeError(
+                f"{param}={column}: {where} row {i} (0-based) is {got}; allowed: a string in every row"
+            )
+    return list(values)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _labels(ds, column: str, where: str) -> tuple[list[Any], str]:
+    """The label column as a list, and its kind (``"int"`` or ``"str"``)."""
+    values = list(ds[column])
+    kind = None
+    for i, v in enumerate(values):
+        if _is_int(v):
+            k = "int"
+        elif isinstance(v, str):
+            k = "str"
+        else:
+            got = "null" if v is None else f"{type(v).__name__} {short(v, 40)}"
+            raise NodeprobeError(
+                f"label_column={column}: {where} row {i} (0-based) is {got}; "
+                "allowed: an integer or a string label in every row"
+            )
+        if kind is None:
+            kind = k
+        elif k != kind:
+            raise NodeprobeError(
+                f"label_column={column}: {where} row {i} (0-based) is {short(v, 40)} among "
+                f"{'integer' if kind == 'int' else 'string'} labels; allowed: all integers or all strings"
+            )
+    return [int(v) if kind == "int" else v for v in values], kind or "str"
+
+
+def _check_args(test_fraction: Any, seed: Any, max_len: Any, pair: bool) -> None:
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, (int, float))
+        or not 0 < test_fraction < 1
+    ):
+        raise NodeprobeError(f"test_fraction={test_fraction!r}: allowed: a number strictly between 0 and 1")
+    if not _is_int(seed):
+        raise NodeprobeError(f"seed={seed!r}: allowed: an integer")
+    least = 3 if pair else 2
+    if not _is_int(max_len) or max_len < least:
+        raise NodeprobeError(
+            f"max_len={max_len!r}: allowed: an integer ≥ {least} (room for [CLS] and "
+            f"{'two [SEP]' if pair else '[SEP]'})"
+        )
+
+
+# ----------------------------------------------------------------------------- splitting
+def stratified_test_indices(labels: Sequence[int], test_fraction: float, seed: int) -> list[int]:
+    """Row indices (ascending) of a seeded, label-stratified test share (see the module docstring).
+
+    Example:
+        >>> idx = stratified_test_indices([0] * 10 + [1] * 5, 0.2, seed=0)
+        >>> len(idx), sum(i >= 10 for i in idx)
+        (3, 1)
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    classes = np.unique(y)
+    members = [np.flatnonzero(y == c) for c in classes]
+    exact = np.array([test_fraction * len(m) for m in members])
+    take = np.floor(exact).astype(np.int64)
+    extra = int(round(test_fraction * len(y))) - int(take.sum())
+    if extra > 0:  # largest remainders first, ties by class order
+        order = sorted(range(len(members)), key=lambda j: (-(exact[j] - take[j]), j))
+        for j in order[:extra]:
+            take[j] += 1
+    rng = np.random.default_rng(seed)
+    out: list[int] = []
+    for m, k in zip(members, take):
+        k = min(int(k), len(m) - 1)  # every class keeps ≥ 1 training row
+        perm = rng.permutation(len(m))
+        out.extend(int(i) for i in m[perm[:k]])
+    return sorted(out)
+
+
+# ----------------------------------------------------------------------------- encoding
+def _encode(tokenizer, texts: list[str], pairs: list[str] | None, max_len: int) -> list[list[int]]:
+    a = tokenizer.encode_batch(texts)
+    if pairs is None:
+        return [tokenizer.with_specials(x, max_len) for x in a]
+    b = tokenizer.encode_batch(pairs)
+    budget = max_len - 3
+    out = []
+    for x, z in zip(a, b):
+        la, lb = len(x), len(z)
+        while la + lb > budget:  # longest-first; a tie trims the second text
+            if la > lb:
+                la -= 1
+            else:
+                lb -= 1
+        out.append([tokenizer.cls_id, *x[:la], tokenizer.sep_id, *z[:lb], tokenizer.sep_id])
+    return out
+
+
+def _describe(p: Path, split: str | None) -> str:
+    return f"{p}" + (f" split {split}" if split is not None else "")
+
+
+def user_splits(
+    path: PathLike,
+    tokenizer,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    text_pair_column: str | None = None,
+    test_path: PathLike | None = None,
+    split: str | None = None,
+    test_split: str | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    max_len: int = 128,
+) -> tuple[LabeledSet, LabeledSet]:
+    """``(train, test)`` :class:`LabeledSet` s from your own labelled table.
+
+    Args:
+        path: the training table (see :func:`read_table`).
+        tokenizer: a :class:`~nodeprobe.data.Tokenizer` (:func:`~nodeprobe.data.load_tokenizer`).
+        text_column: the column with the text (strings in every row).
+        label_column: the column with the labels (all integers or all strings).
+        text_pair_column: a second text column: items become ``[CLS] a [SEP] b [SEP]``.
+        test_path: a second table with the same columns used as the test split.
+        split: the split of a ``DatasetDict`` folder ``path`` to train on.
+        test_split: the split used as test: of ``test_path`` if that is a ``DatasetDict``
+            folder, else of ``path``.
+        test_fraction: without ``test_path``/``test_split``, this share of the rows (stratified
+            by label, seeded) becomes the test split.
+        seed: the seed of that split (same seed → same split).
+        max_len: maximum ids per item, [CLS]/[SEP] included.
+
+    Returns:
+        ``(train, test)``: labels ``0 … K−1`` over the sorted distinct training labels,
+        ``label_names == label_ids ==`` their ``str``; ``source`` ``"user:<path>[train]"`` etc.
+
+    Raises:
+        NodeprobeError: one line for every bad input (see the module docstring).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "d.jsonl"
+        >>> _ = f.write_text("".join('{"text": "row %d", "label": "%s"}\\n' % (i, "ab"[i % 2])
+        ...                          for i in range(10)))
+        >>> tok = load_tokenizer("../shared/data/tokenizer/bert-base-uncased-vocab.txt")  # doctest: +SKIP
+        >>> train, test = user_splits(f, tok, test_fraction=0.2)                         # doctest: +SKIP
+        >>> train.label_names, len(train), test.class_counts().tolist()                  # doctest: +SKIP
+        (['a', 'b'], 8, [1, 1])
+    """
+    pair = text_pair_column is not None
+    _check_args(test_fraction, seed, max_len, pair)
+    p = as_path(path, "dataset")
+    columns = {"text_column": text_column, "label_column": label_column,
+               "text_pair_column": text_pair_column}
+    for param, name in columns.items():
+        if name is not None and not isinstance(name, str):
+            raise NodeprobeError(f"{param}={name!r}: allowed: a column name (string)")
+
+    train_ds = read_table(p, split=split)
+    train_where = _describe(p, split)
+    if test_path is not None:
+        tp = as_path(test_path, "test dataset")
+        test_ds = read_table(tp, split=test_split)
+        test_where, test_src = _describe(tp, test_split), f"user:{tp}" + (f":{test_split}" if test_split else "")
+    elif test_split is not None:
+        if test_split == split:
+            raise NodeprobeError(
+                f"test_split={test_split}: the same split as split={split}; allowed: another split"
+            )
+        if split is None:
+            raise NodeprobeError(
+                f"test_split={test_split}: needs split= (the training split of the DatasetDict {p})"
+            )
+        test_ds = read_table(p, split=test_split)
+        test_where, test_src = _describe(p, test_split), f"user:{p}:{test_split}"
+    else:
+        test_ds, test_where, test_src = None, "", ""
+
+    _check_columns(train_ds, train_where, columns)
+    if train_ds.num_rows == 0:
+        raise NodeprobeError(f"{train_where}: dataset has no rows; allowed: a table with ≥ 1 row")
+    texts = _texts(train_ds, text_column, "text_column", train_where)
+    pairs = _texts(train_ds, text_pair_column, "text_pair_column", train_where) if pair else None
+    raw, kind = _labels(train_ds, label_column, train_where)
+    train_src = f"user:{p}" + (f":{split}" if split else "")
+
+    if test_ds is None:
+        classes = sorted(set(raw))
+        if len(classes) < 2:
+            raise NodeprobeError(
+                f"label_column={label_column}: {train_where} has one class only "
+                f"({short(classes[0], 40)}); allowed: ≥ 2 classes"
+            )
+        index = {c: i for i, c in enumerate(classes)}
+        y = [index[v] for v in raw]
+        test_idx = stratified_test_indices(y, float(test_fraction), int(seed))
+        if not test_idx:
+            raise NodeprobeError(
+                f"test_fraction={test_fraction}: leaves no test rows of the {len(y)} in {train_where}; "
+                "allowed: a larger test_fraction, more rows, or test_path"
+            )
+        is_test = np.zeros(len(y), dtype=bool)
+        is_test[test_idx] = True
+        train_idx = np.flatnonzero(~is_test).tolist()
+        ids = _encode(tokenizer, texts, pairs, max_len)
+        names = [str(c) for c in classes]
+        whole = LabeledSet(ids, y, names, train_src, list(names))
+        return (
+            whole.subset(train_idx, f"{train_src}[train seed={seed}]"),
+            whole.subset(test_idx, f"{train_src}[test seed={seed}]"),
+        )
+
+    classes = sorted(set(raw))
+    if len(classes) < 2:
+        raise NodeprobeError(
+            f"label_column={label_column}: {train_where} has one class only "
+            f"({short(classes[0], 40)}); allowed: ≥ 2 classes"
+        )
+    _check_columns(test_ds, test_where, columns)
+    if test_ds.num_rows == 0:
+        raise NodeprobeError(f"{test_where}: test dataset has no rows; allowed: a table with ≥ 1 row")
+    t_texts = _texts(test_ds, text_column, "text_column", test_where)
+    t_pairs = _texts(test_ds, text_pair_column, "text_pair_column", test_where) if pair else None
+    t_raw, t_kind = _labels(test_ds, label_column, test_where)
+    if t_kind != kind:
+        raise NodeprobeError(
+            f"label_column={label_column}: {test_where} has {'integer' if t_kind == 'int' else 'string'} "
+            f"labels but {train_where} has {'integer' if kind == 'int' else 'string'} ones; "
+            "allowed: the same kind in both"
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    unseen = sorted(set(t_raw) - set(index))
+    if unseen:
+        shown = ", ".join(short(v, 30) for v in unseen[:5]) + (" …" if len(unseen) > 5 else "")
+        raise NodeprobeError(
+            f"label_column={label_column}: {test_where} has labels absent from training "
+            f"{train_where}: {shown}; allowed: labels among {', '.join(short(c, 30) for c in classes[:10])}"
+            + (" …" if len(classes) > 10 else "")
+        )
+    names = [str(c) for c in classes]
+    train = LabeledSet(_encode(tokenizer, texts, pairs, max_len), [index[v] for v in raw],
+                       names, f"{train_src}[train]", list(names))
+    test = LabeledSet(_encode(tokenizer, t_texts, t_pairs, max_len), [index[v] for v in t_raw],
+                      list(names), f"{test_src}[test]", list(names))
+    return train, test
