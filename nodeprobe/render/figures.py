@@ -30,7 +30,23 @@ def specialization(rep, d: Path, label: str, prefix: str = "specialization") -> 
         out.append(plot_bars([o.name[:18] for o in own], [o.n_units for o in own], d / f"{prefix}_owners.png",
                              f"Units that learned each class — {fam.name} ({label})", "units"))
     out.append(_snp_plot(rep, d, label, prefix))
+    out.append(_along_plot(rep, d, label, prefix))
     return _kept(*out)
+
+
+def _along_plot(rep, d: Path, label: str, prefix: str):
+    """Along the blocks (METHODS v2 §3): mean SNR (units with Λ ≠ ∅) and mean |Λ| per block, ρ in the legend."""
+    trends = getattr(rep, "trends", None) or []
+    if not trends:
+        return None
+    series = {}
+    for t in trends:
+        nan = float("nan")
+        rs = "—" if t.rho_snr is None else f"{t.rho_snr:.2f}"
+        rz = "—" if t.rho_size is None else f"{t.rho_size:.2f}"
+        series[f"{t.kind}: mean SNR (ρ = {rs})"] = (t.layers, [nan if v is None else v for v in t.mean_snr])
+        series[f"{t.kind}: mean |Λ| × 10 (ρ = {rz})"] = (t.layers, [10 * v for v in t.mean_size])
+    return plot_curves(series, d / f"{prefix}_along_blocks.png", f"Along the blocks — {label}", "block", "value")
 
 
 SNP_MAX_UNITS = 256  # label × unit plots: the last block's units when a report has more

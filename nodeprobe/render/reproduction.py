@@ -345,6 +345,10 @@ def _cooperation_claim(r: dict, who: str, source: str) -> Claim:
     nbest = max(null_rows, key=lambda x: x["gain"]) if null_rows else None
     gm = f"max G = {best['gain']:.2f} at n = {best['n']}" if best else "no rows"
     gm += f" (null model {nbest['gain']:.2f} at n = {nbest['n']})" if nbest else " (no null model)"
+    null = r.get("null") or {}
+    if null:
+        ns = null.get("n_star") if null.get("crossover_found") is True else None
+        gm += f"; null model: {'crossover at n* = ' + str(ns) if ns is not None else 'no crossover in the grid'}"
     ok = (n_star is not None and best is not None and best["gain"] > 0 and nbest is not None
           and best["gain"] > nbest["gain"])
     return Claim(f"Groups of nodes cooperate beyond the sum of their parts — {who}",
