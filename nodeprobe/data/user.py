@@ -417,13 +417,13 @@ def user_splits(
     raw, kind = _labels(train_ds, label_column, train_where)
     train_src = f"user:{p}" + (f":{split}" if split else "")
 
+    classes = sorted(set(raw))
+    if len(classes) < 2:
+        raise NodeprobeError(
+            f"label_column={label_column}: {train_where} has one class only "
+            f"({short(classes[0], 40)}); allowed: ≥ 2 classes"
+        )
     if test_ds is None:
-        classes = sorted(set(raw))
-        if len(classes) < 2:
-            raise NodeprobeError(
-                f"label_column={label_column}: {train_where} has one class only "
-                f"({short(classes[0], 40)}); allowed: ≥ 2 classes"
-            )
         index = {c: i for i, c in enumerate(classes)}
         y = [index[v] for v in raw]
         test_idx = stratified_test_indices(y, float(test_fraction), int(seed))
@@ -443,12 +443,6 @@ def user_splits(
             whole.subset(test_idx, f"{train_src}[test seed={seed}]"),
         )
 
-    classes = sorted(set(raw))
-    if len(classes) < 2:
-        raise NodeprobeError(
-            f"label_column={label_column}: {train_where} has one class only "
-            f"({short(classes[0], 40)}); allowed: ≥ 2 classes"
-        )
     _check_columns(test_ds, test_where, columns)
     if test_ds.num_rows == 0:
         raise NodeprobeError(f"{test_where}: test dataset has no rows; allowed: a table with ≥ 1 row")

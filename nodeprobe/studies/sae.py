@@ -88,6 +88,31 @@ def _relabel(rep) -> None:
         f.name = "SAE latents"
 
 
+def _report_fn(command: str):
+    """The report function of ``command`` (imported when needed)."""
+    if command == "specialization":
+        from nodeprobe.studies.specialization import specialization_report as fn
+    elif command == "cooperation":
+        from nodeprobe.studies.cooperation import cooperation_report as fn
+    else:
+        from nodeprobe.studies.hull import hull_report as fn
+    return fn
+
+
+def _sides(command: str, rep_sae, rep_nodes, single_units, fid, K: int, nodes_name: str) -> dict:
+    """The two sides' single-unit summaries: from the specialization reports themselves, or
+    (cooperation, hull) from ``single_units()`` = (latent side, node side)."""
+    if command == "specialization":
+        _relabel(rep_sae)
+        sides = {k: ([tuple(c.cls for c in u.learned) for u in r.units], [u.acc for u in r.units])
+                 for k, r in (("sae", rep_sae), ("nodes", rep_nodes))}
+    else:
+        sae_side, node_side = single_units()
+        sides = {"sae": sae_side, "nodes": node_side}
+    return {"sae": _summary("SAE latents", *sides["sae"], K, fid.acc_xhat),
+            "nodes": _summary(nodes_name, *sides["nodes"], K, fid.acc_x)}
+
+
 def sae_comparison(cache, sae: SAEWeights, command: str, *, mode: str = "zero", tau_recall: float = 0.5,
                    tau_lift: float = 2.0, min_count: int = 5, **kw) -> SAEComparison:
     """Run ``command``'s report on the SAE latents and on the readout nodes of ``cache``.
@@ -114,24 +139,12 @@ def sae_comparison(cache, sae: SAEWeights, command: str, *, mode: str = "zero", 
     cache.check_site("readout")
     view = LatentView(cache, sae)
     th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
-    if command == "specialization":
-        from nodeprobe.studies.specialization import specialization_report as fn
-    elif command == "cooperation":
-        from nodeprobe.studies.cooperation import cooperation_report as fn
-    else:
-        from nodeprobe.studies.hull import hull_report as fn
+    fn = _report_fn(command)
     rep_sae = fn(view, mode=mode, **th, **kw)
     rep_nodes = fn(cache, mode=mode, **th, **kw)
     fid = view.fidelity()
-    K = cache.n_classes
-    if command == "specialization":
-        _relabel(rep_sae)
-        sides = {k: ([tuple(c.cls for c in u.learned) for u in r.units], [u.acc for u in r.units])
-                 for k, r in (("sae", rep_sae), ("nodes", rep_nodes))}
-    else:
-        sides = {"sae": _single_units(view, mode, th), "nodes": _single_units(cache, mode, th)}
-    summary = {"sae": _summary("SAE latents", *sides["sae"], K, fid.acc_xhat),
-               "nodes": _summary("readout nodes", *sides["nodes"], K, fid.acc_x)}
+    summary = _sides(command, rep_sae, rep_nodes, lambda: (_single_units(view, mode, th), _single_units(cache, mode, th)),
+                     fid, cache.n_classes, "readout nodes")
     return SAEComparison(command=command, sae=rep_sae, nodes=rep_nodes, summary=summary, fidelity=fid,
                          sae_info=sae.describe(), mode=mode,
                          settings={"cache": str(cache.path), "model_fingerprint": cache.model_fingerprint,
@@ -157,25 +170,12 @@ def _block_comparison(cache, sae: SAEWeights, command: str, site: str, mode: str
                       device=kw.get("device", "cpu"))
     check_site_sae(sae, site, layer, sr.d)
     lat = latent_site_readout(sr, sae)
-    if command == "specialization":
-        from nodeprobe.studies.specialization import specialization_report as fn
-    elif command == "cooperation":
-        from nodeprobe.studies.cooperation import cooperation_report as fn
-    else:
-        from nodeprobe.studies.hull import hull_report as fn
+    fn = _report_fn(command)
     rep_sae = fn(cache, mode=mode, sae=sae, **th, **kw)
     rep_nodes = fn(cache, mode=mode, **th, **kw)
     fid = sae_fidelity(sr.W, sr.b, sr.X, sr.y_local, sae, F=lat.X, n_classes=sr.n_local)
-    K = cache.n_classes
-    if command == "specialization":
-        _relabel(rep_sae)
-        sides = {k: ([tuple(c.cls for c in u.learned) for u in r.units], [u.acc for u in r.units])
-                 for k, r in (("sae", rep_sae), ("nodes", rep_nodes))}
-    else:
-        sides = {"sae": _site_units(lat, mode, th), "nodes": _site_units(sr, mode, th)}
-    where = f"{site} nodes of block {layer}"
-    summary = {"sae": _summary("SAE latents", *sides["sae"], K, fid.acc_xhat),
-               "nodes": _summary(where, *sides["nodes"], K, fid.acc_x)}
+    summary = _sides(command, rep_sae, rep_nodes, lambda: (_site_units(lat, mode, th), _site_units(sr, mode, th)),
+                     fid, cache.n_classes, f"{site} nodes of block {layer}")
     return SAEComparison(command=command, sae=rep_sae, nodes=rep_nodes, summary=summary, fidelity=fid,
                          sae_info=sae.describe(), mode=mode,
                          settings={"cache": str(cache.path), "model_fingerprint": cache.model_fingerprint,
