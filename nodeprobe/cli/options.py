@@ -510,9 +510,8 @@ def unit_sites(site: str, level: str = "node", head_unit: str = "group") -> tupl
 
     if level == "head":
         return ("readout", "z") if head_unit == "group" else ("readout",)
-    if site in ("z",):
-        site = "attn"
-    return tuple(sorted({"readout", CACHE_SITE.get(site, "readout")}, key=("readout", "z", "resid", "mlp").index))
+    own = CACHE_SITE[site]
+    return ("readout",) if own == "readout" else ("readout", own)
 
 
 def readout_settings(epochs: int, seed: int):

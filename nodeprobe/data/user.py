@@ -409,12 +409,16 @@ def user_splits(
     else:
         test_ds, test_where, test_src = None, "", ""
 
-    _check_columns(train_ds, train_where, columns)
-    if train_ds.num_rows == 0:
-        raise NodeprobeError(f"{train_where}: dataset has no rows; allowed: a table with ≥ 1 row")
-    texts = _texts(train_ds, text_column, "text_column", train_where)
-    pairs = _texts(train_ds, text_pair_column, "text_pair_column", train_where) if pair else None
-    raw, kind = _labels(train_ds, label_column, train_where)
+    def side(ds, where: str, what: str):
+        """One table's checked columns: (texts, pairs or None, raw labels, label kind)."""
+        _check_columns(ds, where, columns)
+        if ds.num_rows == 0:
+            raise NodeprobeError(f"{where}: {what} has no rows; allowed: a table with ≥ 1 row")
+        texts = _texts(ds, text_column, "text_column", where)
+        pairs = _texts(ds, text_pair_column, "text_pair_column", where) if pair else None
+        return (texts, pairs, *_labels(ds, label_column, where))
+
+    texts, pairs, raw, kind = side(train_ds, train_where, "dataset")
     train_src = f"user:{p}" + (f":{split}" if split else "")
 
     classes = sorted(set(raw))
@@ -443,12 +447,7 @@ def user_splits(
             whole.subset(test_idx, f"{train_src}[test seed={seed}]"),
         )
 
-    _check_columns(test_ds, test_where, columns)
-    if test_ds.num_rows == 0:
-        raise NodeprobeError(f"{test_where}: test dataset has no rows; allowed: a table with ≥ 1 row")
-    t_texts = _texts(test_ds, text_column, "text_column", test_where)
-    t_pairs = _texts(test_ds, text_pair_column, "text_pair_column", test_where) if pair else None
-    t_raw, t_kind = _labels(test_ds, label_column, test_where)
+    t_texts, t_pairs, t_raw, t_kind = side(test_ds, test_where, "test dataset")
     if t_kind != kind:
         raise NodeprobeError(
             f"label_column={label_column}: {test_where} has {'integer' if t_kind == 'int' else 'string'} "

@@ -153,9 +153,7 @@ def sae_comparison(cache, sae: SAEWeights, command: str, *, mode: str = "zero", 
 
 def _site_units(sr, mode: str, th: dict) -> tuple[list, list[float]]:
     """Λ and accuracy of every single unit of a :class:`~nodeprobe.studies.units.SiteReadout`."""
-    mu = sr.means() if mode == "mean" else None
-    preds = node_predictions(sr.W, sr.b, sr.X, mode, mu).T.contiguous()
-    stats = unit_stats_many(sr.y_local, preds, sr.n_local, **th)
+    stats = unit_stats_many(sr.y_local, sr.node_predictions(mode), sr.n_local, **th)
     return [st.learned for st in stats], [st.acc for st in stats]
 
 

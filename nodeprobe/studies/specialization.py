@@ -38,6 +38,7 @@ from nodeprobe.studies._common import check_cache_matches, check_thresholds
 from nodeprobe.studies.units import ReadoutSettings, SiteReadout, block_readout, latent_site_readout
 
 HEAD_UNITS = ("group", "network")
+TREND_KINDS = ("heads", "attn nodes", "mlp nodes", "resid nodes")  # the family kinds that run along the blocks
 RECALL_MAX_CLASSES = 256  # per-unit recall vectors (label × unit plots) only up to this many classes
 
 
@@ -255,7 +256,7 @@ def _trends(families: list[FamilySummary]) -> list[Trend]:
     from scipy.stats import spearmanr
 
     out = []
-    kinds = sorted({f.kind for f in families if f.layer is not None}, key=lambda k: ("heads", "attn nodes", "mlp nodes", "resid nodes").index(k) if k in ("heads", "attn nodes", "mlp nodes", "resid nodes") else 9)
+    kinds = [k for k in TREND_KINDS if any(f.kind == k and f.layer is not None for f in families)]
     for kind in kinds:
         fams = sorted((f for f in families if f.kind == kind and f.layer is not None), key=lambda f: f.layer)
         if len(fams) < 2:
@@ -276,47 +277,53 @@ def _trends(families: list[FamilySummary]) -> list[Trend]:
     return out
 
 
+def _snp_matrix(yt: torch.Tensor, p: torch.Tensor, Nk: torch.Tensor, learned) -> dict:
+    """One unit's SNP matrix ``C[k, j] / N_k``: rows and columns the classes present (K ≤
+    RECALL_MAX_CLASSES), else rows = its learned classes and columns = its outputs."""
+    K = int(Nk.numel())
+    present = torch.nonzero(Nk > 0).flatten()
+    small = K <= RECALL_MAX_CLASSES
+    rws = present if small else torch.as_tensor(sorted(learned), dtype=torch.long)
+    cols = present if small else torch.unique(p)
+    ri = torch.full((K,), -1, dtype=torch.long)
+    ri[rws] = torch.arange(len(rws))
+    ci = torch.full((K,), -1, dtype=torch.long)
+    ci[cols] = torch.arange(len(cols))
+    keep = (ri[yt] >= 0) & (ci[p] >= 0)
+    C = torch.zeros(len(rws), len(cols), dtype=torch.float64)
+    C.index_put_((ri[yt[keep]], ci[p[keep]]), torch.ones(int(keep.sum()), dtype=torch.float64), accumulate=True)
+    C /= Nk[rws].clamp(min=1)[:, None]
+    return {"rows": [int(v) for v in rws], "cols": [int(v) for v in cols],
+            "matrix": [[round(float(v), 6) for v in r] for r in C]}
+
+
 def _rows(stats, labels: list[str], indices: list[tuple[int, ...]], names: list[str], y=None, preds=None,
           snp: bool = False) -> list[UnitRow]:
     """One UnitRow per unit; with ``y``/``preds`` ([units, N], global ids) the per-class recall
     (K ≤ RECALL_MAX_CLASSES) and, with ``snp``, the SNP matrix."""
     K = len(names)
-    Nk = None
+    Nk = recall = None
     if y is not None:
         yt = torch.as_tensor(y).long()
         Nk = torch.bincount(yt, minlength=K).double()
+        if K <= RECALL_MAX_CLASSES:  # every unit's per-class hits in one bincount over (unit, class)
+            P = torch.as_tensor(preds).long()
+            U = P.shape[0]
+            cell = (torch.arange(U)[:, None] * K + yt[None, :])[P == yt[None, :]]
+            hits = torch.bincount(cell, minlength=U * K).view(U, K).double()
+            recall = torch.where(Nk > 0, hits / Nk.clamp(min=1), torch.zeros_like(hits))
     rows = []
     for q, (st, lab, ix) in enumerate(zip(stats, labels, indices)):
         learned = [ClassStat(int(k), names[k], float(r), float(p), float(l), float(s))
                    for k, r, p, l, s in zip(st.learned, st.recall, st.precision, st.lift, st.snr_per_class)]
         row = UnitRow(lab, ix, st.acc, st.n_outputs, st.n_learned, st.snr if st.n_learned else None,
                       st.mean_precision, learned)
-        if Nk is not None and (K <= RECALL_MAX_CLASSES or snp):
-            p = torch.as_tensor(preds[q]).long()
-            if K <= RECALL_MAX_CLASSES:
-                hit = torch.bincount(yt[p == yt], minlength=K).double()
-                row.recall = [float(v) for v in torch.where(Nk > 0, hit / Nk.clamp(min=1), torch.zeros_like(Nk))]
-            if snp:
-                present = torch.nonzero(Nk > 0).flatten()
-                rws = present if K <= RECALL_MAX_CLASSES else torch.as_tensor(sorted(st.learned), dtype=torch.long)
-                cols = present if K <= RECALL_MAX_CLASSES else torch.unique(p)
-                C = torch.zeros(len(rws), len(cols), dtype=torch.float64)
-                ri = torch.full((K,), -1, dtype=torch.long); ri[rws] = torch.arange(len(rws))
-                ci = torch.full((K,), -1, dtype=torch.long); ci[cols] = torch.arange(len(cols))
-                keep = (ri[yt] >= 0) & (ci[p] >= 0)
-                C.index_put_((ri[yt[keep]], ci[p[keep]]), torch.ones(int(keep.sum()), dtype=torch.float64), accumulate=True)
-                C /= Nk[rws].clamp(min=1)[:, None]
-                row.snp = {"rows": [int(v) for v in rws], "cols": [int(v) for v in cols],
-                           "matrix": [[round(float(v), 6) for v in r] for r in C]}
+        if recall is not None:
+            row.recall = recall[q].tolist()
+        if Nk is not None and snp:
+            row.snp = _snp_matrix(yt, torch.as_tensor(preds[q]).long(), Nk, st.learned)
         rows.append(row)
     return rows
-
-
-def _block_node_preds(sr: SiteReadout, mode: str) -> torch.Tensor:
-    """``[d, N]`` global-class predictions of every node of a block site under its readout."""
-    mu = sr.means() if mode == "mean" else None
-    local = node_predictions(sr.W, sr.b, sr.X, mode, mu).T.contiguous()
-    return sr.classes[local]
 
 
 def head_group_predictions(sr: SiteReadout, mode: str = "zero") -> torch.Tensor:
@@ -431,7 +438,7 @@ def specialization_report(
             if sae is not None:
                 sr = latent_site_readout(sr, sae)
             readouts.append(sr.describe())
-            preds = _block_node_preds(sr, mode)
+            preds = sr.classes[sr.node_predictions(mode)]
             stats = unit_stats_many(sr.y, preds, K, **th)
             n_items = int(sr.y.numel())
             lab = [f"L{l} node {i}" if many else f"node {i}" for i in range(len(stats))]

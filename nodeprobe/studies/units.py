@@ -125,6 +125,13 @@ class SiteReadout:
         """Row indices → global class ids."""
         return self.classes[torch.as_tensor(np.asarray(local), dtype=torch.long)]
 
+    def node_predictions(self, mode: str = "zero") -> Int[Tensor, "d N"]:
+        """Every single node isolated under the readout (zero or mean mode): row indices
+        ``[d, N]`` (map through :attr:`classes` for class ids), by the exact upper envelope."""
+        from nodeprobe.analysis import node_predictions
+
+        return node_predictions(self.W, self.b, self.X, mode, self.means() if mode == "mean" else None).T.contiguous()
+
     def means(self) -> Float[Tensor, "d"]:
         """Mean activation of each node over the analysed items (mean-mode isolation)."""
         return self.X.double().mean(0).float()
