@@ -540,9 +540,9 @@ class LatentView:
 
     def __init__(self, cache, sae: SAEWeights, *, check_hook: bool = True):
         if check_hook:
-            check_readout_sae(sae, int(cache.d_model))
-        elif sae.d_in != int(cache.d_model):
-            raise NodeprobeError(f"sae={sae.name}: d_in {sae.d_in} does not match the readout's d_model {cache.d_model}")
+            check_readout_sae(sae, int(cache.d_readout))
+        elif sae.d_in != int(cache.d_readout):
+            raise NodeprobeError(f"sae={sae.name}: d_in {sae.d_in} does not match the readout's width {cache.d_readout}")
         self.cache = cache
         self.sae = sae
         self._F = self._W = self._b = self._mu = None

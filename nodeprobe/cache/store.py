@@ -287,6 +287,7 @@ def _manifest(model, eval_set, site_list: Sequence[str], mfp: str, dt_name: str,
         "n_layers": spec.n_layers,
         "n_heads": spec.n_heads,
         "d_model": spec.d_model,
+        "d_readout": spec.d_readout,
         "d_head": spec.d_head,
         "dtype": dt_name,
         "readout_file": "readout.safetensors",
@@ -379,6 +380,11 @@ class CacheReader:
     @property
     def d_model(self) -> int:
         return int(self.manifest["d_model"])
+
+    @property
+    def d_readout(self) -> int:
+        """Width of the readout vectors (``d_model``, except an ELECTRA masked LM: its embedding width)."""
+        return int(self.manifest.get("d_readout", self.manifest["d_model"]))
 
     @property
     def n_classes(self) -> int:

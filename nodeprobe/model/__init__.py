@@ -1,11 +1,13 @@
-"""The hooked model: :class:`HookedBert` (``bert``), loading (``loading``), hooks on plain HF models (``attach``).
+"""The hooked model: :class:`HookedBert` (``bert``), one module map per encoder family (``families``),
+loading (``loading``), hooks on plain HF models (``attach``).
 
 Example:
     >>> from nodeprobe.model import load_model                 # doctest: +SKIP
     >>> model = load_model("runs/smoke/finetune/final")        # doctest: +SKIP
 """
 
-from nodeprobe.model.bert import ARCH_KIND, HookedAttention, HookedBert, HookedBlock, Kind, Readout, Rows
+from nodeprobe.model.bert import HookedAttention, HookedBert, HookedBlock, Kind, Readout, Rows
+from nodeprobe.model.families import ARCH_KIND, FAMILIES, Family, family_of
 from nodeprobe.model.config import HookedBertConfig
 from nodeprobe.model.loading import (
     MINILM_ALIASES,
@@ -19,6 +21,6 @@ from nodeprobe.model.loading import (
 )
 
 __all__ = [
-    "ARCH_KIND", "HookedAttention", "HookedBert", "HookedBlock", "Kind", "MINILM_ALIASES", "HookedBertConfig", "Readout",
+    "ARCH_KIND", "FAMILIES", "Family", "family_of", "HookedAttention", "HookedBert", "HookedBlock", "Kind", "MINILM_ALIASES", "HookedBertConfig", "Readout",
     "Rows", "hf_class", "kind_for_task", "load_hf", "load_model", "load_with_tokenizer", "minilm_dir", "resolve_device",
 ]

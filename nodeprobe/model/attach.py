@@ -1,4 +1,6 @@
-"""Hook points on an unwrapped Hugging Face BERT, added with PyTorch hooks and removed on exit.
+"""Hook points on an unwrapped Hugging Face encoder of any supported family (BERT, RoBERTa,
+XLM-R, ELECTRA, DistilBERT: :mod:`nodeprobe.model.families`), added with PyTorch hooks and
+removed on exit.
 
 Use it through :func:`nodeprobe.hooks.attach`; the names, shapes and tensors match :class:`HookedBert`
 (TransformerLens's BERT meanings: ``hook_resid_mid`` is the input of the attention LayerNorm,
@@ -20,6 +22,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.model import families
 from nodeprobe.model.names import (ROOT, BlockHookPoints, EmbedHookPoints, MLMHeadHookPoints, ReadoutHookPoints,
                                    UnembedHookPoints, add_hook_points, check_hook_names, has_hooks)
 
@@ -112,15 +115,18 @@ def _embed_parts(points: nn.Module):
     ``[1, P, D]`` in HF: expanded to the batch, ``[B, P, D]``, as in TransformerLens)."""
     shape = {}
 
+    def word(module, args, out):
+        shape["bp"] = out.shape[:2]  # called first in every family
+        return points.hook_embed(out)
+
     def token_type(module, args, out):
-        shape["bp"] = out.shape[:2]
         return points.hook_token_type_embed(out)
 
     def position(module, args, out):
         bp = shape.get("bp")
         return points.hook_pos_embed(out.expand(*bp, -1) if bp is not None and out.shape[0] == 1 else out)
 
-    return _out(points.hook_embed), token_type, position
+    return word, token_type, position
 
 
 def _pre(hp: HookPoint):
@@ -141,17 +147,20 @@ class AttachedHooks(HookedRootModule):
         super().__init__()
         object.__setattr__(self, "_hf", hf_model)
         arch = type(hf_model).__name__
-        bert = hf_model if arch == "BertModel" else hf_model.bert
+        fam = families.family_of(arch)
+        object.__setattr__(self, "_family", fam)
+        enc = fam.encoder(hf_model)
+        layers = families.get(enc, fam.layers)
         cfg = hf_model.config
         H = cfg.num_attention_heads
-        if any(hasattr(layer.attention.self, "_nodeprobe_attn") for layer in bert.encoder.layer):
+        if any(hasattr(families.get(layer, fam.attn_module), "_nodeprobe_attn") for layer in layers):
             raise NodeprobeError(f"hf_model: this {arch} already has nodeprobe hooks attached (a nested attach() "
                                  "on the same model would lose the outer hooks); use the outer hooked object")
         add_hook_points(self, ROOT)
         self.embed = EmbedHookPoints()
-        self.blocks = nn.ModuleList(BlockHookPoints() for _ in bert.encoder.layer)
-        mlm = arch == "BertForMaskedLM"
-        if mlm:
+        self.blocks = nn.ModuleList(BlockHookPoints() for _ in layers)
+        kind = fam.kind_of(arch)
+        if kind == "mlm":
             self.mlm_head = MLMHeadHookPoints()
             self.unembed = UnembedHookPoints()
         self.readout = ReadoutHookPoints()
@@ -160,39 +169,43 @@ class AttachedHooks(HookedRootModule):
         self._saved_attn = None
         try:
             reg = self._handles.append
-            emb = bert.embeddings
+            g = lambda root, path: families.get(root, path)  # noqa: E731
             word, token_type, position = _embed_parts(self.embed)
-            reg(emb.word_embeddings.register_forward_hook(word))
-            reg(emb.token_type_embeddings.register_forward_hook(token_type))
-            reg(emb.position_embeddings.register_forward_hook(position))
-            reg(emb.LayerNorm.register_forward_hook(_layer_norm(self.embed.ln)))
-            reg(emb.register_forward_hook(_out(self.hook_full_embed)))
-            for layer, blk in zip(bert.encoder.layer, self.blocks):
-                att = layer.attention.self
+            reg(g(enc, fam.word).register_forward_hook(word))
+            if fam.token_type is not None:
+                reg(g(enc, fam.token_type).register_forward_hook(token_type))
+            reg(g(enc, fam.position).register_forward_hook(position))
+            reg(g(enc, fam.embed_ln).register_forward_hook(_layer_norm(self.embed.ln)))
+            project = g(enc, fam.embed_project)
+            embeddings = g(enc, fam.embed_ln.rsplit(".", 1)[0])
+            reg((project or embeddings).register_forward_hook(_out(self.hook_full_embed)))
+            for layer, blk in zip(layers, self.blocks):
+                at = lambda path: g(layer, path)  # noqa: E731
                 reg(layer.register_forward_pre_hook(_pre(blk.hook_resid_pre), with_kwargs=True))
-                reg(att.query.register_forward_hook(_split_heads(blk.attn.hook_q, H)))
-                reg(att.key.register_forward_hook(_split_heads(blk.attn.hook_k, H)))
-                reg(att.value.register_forward_hook(_split_heads(blk.attn.hook_v, H)))
-                out = layer.attention.output
-                reg(out.dense.register_forward_pre_hook(_split_heads_pre(blk.attn.hook_z, H)))
-                reg(out.dense.register_forward_hook(_out(blk.hook_attn_out)))
-                reg(out.LayerNorm.register_forward_pre_hook(_in(blk.hook_resid_mid)))
-                reg(out.LayerNorm.register_forward_hook(_layer_norm(blk.ln1)))
-                reg(layer.intermediate.dense.register_forward_hook(_out(blk.mlp.hook_pre)))
-                reg(layer.intermediate.register_forward_hook(_out(blk.mlp.hook_post)))
-                reg(layer.output.dense.register_forward_hook(_out(blk.hook_mlp_out)))
-                reg(layer.output.LayerNorm.register_forward_pre_hook(_in(blk.hook_resid_post)))
-                reg(layer.output.LayerNorm.register_forward_hook(_layer_norm(blk.ln2)))
+                reg(at(fam.q).register_forward_hook(_split_heads(blk.attn.hook_q, H)))
+                reg(at(fam.k).register_forward_hook(_split_heads(blk.attn.hook_k, H)))
+                reg(at(fam.v).register_forward_hook(_split_heads(blk.attn.hook_v, H)))
+                reg(at(fam.o).register_forward_pre_hook(_split_heads_pre(blk.attn.hook_z, H)))
+                reg(at(fam.o).register_forward_hook(_out(blk.hook_attn_out)))
+                reg(at(fam.ln1).register_forward_pre_hook(_in(blk.hook_resid_mid)))
+                reg(at(fam.ln1).register_forward_hook(_layer_norm(blk.ln1)))
+                reg(at(fam.fc_in).register_forward_hook(_out(blk.mlp.hook_pre)))
+                reg(at(fam.mlp_post).register_forward_hook(_out(blk.mlp.hook_post)))
+                reg(at(fam.fc_out).register_forward_hook(_out(blk.hook_mlp_out)))
+                reg(at(fam.ln2).register_forward_pre_hook(_in(blk.hook_resid_post)))
+                reg(at(fam.ln2).register_forward_hook(_layer_norm(blk.ln2)))
                 reg(layer.register_forward_hook(_out(blk.hook_normalized_resid_post)))
-                att._nodeprobe_attn = blk.attn
-            if mlm:
-                pred = hf_model.cls.predictions
-                reg(pred.transform.LayerNorm.register_forward_hook(_layer_norm(self.mlm_head.ln)))
-                reg(pred.transform.register_forward_hook(_out(self.readout.hook_in)))
-                reg(pred.decoder.register_forward_pre_hook(_in(self.unembed.hook_in)))
-                reg(pred.decoder.register_forward_hook(_out(self.unembed.hook_out)))
-            elif bert.pooler is not None:
-                reg(bert.pooler.register_forward_hook(_out(self.readout.hook_in)))
+                at(fam.attn_module)._nodeprobe_attn = blk.attn
+            if kind == "mlm":
+                head = fam.mlm
+                reg(g(hf_model, head.norm).register_forward_hook(_layer_norm(self.mlm_head.ln)))
+                reg(g(hf_model, head.out).register_forward_pre_hook(_in(self.readout.hook_in)))
+                reg(g(hf_model, head.out).register_forward_pre_hook(_in(self.unembed.hook_in)))
+                reg(g(hf_model, head.out).register_forward_hook(_out(self.unembed.hook_out)))
+            elif kind == "cls":  # the vector entering the final linear map (dropout: identity in eval mode)
+                reg(g(hf_model, fam.cls.out).register_forward_pre_hook(_in(self.readout.hook_in)))
+            elif g(enc, fam.pooler) is not None:
+                reg(g(enc, fam.pooler).register_forward_hook(_out(self.readout.hook_in)))
             _register_attention()
             self._saved_attn = cfg._attn_implementation
             cfg._attn_implementation = _ATTN_NAME
@@ -212,10 +225,11 @@ class AttachedHooks(HookedRootModule):
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        bert = self._hf if type(self._hf).__name__ == "BertModel" else self._hf.bert
-        for layer in bert.encoder.layer:
-            if hasattr(layer.attention.self, "_nodeprobe_attn"):
-                del layer.attention.self._nodeprobe_attn
+        fam = self._family
+        for layer in families.get(fam.encoder(self._hf), fam.layers):
+            attn = families.get(layer, fam.attn_module)
+            if hasattr(attn, "_nodeprobe_attn"):
+                del attn._nodeprobe_attn
         if self._swapped:  # restore even when the saved value is None
             self._hf.config._attn_implementation = self._saved_attn
             self._swapped = False

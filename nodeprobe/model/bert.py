@@ -70,6 +70,8 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.model import families
+from nodeprobe.model.families import Family
 from nodeprobe.model.weights import AttentionWeights, MLPWeights, ModelWeights
 from nodeprobe.model.config import HookedBertConfig
 from nodeprobe.model.tl_surface import RETURN_TYPES, TransformerLensSurface
@@ -77,12 +79,6 @@ from nodeprobe.model.names import (ROOT, AttnHookPoints, BlockHookPoints, EmbedH
                                    ReadoutHookPoints, UnembedHookPoints, add_hook_points, check_hook_names, has_hooks)
 
 Kind = Literal["mlm", "cls", "base"]  # the output head: masked LM, classifier, bare encoder
-ARCH_KIND = {
-    "BertForMaskedLM": "mlm",
-    "BertForPreTraining": "mlm",
-    "BertForSequenceClassification": "cls",
-    "BertModel": "base",
-}
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,26 +152,46 @@ class HookedLayerNorm(LNHookPoints):
 
 
 class HookedEmbed(EmbedHookPoints):
-    """BERT's embedding layer: ``embed.hook_embed`` (token), ``hook_pos_embed``, ``hook_token_type_embed``
-    (each ``[B, P, D]``), their sum through ``embed.ln``, then dropout (as ``BertEmbeddings``)."""
+    """The embedding layer: ``embed.hook_embed`` (token), ``hook_pos_embed``, ``hook_token_type_embed``
+    (each ``[B, P, E]``; no token types in DistilBERT), their sum through ``embed.ln``, dropout, and
+    ELECTRA's projection to the hidden size when ``E ≠ D`` — as the family's HF embeddings compute it.
 
-    def __init__(self, hf_embeddings: nn.Module):
-        super().__init__(HookedLayerNorm(hf_embeddings.LayerNorm))
-        object.__setattr__(self, "_hf", hf_embeddings)
+    Position ids are ``0 … P−1`` (BERT, ELECTRA, DistilBERT) or, for RoBERTa/XLM-R, counted from
+    ``pad_token_id + 1`` over the non-pad tokens with pads at ``pad_token_id`` (HF's
+    ``create_position_ids_from_input_ids``)."""
+
+    def __init__(self, encoder: nn.Module, family: Family, pad_id: int | None):
+        super().__init__(HookedLayerNorm(families.get(encoder, family.embed_ln)))
+        g = lambda path: families.get(encoder, path)  # noqa: E731
+        for name, path in (("_word", family.word), ("_pos", family.position), ("_types", family.token_type),
+                           ("_project", family.embed_project)):
+            object.__setattr__(self, name, g(path))  # not submodules: the weights are HookedBert.hf's
+        object.__setattr__(self, "_dropout", g(family.embed_dropout) or families.identity)
+        self.pad_id = pad_id if family.positions_from_pad else None
+
+    def position_ids(self, input_ids: Int[Tensor, "B P"]) -> Int[Tensor, "B P"] | Int[Tensor, "1 P"]:
+        """The position ids HF gives ``input_ids`` (``[1, P]`` when they do not depend on the tokens)."""
+        P = input_ids.shape[1]
+        if self.pad_id is None:
+            return torch.arange(P, device=input_ids.device)[None]
+        real = input_ids.ne(self.pad_id).int()
+        return (torch.cumsum(real, dim=1).type_as(real) * real).long() + self.pad_id
 
     def forward(self, input_ids: Int[Tensor, "B P"], token_type_ids: Int[Tensor, "B P"] | None = None
                 ) -> Float[Tensor, "B P D"]:
-        emb = self._hf
         B, P = input_ids.shape
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = emb.word_embeddings(input_ids)
-        t = emb.token_type_embeddings(token_type_ids)
-        p = emb.position_embeddings(emb.position_ids[:, :P])  # [1, P, D]
-        if has_hooks(self.hook_embed, self.hook_token_type_embed, self.hook_pos_embed):
-            x, t = self.hook_embed(x), self.hook_token_type_embed(t)
-            p = self.hook_pos_embed(p.expand(B, P, -1).contiguous())  # [B, P, D], editable in place
-        return emb.dropout(self.ln(x + t + p))
+        hooked = has_hooks(self.hook_embed, self.hook_token_type_embed, self.hook_pos_embed)
+        hook = (lambda hp, v: hp(v)) if hooked else (lambda hp, v: v)  # noqa: E731
+        x = hook(self.hook_embed, self._word(input_ids))
+        if self._types is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            x = x + hook(self.hook_token_type_embed, self._types(token_type_ids))
+        p = self._pos(self.position_ids(input_ids))  # [1 | B, P, E]
+        if hooked:
+            p = self.hook_pos_embed(p.expand(B, P, -1).contiguous())  # [B, P, E], editable in place
+        out = self._dropout(self.ln(x + p))
+        return out if self._project is None else self._project(out)
 
 
 class HookedAttention(AttnHookPoints, AttentionWeights):
@@ -191,7 +207,7 @@ class HookedAttention(AttnHookPoints, AttentionWeights):
         # pattern) needs the eager path: the fused kernel never materialises them.
         return has_hooks(self.hook_pattern, self.hook_attn_scores)
 
-    def forward(self, hf_self_attn: nn.Module, x: Float[Tensor, "B P D"], mask: Tensor | None,
+    def forward(self, x: Float[Tensor, "B P D"], mask: Tensor | None,
                 rows: Rows | None = None, qkv_input: tuple[Tensor, Tensor, Tensor] | None = None):
         """Head outputs ``z`` ``[B, P, H, Dh]``; with ``rows``, only at those rows ``[n, H, Dh]``
         (the rows attend to every position of their item; no hook points are called).
@@ -201,17 +217,17 @@ class HookedAttention(AttnHookPoints, AttentionWeights):
         B, P, _ = x.shape
         H, Dh = self.n_heads, self.d_head
         if rows is not None:
-            return self._rows(hf_self_attn, x, mask, rows)
+            return self._rows(x, mask, rows)
         if qkv_input is None:
-            q, k, v = (lin(x).view(B, P, H, Dh) for lin in (hf_self_attn.query, hf_self_attn.key, hf_self_attn.value))
+            q, k, v = (lin(x).view(B, P, H, Dh) for lin in (self._q, self._k, self._v))
         else:
             q, k, v = (torch.einsum("bphd,hde->bphe", i, w) + b for i, w, b in
                        zip(qkv_input, (self.W_Q, self.W_K, self.W_V), (self.b_Q, self.b_K, self.b_V)))
         q = self.hook_q(q).transpose(1, 2)
         k = self.hook_k(k).transpose(1, 2)
         v = self.hook_v(v).transpose(1, 2)
-        training = hf_self_attn.training
-        p_drop = hf_self_attn.dropout.p if training else 0.0
+        training = self._drop.training
+        p_drop = self._drop.p if training else 0.0
         if self._needs_eager():
             scores = torch.matmul(q, k.transpose(2, 3)) * (Dh**-0.5)
             if mask is not None:
@@ -224,7 +240,7 @@ class HookedAttention(AttnHookPoints, AttentionWeights):
             z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop, scale=Dh**-0.5)
         return self.hook_z(z.transpose(1, 2))  # [B, P, H, Dh]
 
-    def _rows(self, hf_self_attn: nn.Module, x: Tensor, mask: Tensor | None, rows: Rows) -> Tensor:
+    def _rows(self, x: Tensor, mask: Tensor | None, rows: Rows) -> Tensor:
         """Attention of the selected rows without projecting every position's keys and values.
 
         Per head h, ``q_h·k_hj = (W_K,hᵀ q_h)·x_j + q_h·b_K,h``; the last term is the same for every
@@ -235,9 +251,9 @@ class HookedAttention(AttnHookPoints, AttentionWeights):
         B, P, D = x.shape
         H, Dh = self.n_heads, self.d_head
         n = rows.b.numel()
-        q = hf_self_attn.query(x[rows.b, rows.p]).view(n, H, Dh)
-        w_k = hf_self_attn.key.weight.view(H, Dh, D)
-        w_v = hf_self_attn.value.weight.view(H, Dh, D)
+        q = self._q(x[rows.b, rows.p]).view(n, H, Dh)
+        w_k = self._k.weight.view(H, Dh, D)
+        w_v = self._v.weight.view(H, Dh, D)
         u = torch.einsum("nhe,hed->nhd", q, w_k) * (Dh**-0.5)  # [n, H, D]: scores of a row = u · x_j
         up = u.new_zeros(B, rows.width, H, D)  # per item (unused slots: 0)
         up[rows.b, rows.slot] = u
@@ -245,10 +261,10 @@ class HookedAttention(AttnHookPoints, AttentionWeights):
         if mask is not None:
             scores = scores + mask.view(B, 1, P)
         pattern = F.softmax(scores, dim=-1)
-        if hf_self_attn.training:
-            pattern = F.dropout(pattern, p=hf_self_attn.dropout.p, training=True)
+        if self._drop.training:
+            pattern = F.dropout(pattern, p=self._drop.p, training=True)
         xbar = torch.bmm(pattern, x).view(B, rows.width, H, D)[rows.b, rows.slot]  # [n, H, D]
-        return torch.einsum("nhd,hed->nhe", xbar, w_v) + hf_self_attn.value.bias.view(H, Dh)  # [n, H, Dh]
+        return torch.einsum("nhd,hed->nhe", xbar, w_v) + self._v.bias.view(H, Dh)  # [n, H, Dh]
 
 
 class HookedMLP(nn.Module, MLPWeights):
@@ -264,13 +280,22 @@ class HookedBlock(BlockHookPoints):
         ln2 → hook_normalized_resid_post = LN2(y + m)   (the block's output)
     """
 
-    def __init__(self, hf_layer: nn.Module, n_heads: int, d_head: int, cfg: HookedBertConfig | None = None):
-        super().__init__(HookedAttention(n_heads, d_head, cfg), HookedMLP(),
-                         HookedLayerNorm(hf_layer.attention.output.LayerNorm), HookedLayerNorm(hf_layer.output.LayerNorm))
+    def __init__(self, hf_layer: nn.Module, n_heads: int, d_head: int, cfg: HookedBertConfig | None = None,
+                 family: Family | None = None):
+        fam = family or families.FAMILIES["bert"]
+        g = lambda path: families.get(hf_layer, path)  # noqa: E731
+        super().__init__(HookedAttention(n_heads, d_head, cfg), HookedMLP(), HookedLayerNorm(g(fam.ln1)),
+                         HookedLayerNorm(g(fam.ln2)))
         object.__setattr__(self, "_hf", hf_layer)  # not a submodule: weights are owned by HookedBert.hf
         object.__setattr__(self, "cfg", cfg)
-        object.__setattr__(self.attn, "_hf_attention", hf_layer.attention)  # for W_Q … (weights.py)
-        object.__setattr__(self.mlp, "_hf_layer", hf_layer)  # for W_in …
+        # the family's modules, by role (weights.py reads them for W_Q …, W_in …)
+        for part, name, path in ((self.attn, "_q", fam.q), (self.attn, "_k", fam.k), (self.attn, "_v", fam.v),
+                                 (self.attn, "_drop", fam.attn_dropout), (self.attn, "_o", fam.o),
+                                 (self.mlp, "_fc_in", fam.fc_in), (self.mlp, "_fc_out", fam.fc_out)):
+            object.__setattr__(part, name, g(path))
+        object.__setattr__(self, "_o_drop", g(fam.o_dropout) or families.identity)
+        object.__setattr__(self, "_act", families.activation(hf_layer, fam.act))
+        object.__setattr__(self, "_mlp_drop", g(fam.mlp_dropout) or families.identity)
 
     def has_hooks(self) -> bool:
         """Whether any hook (forward, pre-forward or backward) is attached to a hook point of this block."""
@@ -302,12 +327,12 @@ class HookedBlock(BlockHookPoints):
             else:
                 attn_in = self.hook_attn_in(per_head())
                 qkv = (attn_in, attn_in, attn_in)
-        return self.attn(self._hf.attention.self, x, mask, rows, qkv)
+        return self.attn(x, mask, rows, qkv)
 
     def attn_output(self, z: Float[Tensor, "... H Dh"]) -> Float[Tensor, "... D"]:
         """``a = Σ_h z_h W_O[h] + b_O``; with ``cfg.use_attn_result`` through ``attn.hook_result``
         (``[..., H, D]``, per-head terms without ``b_O``) as TransformerLens computes it."""
-        dense = self._hf.attention.output.dense
+        dense = self.attn._o
         if self.cfg is not None and self.cfg.use_attn_result and z.dim() == 4:
             result = self.attn.hook_result(torch.einsum("...hd,hdm->...hm", z, self.attn.W_O))
             return result.sum(-2) + dense.bias
@@ -321,17 +346,15 @@ class HookedBlock(BlockHookPoints):
         A head sweep computes ``z`` once per block and calls ``finish`` with each head's ablated
         copy: ablating a head's ``z`` leaves the block's queries, keys, values and pattern as they are.
         """
-        layer = self._hf
         attn_out = self.hook_attn_out(self.attn_output(z))
-        resid_mid = self.hook_resid_mid(x + layer.attention.output.dropout(attn_out))
+        resid_mid = self.hook_resid_mid(x + self._o_drop(attn_out))
         if self.cfg is not None and self.cfg.use_hook_mlp_in:
             resid_mid = self.hook_mlp_in(resid_mid.clone())
         y = self.ln1(resid_mid)
-        pre = self.mlp.hook_pre(layer.intermediate.dense(y))
-        post = self.mlp.hook_post(layer.intermediate.intermediate_act_fn(pre))
-        o = layer.output
-        mlp_out = self.hook_mlp_out(o.dense(post))
-        resid_post = self.hook_resid_post(y + o.dropout(mlp_out))
+        pre = self.mlp.hook_pre(self.mlp._fc_in(y))
+        post = self.mlp.hook_post(self._act(pre))
+        mlp_out = self.hook_mlp_out(self.mlp._fc_out(post))
+        resid_post = self.hook_resid_post(y + self._mlp_drop(mlp_out))
         return self.hook_normalized_resid_post(self.ln2(resid_post))
 
 
@@ -359,23 +382,33 @@ class HookedBert(TransformerLensSurface, HookedRootModule, ModelWeights):
     def __init__(self, hf_model: nn.Module, kind: Kind | None = None, tokenizer=None):
         super().__init__()
         arch = type(hf_model).__name__
-        if kind is None:
-            kind = ARCH_KIND.get(arch)
-            if kind is None:
-                raise NodeprobeError(f"model class {arch}: expected one of {', '.join(ARCH_KIND)}")
+        family = families.family_of(arch)  # one line naming an unsupported class and the supported ones
+        has = family.kind_of(arch)
+        kind = kind or has
+        if kind not in ("mlm", "cls", "base"):
+            raise NodeprobeError(f"kind={kind!r}: expected 'mlm', 'cls' or 'base'")
+        if kind != "base" and kind != has:
+            raise NodeprobeError(f"kind={kind}: a {arch} has {'no output head' if has == 'base' else f'a {has} head'}")
         self.hf = hf_model
         self.kind = kind
+        self.family = family
         self.tokenizer = tokenizer
-        # the encoder inside ``hf``: not registered a second time (state_dict lists each weight once)
-        object.__setattr__(self, "bert", hf_model if arch == "BertModel" else hf_model.bert)
+        # the encoder inside ``hf``: not registered a second time (state_dict lists each weight once);
+        # ``bert`` is its historical name (the encoder of any family)
+        encoder = family.encoder(hf_model)
+        object.__setattr__(self, "encoder", encoder)
+        object.__setattr__(self, "bert", encoder)
         param = next(hf_model.parameters())
-        self._cfg = HookedBertConfig.from_hf(hf_model.config, kind, device=param.device, dtype=param.dtype)
+        self._cfg = HookedBertConfig.from_hf(hf_model.config, kind, device=param.device, dtype=param.dtype,
+                                             family=family, hf_model=hf_model)
         add_hook_points(self, ROOT)
-        self.embed = HookedEmbed(self.bert.embeddings)
-        layers = self.bert.encoder.layer
-        self.blocks = nn.ModuleList(HookedBlock(l, self.cfg.n_heads, self.cfg.d_head, self.cfg) for l in layers)
+        self.embed = HookedEmbed(encoder, family, getattr(hf_model.config, "pad_token_id", None))
+        layers = families.get(encoder, family.layers)
+        self.blocks = nn.ModuleList(HookedBlock(l, self.cfg.n_heads, self.cfg.d_head, self.cfg, family) for l in layers)
+        object.__setattr__(self, "_head", _HeadParts.of(hf_model, family, kind))
+        object.__setattr__(self, "_pooler", families.get(encoder, family.pooler))
         if kind == "mlm":
-            self.mlm_head = MLMHeadHookPoints(HookedLayerNorm(hf_model.cls.predictions.transform.LayerNorm))
+            self.mlm_head = MLMHeadHookPoints(HookedLayerNorm(self._head.norm))
             self.unembed = UnembedHookPoints()
         self.readout = Readout()
         self.setup()
@@ -411,13 +444,12 @@ class HookedBert(TransformerLensSurface, HookedRootModule, ModelWeights):
         Example:
             >>> W, b = model.readout_weights()   # doctest: +SKIP
         """
-        if self.kind == "mlm":
-            dec = self.hf.cls.predictions.decoder
-            bias = dec.bias if dec.bias is not None else self.hf.cls.predictions.bias
-            return dec.weight.detach(), bias.detach()
-        if self.kind == "cls":
-            return self.hf.classifier.weight.detach(), self.hf.classifier.bias.detach()
-        raise NodeprobeError("a bare BertModel has no readout: load a masked-LM or classifier checkpoint")
+        if self.kind == "base":
+            raise NodeprobeError(f"a bare {type(self.hf).__name__} has no readout: load a masked-LM or classifier "
+                                 "checkpoint")
+        out = self._head.out
+        bias = out.bias if out.bias is not None else self._head.bias
+        return out.weight.detach(), bias.detach()
 
     # ------------------------------------------------------------------ forward
     def _check_ids(self, input_ids: Tensor) -> None:
@@ -436,7 +468,12 @@ class HookedBert(TransformerLensSurface, HookedRootModule, ModelWeights):
     def _check_token_types(self, token_type_ids: Tensor | None) -> None:
         if token_type_ids is None or not token_type_ids.numel():
             return
-        n_types = self.bert.embeddings.token_type_embeddings.num_embeddings
+        if self.embed._types is None:
+            if bool(token_type_ids.any()):
+                raise NodeprobeError(f"token_type_ids: a {type(self.hf).__name__} has no token types (give zeros or "
+                                     "none)")
+            return
+        n_types = self.embed._types.num_embeddings
         lo, hi = int(token_type_ids.min()), int(token_type_ids.max())
         if lo < 0 or hi >= n_types:
             bad = hi if hi >= n_types else lo
@@ -612,16 +649,54 @@ class HookedBert(TransformerLensSurface, HookedRootModule, ModelWeights):
         at ``positions`` (MLM) or ``[B, D]`` at [CLS] (classifier).
         """
         rows_given = x.dim() == 2
+        hd = self._head
         if self.kind == "mlm":
             if positions is not None and not rows_given:
                 x = x[positions]
-            pred = self.hf.cls.predictions
-            t = pred.transform
-            h = self.readout.hook_in(self.mlm_head.ln(t.transform_act_fn(t.dense(x))))
-            return self.unembed.hook_out(pred.decoder(self.unembed.hook_in(h)))
+            h = self.readout.hook_in(self.mlm_head.ln(hd.act(hd.dense(x))))
+            return self.unembed.hook_out(hd.out(self.unembed.hook_in(h)))
         if self.kind == "cls":
-            pooled = self.readout.hook_in(self.bert.pooler(x[:, None] if rows_given else x))
-            return self.hf.classifier(self.hf.dropout(pooled))
-        if self.bert.pooler is not None:
-            self.readout.hook_in(self.bert.pooler(x))
+            v = self.readout.hook_in(hd.act(hd.dense(hd.drop_in(x if rows_given else x[:, 0]))))
+            return hd.out(hd.drop_mid(v))
+        if self._pooler is not None:
+            self.readout.hook_in(self._pooler(x))
         return x
+
+    def readout_path(self, x: Float[Tensor, "n D"]) -> Float[Tensor, "n K"]:
+        """The trained head applied to residual rows ``x`` ``[n, D]`` without hook points (the logit
+        lens, METHODS §4): MLM ``dense → act → LayerNorm → decoder``, classifier the head on each row
+        as if it were the first token.
+
+        Example:
+            >>> logits = model.readout_path(cache["blocks.2.hook_normalized_resid_post"][:, 0])  # doctest: +SKIP
+        """
+        hd = self._head
+        if self.kind == "mlm":
+            return hd.out(hd.norm(hd.act(hd.dense(x))))
+        if self.kind == "cls":
+            return hd.out(hd.drop_mid(hd.act(hd.dense(hd.drop_in(x)))))
+        raise NodeprobeError(f"a bare {type(self.hf).__name__} has no readout path: load a masked-LM or classifier "
+                             "checkpoint")
+
+
+@dataclass(frozen=True)
+class _HeadParts:
+    """The modules of an output head, resolved from its family's :class:`~nodeprobe.model.families.Head`."""
+
+    dense: nn.Module | None = None
+    act: object = None
+    out: nn.Module | None = None
+    norm: nn.Module | None = None
+    drop_in: object = families.identity
+    drop_mid: object = families.identity
+    bias: Tensor | None = None
+
+    @classmethod
+    def of(cls, hf_model: nn.Module, family: Family, kind: str) -> "_HeadParts":
+        if kind == "base":
+            return cls()
+        h = family.mlm if kind == "mlm" else family.cls
+        g = lambda path: families.get(hf_model, path)  # noqa: E731
+        return cls(dense=g(h.dense), act=families.activation(hf_model, h.act), out=g(h.out), norm=g(h.norm),
+                   drop_in=g(h.drop_in) or families.identity, drop_mid=g(h.drop_mid) or families.identity,
+                   bias=g(h.bias))

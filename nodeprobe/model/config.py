@@ -39,7 +39,11 @@ class HookedBertConfig(TransformerLensConfig):
     """TransformerLens's config of a post-LayerNorm BERT encoder, plus nodeprobe's head fields.
 
     ``kind``: the output head (``mlm`` | ``cls`` | ``base``); ``n_classes``: readout classes K
-    (vocab size for MLM, labels for a classifier, 0 for a bare encoder); ``n_types``: token types.
+    (vocab size for MLM, labels for a classifier, 0 for a bare encoder); ``n_types``: token types
+    (0: DistilBERT has none); ``family``: the encoder family (:mod:`nodeprobe.model.families`);
+    ``d_readout``: the width of ``readout.hook_in`` (``d_model``, except an ELECTRA masked LM whose
+    head maps to its embedding width).  ``n_ctx`` is the longest usable sequence (RoBERTa's position
+    table holds ``pad_token_id + 1`` more rows).
     """
 
     kind: str = "mlm"
@@ -51,24 +55,36 @@ class HookedBertConfig(TransformerLensConfig):
     original_architecture: Optional[str] = None
     model_name: str = "bert"
     attention_dir: str = "bidirectional"
+    family: str = "bert"
+    d_readout: int = -1
 
     @classmethod
     def from_hf(cls, hf_config, kind: str, device: str | torch.device | None = "cpu",
-                dtype: torch.dtype = torch.float32) -> "HookedBertConfig":
-        """Fill the config from a Hugging Face ``BertConfig`` (``kind`` names the output head)."""
-        if hf_config.hidden_size % hf_config.num_attention_heads:
-            raise NodeprobeError(f"hidden size {hf_config.hidden_size} does not divide into "
-                                 f"{hf_config.num_attention_heads} heads")
-        n_classes = {"mlm": hf_config.vocab_size, "cls": getattr(hf_config, "num_labels", 0), "base": 0}[kind]
-        act = getattr(hf_config, "hidden_act", "gelu")
+                dtype: torch.dtype = torch.float32, family=None, hf_model=None) -> "HookedBertConfig":
+        """Fill the config from a Hugging Face config of ``family`` (default BERT; ``kind`` names the
+        output head; ``hf_model``, when given, supplies ELECTRA's MLM readout width)."""
+        from nodeprobe.model.families import FAMILIES
+
+        fam = family or FAMILIES["bert"]
+        size = {k: getattr(hf_config, v) for k, v in fam.size_keys.items()}
+        if size["d_model"] % size["n_heads"]:
+            raise NodeprobeError(f"hidden size {size['d_model']} does not divide into {size['n_heads']} heads")
+        n_classes = {"mlm": size["d_vocab"], "cls": getattr(hf_config, "num_labels", 0), "base": 0}[kind]
+        act = getattr(hf_config, fam.act_key, "gelu")
+        n_ctx = fam.max_len(hf_config)  # RoBERTa: positions from pad_id + 1, so pad_id + 1 fewer usable ones
+        d_readout = size["d_model"]
+        if kind == "mlm" and hf_model is not None:
+            from nodeprobe.model.families import get
+
+            d_readout = int(get(hf_model, fam.mlm.out).weight.shape[1])  # ELECTRA: embedding_size
         return cls(
-            d_model=hf_config.hidden_size,
-            d_head=hf_config.hidden_size // hf_config.num_attention_heads,
-            n_layers=hf_config.num_hidden_layers,
-            n_ctx=hf_config.max_position_embeddings,
-            n_heads=hf_config.num_attention_heads,
-            d_mlp=hf_config.intermediate_size,
-            d_vocab=hf_config.vocab_size,
+            d_model=size["d_model"],
+            d_head=size["d_model"] // size["n_heads"],
+            n_layers=size["n_layers"],
+            n_ctx=n_ctx,
+            n_heads=size["n_heads"],
+            d_mlp=size["d_mlp"],
+            d_vocab=size["d_vocab"],
             d_vocab_out=n_classes if kind != "base" else -1,
             device=str(device) if device is not None else "cpu",
             eps=float(getattr(hf_config, "layer_norm_eps", 1e-12)),
@@ -78,9 +94,11 @@ class HookedBertConfig(TransformerLensConfig):
             dtype=dtype,
             kind=kind,
             n_classes=n_classes,
-            n_types=getattr(hf_config, "type_vocab_size", 2),
+            n_types=getattr(hf_config, "type_vocab_size", 2) if fam.token_type else 0,
             original_architecture=(getattr(hf_config, "architectures", None) or [None])[0],
-            model_name=getattr(hf_config, "_name_or_path", "") or "bert",
+            model_name=getattr(hf_config, "_name_or_path", "") or fam.name,
+            family=fam.name,
+            d_readout=d_readout,
         )
 
     @property

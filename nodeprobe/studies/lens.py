@@ -51,15 +51,10 @@ def _device(model) -> torch.device:
 
 def lens_path(model) -> Callable[[Tensor], Tensor]:
     """``r [n, d] → logits [n, K]``: the trained readout path after the residual stream."""
-    if model.kind == "mlm":
-        pred = model.hf.cls.predictions
-        return lambda x: pred.decoder(pred.transform(x))
-    if model.kind == "cls":
-        pooler = model.bert.pooler
-        if pooler is None:  # pragma: no cover - BertForSequenceClassification always has one
-            raise NodeprobeError("this classifier has no pooler: the logit lens needs the trained pooler")
-        return lambda x: model.hf.classifier(pooler.activation(pooler.dense(x)))
-    raise NodeprobeError("a bare BertModel has no readout path: load a masked-LM or classifier checkpoint")
+    if model.kind not in ("mlm", "cls"):
+        raise NodeprobeError(f"a bare {type(model.hf).__name__} has no readout path: load a masked-LM or classifier "
+                             "checkpoint")
+    return model.readout_path
 
 
 def _rows_per_chunk(model, width: int) -> int:

@@ -153,10 +153,11 @@ def load_checkpoint_model(ck: Checkpoint, kind: str, device: str = "cpu"):
         cfg = transformers.AutoConfig.from_pretrained(ck.config_from)
     except Exception as e:
         raise NodeprobeError(f"run={ck.config_from}: unreadable config.json ({type(e).__name__})") from None
-    if cfg.model_type != "bert":
-        raise NodeprobeError(f"run={ck.config_from}: model_type {cfg.model_type!r}, expected 'bert'")
+    from nodeprobe.model.families import family_of_type
+
+    fam = family_of_type(cfg.model_type, f"run={ck.config_from}")
     torch.manual_seed(ck.seed)
-    hf = hf_class(kind)(cfg).eval()
+    hf = hf_class(kind, fam.name)(cfg).eval()
     return load_model(hf, kind=kind, device=device)
 
 
