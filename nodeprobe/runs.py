@@ -20,12 +20,12 @@ from pathlib import Path
 from nodeprobe.errors import NodeprobeError
 
 #: the reproduce stage whose model fits a task (``None``: whatever head, the pre-trained MLM)
-STAGE_OF_TASK = {None: "pretrain", "mlm": "pretrain", "fewrel": "finetune", "dbpedia": None}
+STAGE_OF_TASK = {None: "pretrain", "mlm": "pretrain", "fewrel": "finetune", "dbpedia": None, "dataset": None}
 
 
 def stage_of(task: str | None) -> str | None:
     """The ``reproduce`` stage (run folder name) whose model fits ``task``; ``None`` if reproduce
-    trains none (``dbpedia``).
+    trains none (``dbpedia``, ``dataset``: your own table).
 
     Example:
         >>> stage_of("fewrel")

@@ -43,6 +43,7 @@ def test_no_runs_folder_and_ties(tmp_path):
 
 
 def test_bad_task_names_the_parameter():
-    with pytest.raises(NodeprobeError, match=r"^task=xyz: expected one of mlm, fewrel, dbpedia$"):
+    with pytest.raises(NodeprobeError, match=r"^task=xyz: expected one of mlm, fewrel, dbpedia, dataset$"):
         stage_of("xyz")
-    assert [stage_of(t) for t in ("mlm", "fewrel", "dbpedia", None)] == ["pretrain", "finetune", None, "pretrain"]
+    assert [stage_of(t) for t in ("mlm", "fewrel", "dbpedia", "dataset", None)] == ["pretrain", "finetune", None, None,
+                                                                               "pretrain"]

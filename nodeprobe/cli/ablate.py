@@ -13,6 +13,8 @@ from typing import Optional
 import typer
 
 from nodeprobe.cli.options import (
+    DatasetOpt, LabelColumnOpt, SplitOpt, TestDatasetOpt, TestFractionOpt, TestSplitOpt, TextColumnOpt, TextPairColumnOpt,
+    dataset_args, dataset_settings, labels_of, resolve_dataset,
     DataOpt, DeviceOpt, JsonOpt, PlotOpt, ReportModelOpt, SeedOpt, TaskOpt, check_common, check_index, load_for_task,
     resolve_model, trust_pickle,
 )
@@ -33,8 +35,16 @@ def ablate(
     layer: Optional[int] = typer.Option(None, "--layer", help="Block of the head (0-based)."),
     head: Optional[int] = typer.Option(None, "--head", help="Head within the block (0-based)."),
     all_heads: bool = typer.Option(False, "--all", help="Every head of every block: a layer × head Δaccuracy grid."),
-    task: str = TaskOpt,
+    task: Optional[str] = TaskOpt,
     data: Optional[Path] = DataOpt,
+    dataset: Optional[Path] = DatasetOpt,
+    text_column: Optional[str] = TextColumnOpt,
+    label_column: Optional[str] = LabelColumnOpt,
+    text_pair_column: Optional[str] = TextPairColumnOpt,
+    test_dataset: Optional[Path] = TestDatasetOpt,
+    split: Optional[str] = SplitOpt,
+    test_split: Optional[str] = TestSplitOpt,
+    test_fraction: Optional[float] = TestFractionOpt,
     mode: str = typer.Option("zero", "--mode", help="zero | mean (eval-set mean of z per position)"),
     isolate: bool = typer.Option(False, "--isolate", help="Ablate every other head of the block instead."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most this many sentences/sequences."),
@@ -46,10 +56,12 @@ def ablate(
     plot: Optional[Path] = PlotOpt,
 ):
     """Ablate (or isolate) one attention head, or all of them, and report what changes."""
-    check_common(task, model, json_path, plot, data=data, device=device, mode=mode, limit=limit, top=top,
-                 batch_size=batch_size)
+    task, user, inputs = resolve_dataset(task, **dataset_args(
+        dataset, text_column, label_column, text_pair_column, test_dataset, split, test_split, test_fraction))
+    check_common(task, model, json_path, plot, data=data, device=device, mode=mode, inputs=inputs, limit=limit,
+                 top=top, batch_size=batch_size)
     _check_head_choice(layer, head, all_heads)
-    model = resolve_model(model, task, io=dict(json_path=json_path, plot=plot, data=data))
+    model = resolve_model(model, task, io=dict(json_path=json_path, plot=plot, data=data, inputs=inputs))
     from nodeprobe.data.eval_sets import load_eval_set
     from nodeprobe.render.jsonio import write_report
     from nodeprobe.render.tables import render_ablation, render_sweep
@@ -60,9 +72,10 @@ def ablate(
     if not all_heads:
         m.spec.check_layer(layer)
         m.spec.check_head(head)
-    es = load_eval_set(task, tok, data, limit=limit, seed=seed, batch_size=batch_size, max_len=min(128, m.spec.max_len))
+    es = load_eval_set(task, tok, user or data, limit=limit, seed=seed, batch_size=batch_size,
+                       max_len=min(128, m.spec.max_len), labels_of=labels_of(m, task))
     settings = {"model": str(model), "task": task, "mode": mode, "isolate": isolate, "limit": limit, "seed": seed,
-                "source": es.source, "eval_fingerprint": es.fingerprint}
+                "source": es.source, "eval_fingerprint": es.fingerprint, **dataset_settings(user)}
     if all_heads:
         rep = sweep_heads(m, es, mode=mode, isolate=isolate, progress=True)
         render_sweep(rep)

@@ -17,6 +17,8 @@ from typing import List, Optional
 import typer
 
 from nodeprobe.cli.options import (
+    DatasetOpt, LabelColumnOpt, SplitOpt, TestDatasetOpt, TestFractionOpt, TestSplitOpt, TextColumnOpt, TextPairColumnOpt,
+    dataset_args, resolve_dataset,
     DataOpt, DeviceOpt, HeadsModelOpt, HeadsTaskOpt, JsonOpt, MaxLenOpt, PlotOpt, TrackSeedOpt, check_common, check_index,
     check_io, check_paths, check_positive, load_for_task, number, resolve_model, trust_pickle,
 )
@@ -25,10 +27,20 @@ from nodeprobe.errors import NodeprobeError
 MAX_TEXTS = 64
 
 
-def _texts(text: Optional[str], text_file: Optional[Path], max_texts: int) -> list[str]:
-    """``--text`` or the paragraphs (blank-line separated) of ``--text-file``."""
+def _texts(text: Optional[str], text_file: Optional[Path], max_texts: int, user=None) -> list[str]:
+    """``--text``, the paragraphs (blank-line separated) of ``--text-file``, or the first ``max_texts``
+    rows of the ``--text-column`` of ``--dataset`` (``user``)."""
+    if user is not None:
+        if text is not None or text_file is not None:
+            raise NodeprobeError("give --text, --text-file or --dataset (one of them)")
+        from nodeprobe.data.user import user_texts
+
+        texts = [t for t in user_texts(user) if t.strip()][:max_texts]
+        if not texts:
+            raise NodeprobeError(f"--text-column {user.text_column}: --dataset {user.path} has no text in it")
+        return texts
     if (text is None) == (text_file is None):
-        raise NodeprobeError("give --text or --text-file (one of them)")
+        raise NodeprobeError("give --text, --text-file or --dataset (one of them)")
     if text is not None:
         if not text.strip():
             raise NodeprobeError("--text is empty")
@@ -55,22 +67,25 @@ def _texts(text: Optional[str], text_file: Optional[Path], max_texts: int) -> li
 
 
 def _study_inputs(ctx: typer.Context, model: Optional[str], task: Optional[str], device: str, layer, head,
-                  text, text_file, max_texts: int, json_path: Optional[Path], plot: Optional[Path] = None):
-    """``(model name, HookedBert, tokenizer, texts)`` of ``similarity``/``segment``: options checked
+                  text, text_file, max_texts: int, json_path: Optional[Path], plot: Optional[Path] = None,
+                  ds: Optional[dict] = None):
+    """``(model name, HookedBert, tokenizer, texts, task)`` of ``similarity``/``segment``: options checked
     (cheap ones first), the model loaded (``--task``: that head; none: whatever head the checkpoint
-    has), ``--layer``/``--head`` checked against it."""
+    has; ``--dataset``: a classifier, or ``--task mlm`` a masked LM, on the texts of its
+    ``--text-column``), ``--layer``/``--head`` checked against it."""
+    task, user, inputs = resolve_dataset(task, default=None, **(ds or {}))
     check_common(task, model, json_path, plot, device=device, max_texts=max_texts)
     if (layer is None) != (head is None):
         raise NodeprobeError("give --layer and --head together")
     check_index(layer=layer, head=head)
-    check_io(model, json_path, plot, text=text_file)
-    texts = _texts(text, text_file, max_texts)
-    model = resolve_model(model, task, io=dict(json_path=json_path, plot=plot, text=text_file))
+    check_io(model, json_path, plot, text=text_file, inputs=inputs)
+    texts = _texts(text, text_file, max_texts, user)
+    model = resolve_model(model, task, io=dict(json_path=json_path, plot=plot, text=text_file, inputs=inputs))
     m, tok = load_for_task(model, task, device, trust_pickle(ctx))
     if layer is not None:
         m.spec.check_layer(layer)
         m.spec.check_head(head)
-    return model, m, tok, texts
+    return model, m, tok, texts, task
 
 
 def similarity(
@@ -81,6 +96,14 @@ def similarity(
     layer: Optional[int] = typer.Option(None, "--layer", help="Block of the head to show as a heat map."),
     head: Optional[int] = typer.Option(None, "--head", help="Head within the block."),
     task: Optional[str] = HeadsTaskOpt,
+    dataset: Optional[Path] = DatasetOpt,
+    text_column: Optional[str] = TextColumnOpt,
+    label_column: Optional[str] = LabelColumnOpt,
+    text_pair_column: Optional[str] = TextPairColumnOpt,
+    test_dataset: Optional[Path] = TestDatasetOpt,
+    split: Optional[str] = SplitOpt,
+    test_split: Optional[str] = TestSplitOpt,
+    test_fraction: Optional[float] = TestFractionOpt,
     site: str = typer.Option("z", "--site", help="Vectors compared: z | q | k | v | qk (q_i·k_j)."),
     q: float = typer.Option(0.99, "--q", callback=number("--q", 0, 1, lo_open=True, hi_open=True), help="High-similarity pairs: the top (1−q) of a head's pairs per text."),
     long_range: int = typer.Option(16, "--long-range", help="Pairs farther apart than this are long-range."),
@@ -95,7 +118,8 @@ def similarity(
 ):
     """Attention to separators and context similarity of every head (heat map of one head with --layer/--head)."""
     check_positive(max_show=max_show)
-    model, m, tok, texts = _study_inputs(ctx, model, task, device, layer, head, text, text_file, max_texts, json_path, plot)
+    model, m, tok, texts, task = _study_inputs(ctx, model, task, device, layer, head, text, text_file, max_texts,
+                                               json_path, plot, ds=dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset, split, test_split, test_fraction))
     from nodeprobe.render import figures
     from nodeprobe.render.heads_view import render_similarity
     from nodeprobe.render.jsonio import write_report
@@ -130,6 +154,14 @@ def segment(
     layer: Optional[int] = typer.Option(None, "--layer", help="Segment with this head instead of the separator-focused ones."),
     head: Optional[int] = typer.Option(None, "--head"),
     task: Optional[str] = HeadsTaskOpt,
+    dataset: Optional[Path] = DatasetOpt,
+    text_column: Optional[str] = TextColumnOpt,
+    label_column: Optional[str] = LabelColumnOpt,
+    text_pair_column: Optional[str] = TextPairColumnOpt,
+    test_dataset: Optional[Path] = TestDatasetOpt,
+    split: Optional[str] = SplitOpt,
+    test_split: Optional[str] = TestSplitOpt,
+    test_fraction: Optional[float] = TestFractionOpt,
     threshold: float = typer.Option(0.3, "--threshold", callback=number("--threshold", 0, 1), help="Separator-focused heads: share above this."),
     min_ratio: float = typer.Option(3.0, "--min-ratio", callback=number("--min-ratio", 0, lo_open=True), help="Boundary: receives ≥ this × the uniform attention."),
     max_texts: int = typer.Option(8, "--max-texts", help="At most this many paragraphs of --text-file."),
@@ -138,7 +170,8 @@ def segment(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the segments as JSON to this path."),
 ):
     """Split a text into segments at the positions its separator-focused heads attend to."""
-    model, m, tok, texts = _study_inputs(ctx, model, task, device, layer, head, text, text_file, max_texts, json_path)
+    model, m, tok, texts, task = _study_inputs(ctx, model, task, device, layer, head, text, text_file, max_texts,
+                                               json_path, ds=dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset, split, test_split, test_fraction))
     from nodeprobe.render.heads_view import render_segments
     from nodeprobe.render.jsonio import write_report
     from nodeprobe.studies.heads import segment as run
@@ -153,8 +186,16 @@ def segment(
 
 def track(
     run: List[Path] = typer.Option(..., "--run", help="A pre-training run (snapshots/step-N) or model directories; repeatable."),
-    task: str = typer.Option("mlm", "--task", help="mlm | fewrel | dbpedia"),
+    task: Optional[str] = typer.Option(None, "--task", help="mlm | fewrel | dbpedia | dataset (default: mlm; dataset with --dataset)"),
     data: Optional[Path] = DataOpt,
+    dataset: Optional[Path] = DatasetOpt,
+    text_column: Optional[str] = TextColumnOpt,
+    label_column: Optional[str] = LabelColumnOpt,
+    text_pair_column: Optional[str] = TextPairColumnOpt,
+    test_dataset: Optional[Path] = TestDatasetOpt,
+    split: Optional[str] = SplitOpt,
+    test_split: Optional[str] = TestSplitOpt,
+    test_fraction: Optional[float] = TestFractionOpt,
     text_file: Optional[Path] = typer.Option(None, "--text-file", help="MLM: evaluate on this text instead of the held-out corpus."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder of the per-step results (default <first run>/track-<task>)."),
     max_items: Optional[int] = typer.Option(None, "--max-items", help="Evaluate at most this many items (masked positions / sentences)."),
@@ -171,12 +212,17 @@ def track(
     plot: Optional[Path] = PlotOpt,
 ):
     """Order parameters (accuracy, ⟨APT⟩, |Λ|, coverage, Jaccard of nodes and heads) at every snapshot; resumable."""
+    task, user, inputs = resolve_dataset(task, default="mlm", text=text_file, **dataset_args(
+        dataset, text_column, label_column, text_pair_column, test_dataset, split, test_split, test_fraction))
+    if user is not None and task == "mlm" and max_items is not None:
+        raise NodeprobeError(f"--max-items {max_items}: with --task mlm --dataset every sequence of its "
+                             "--text-column is evaluated; leave it out (or cut the table)")
     check_common(task, None, json_path, plot, data=data, device=device, max_items=max_items,
-                 batch_size=batch_size, outputs={"--out": out})
+                 batch_size=batch_size, outputs={"--out": out}, inputs=inputs)
     check_paths("--run", *run)
     check_paths("--text-file", text_file)
     for r in run:  # the snapshots are inputs; --out may sit inside a run folder (the default does)
-        check_io(None, json_path, plot, text=text_file, inputs={"--run": r})
+        check_io(None, json_path, plot, text=text_file, inputs={"--run": r, **inputs})
     from nodeprobe.data.tasks import data_root
     from nodeprobe.data.tokenizer import load_tokenizer
     from nodeprobe.render import figures
@@ -189,8 +235,13 @@ def track(
     tok = load_tokenizer(first if (first / "vocab.txt").is_file()
                          else data_root(data) / "tokenizer" / "bert-base-uncased-vocab.txt")
     run_dir = run[0] if (run[0] / "snapshots").is_dir() else None
-    es = track_eval_set(task, tok, data, text_file=text_file, max_items=max_items, seed=seed,
-                        batch_size=batch_size, run_dir=run_dir)
+    if user is not None:  # your own table: its test split, or (--task mlm) its text column, in the data's order
+        from nodeprobe.data.eval_sets import load_eval_set
+
+        es = load_eval_set(task, tok, user, limit=max_items, seed=seed, batch_size=batch_size)
+    else:
+        es = track_eval_set(task, tok, data, text_file=text_file, max_items=max_items, seed=seed,
+                            batch_size=batch_size, run_dir=run_dir)
     out_dir = out or (run_dir or first.parent) / f"track-{task}"
     rep = run_track(cks, es, out_dir=out_dir, heads=heads, mode=mode, empty_pairs=empty_pairs,
                     margin_jaccard=margin_jaccard, margin_size=margin_size, random_init=random_init,

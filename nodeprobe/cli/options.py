@@ -29,8 +29,8 @@ ModelOpt = typer.Option(..., "--model", help=MODEL_HELP)
 ReportModelOpt = typer.Option(None, "--model", help=f"{MODEL_HELP[:-1]}; {RUNS_DEFAULT}.")
 HeadsModelOpt = typer.Option(None, "--model", help=f"A saved BERT directory, or 'minilm' ({RUNS_DEFAULT}).")
 DataOpt = typer.Option(None, "--data", help="Data folder (default: $NODEPROBE_DATA or ../shared/data).")
-TaskOpt = typer.Option("fewrel", "--task", help="mlm | fewrel | dbpedia")
-HeadsTaskOpt = typer.Option(None, "--task", help="mlm | fewrel | dbpedia (default: the checkpoint's head).")
+TaskOpt = typer.Option(None, "--task", help="mlm | fewrel | dbpedia | dataset (default: fewrel; dataset with --dataset).")
+HeadsTaskOpt = typer.Option(None, "--task", help="mlm | fewrel | dbpedia | dataset (default: the checkpoint's head).")
 DeviceOpt = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N")
 JsonOpt = typer.Option(None, "--json", help="Also write the numbers as JSON to this path.")
 ReportJsonOpt = typer.Option(None, "--json", help="Also write the numbers as JSON to this path (schema: docs/json.md).")
@@ -84,6 +84,23 @@ TextOpt = typer.Option(
          ".raw/.tokens, .jsonl, .parquet, or a parquet directory) instead of the held-out split, streamed: memory "
          "stays flat however large it is.",
 )
+# your own labelled table (every command with --task): nodeprobe.data.user, task "dataset"
+TABLE_HELP = ("a .csv, .tsv, .jsonl, .parquet file or a datasets save_to_disk folder")
+DatasetOpt = typer.Option(
+    None, "--dataset",
+    help=f"Your own labelled table ({TABLE_HELP}): the task is then 'dataset' (a classifier; "
+         "--task mlm: the MLM text of its --text-column).")
+TextColumnOpt = typer.Option(None, "--text-column", help="--dataset: the text column (default text).")
+LabelColumnOpt = typer.Option(None, "--label-column", help="--dataset: the label column (default label).")
+TextPairColumnOpt = typer.Option(None, "--text-pair-column",
+                                 help="--dataset: a second text column ([CLS] text [SEP] pair [SEP]).")
+TestDatasetOpt = typer.Option(None, "--test-dataset", help="--dataset: a second table (same columns) as the test split.")
+SplitOpt = typer.Option(None, "--split", help="--dataset is a DatasetDict folder: the split to train on / read.")
+TestSplitOpt = typer.Option(None, "--test-split", help="--dataset is a DatasetDict folder: its test split.")
+TestFractionOpt = typer.Option(
+    None, "--test-fraction", callback=number("--test-fraction", 0, 1, lo_open=True, hi_open=True),
+    help="--dataset without --test-dataset/--test-split: this share of its rows, stratified by label and "
+         "seeded by --seed, is the test split (default 0.2).")
 # training (pretrain, finetune)
 EpochsOpt = typer.Option(None, "--epochs")
 LR_MAX = 10.0  # a learning rate above this diverges at once: refused as absurd
@@ -114,7 +131,7 @@ SAE_SITE_ONLY = "--sae: its latents are nodes (--level node) at --site readout, 
 MaxLenOpt = typer.Option(None, "--max-len", help="Cut texts at this many tokens (default 128).")
 
 MODES = ("zero", "mean")
-TASKS = ("mlm", "fewrel", "dbpedia")  # = nodeprobe.data.tasks.TASKS (tests/cli/test_cli_options.py checks)
+TASKS = ("mlm", "fewrel", "dbpedia", "dataset")  # = nodeprobe.data.tasks.TASKS (tests/cli/test_cli_options.py checks)
 
 
 # ---------------------------------------------------------------------- checks, before any work (cheap ones first)
@@ -166,10 +183,85 @@ def check_task(task: str | None) -> None:
         >>> check_task("xyz")
         Traceback (most recent call last):
         ...
-        nodeprobe.errors.NodeprobeError: --task xyz: expected one of mlm, fewrel, dbpedia
+        nodeprobe.errors.NodeprobeError: --task xyz: expected one of mlm, fewrel, dbpedia, dataset
     """
     if task is not None and task not in TASKS:
         raise NodeprobeError(f"--task {task}: expected one of {', '.join(TASKS)}")
+
+
+def resolve_dataset(task: str | None, dataset=None, text_column: str | None = None,
+                    label_column: str | None = None, text_pair_column: str | None = None, test_dataset=None,
+                    split: str | None = None, test_split: str | None = None, test_fraction: float | None = None,
+                    *, default: str | None = "fewrel", mlm: bool = True, text=None):
+    """``(task, UserData or None, inputs)`` of ``--task`` and the ``--dataset`` options, checked before
+    anything loads (no torch): ``--dataset`` without ``--task`` is task ``dataset``; ``--task mlm
+    --dataset`` is its ``--text-column`` as MLM text (``mlm=False``: refused); any other ``--task``
+    with ``--dataset``, or a column/split option without ``--dataset``, is one line.  ``--dataset`` /
+    ``--test-dataset`` must exist with a known extension (or be a folder); ``inputs`` are them as
+    :func:`check_io` inputs (no output may be, or sit inside, them).  Without ``--dataset`` the task
+    is ``task`` or ``default``.
+
+    Example:
+        >>> resolve_dataset(None)
+        ('fewrel', None, {})
+        >>> resolve_dataset("fewrel", None, text_column="review")
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --text-column review: needs --dataset (your own table)
+    """
+    options = {"--text-column": text_column, "--label-column": label_column, "--text-pair-column": text_pair_column,
+               "--test-dataset": test_dataset, "--split": split, "--test-split": test_split,
+               "--test-fraction": test_fraction}
+    check_task(task)
+    if dataset is None:
+        for flag, value in options.items():
+            if value is not None:
+                raise NodeprobeError(f"{flag} {value:g}: needs --dataset (your own table)" if isinstance(value, float)
+                                     else f"{flag} {value}: needs --dataset (your own table)")
+        if task == "dataset":
+            raise NodeprobeError("--task dataset: needs --dataset PATH (your own labelled table)")
+        return (task or default), None, {}
+    if text is not None:
+        raise NodeprobeError(f"--text-file {text} with --dataset {dataset}: give one of them (--task mlm --dataset "
+                             "reads the --text-column of the table)")
+    task = task or "dataset"
+    if task not in ("dataset", "mlm") or (task == "mlm" and not mlm):
+        also = " or --task mlm (its --text-column as MLM text)" if mlm else ""
+        raise NodeprobeError(f"--task {task} with --dataset {dataset}: --task {task} reads its own data; your own "
+                             f"table is --task dataset (the default with --dataset){also}")
+    if task == "mlm":
+        for flag in ("--label-column", "--text-pair-column", "--test-dataset", "--test-split", "--test-fraction"):
+            if options[flag] is not None:
+                raise NodeprobeError(f"{flag}: --task mlm reads only the --text-column of --dataset (no labels, "
+                                     "no test split)")
+    for flag, name in (("--text-column", text_column), ("--label-column", label_column),
+                       ("--text-pair-column", text_pair_column), ("--split", split), ("--test-split", test_split)):
+        if name is not None and not str(name).strip():
+            raise NodeprobeError(f"{flag} {name!r}: expected a name")
+    from nodeprobe.data.user import UserData, check_table_path  # datasets/numpy load only when used
+
+    check_table_path(dataset, "dataset")
+    if test_dataset is not None:
+        check_table_path(test_dataset, "test_dataset")
+    user = UserData(Path(str(dataset)), text_column=text_column or "text", label_column=label_column or "label",
+                    text_pair_column=text_pair_column,
+                    test_path=None if test_dataset is None else Path(str(test_dataset)), split=split,
+                    test_split=test_split, test_fraction=0.2 if test_fraction is None else float(test_fraction))
+    inputs = {"--dataset": dataset, **({"--test-dataset": test_dataset} if test_dataset is not None else {})}
+    return task, user, inputs
+
+
+def dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset, split, test_split,
+                 test_fraction) -> dict:
+    """The ``--dataset`` options of a command as :func:`resolve_dataset` keywords."""
+    return dict(dataset=dataset, text_column=text_column, label_column=label_column,
+                text_pair_column=text_pair_column, test_dataset=test_dataset, split=split, test_split=test_split,
+                test_fraction=test_fraction)
+
+
+def dataset_settings(user) -> dict:
+    """The ``settings`` entry of ``--dataset`` in a report's JSON (none without it)."""
+    return {} if user is None else {"dataset": user.describe()}
 
 
 def check_no_contradiction(resume: bool, overwrite: bool) -> None:
@@ -435,18 +527,22 @@ def resolve_model(model: str | None, task: str | None, runs_dir: str | Path = "r
 
 
 def quiet_hf() -> None:
-    """Hugging Face quiet (no download bars, errors only): environment variables read at import,
+    """Hugging Face quiet (no download or dataset-building bars, errors only): environment variables read at import,
     so nothing heavy is imported here; an already imported ``transformers`` is told directly.
 
     Example:
         >>> quiet_hf()                                             # before a model is loaded
     """
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # --dataset: no "Generating train split" bar
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     transformers = sys.modules.get("transformers")
     if transformers is not None:
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
+    datasets = sys.modules.get("datasets")
+    if datasets is not None and hasattr(datasets, "disable_progress_bars"):
+        datasets.disable_progress_bars()
 
 
 def trust_pickle(ctx: typer.Context) -> bool:
@@ -478,6 +574,8 @@ def load_report_inputs(model: str, task: str, data, limit, seed: int, device: st
     """``(model, eval set, cache reader)`` of a report command; ``validate(model)`` runs before the
     evaluation set is read, and the cache is built only when everything is valid.
 
+    ``data``: ``--data``, or the :class:`~nodeprobe.data.user.UserData` of ``--dataset`` (task
+    ``dataset``, or ``mlm``: its text column); a classifier's labels must fit it (:func:`labels_of`).
     ``text``: ``--text-file`` (checked by :func:`check_text`), a streamed MLM evaluation set over that
     whole text instead of ``data``'s held-out split; ``cache_kw``: ``shard_batches``, ``dtype``.
     ``train_sites``: the cache sites of block readouts (METHODS v2 §2); when given the result has a
@@ -494,7 +592,8 @@ def load_report_inputs(model: str, task: str, data, limit, seed: int, device: st
     if validate is not None:
         validate(m)
     es = load_eval_set(task, tok, data, limit=limit, seed=seed, batch_size=batch_size,
-                       max_len=min(128, m.spec.max_len), corpus=None if text is not None else corpus, text=text)
+                       max_len=min(128, m.spec.max_len), corpus=None if text is not None else corpus, text=text,
+                       labels_of=labels_of(m, task))
     reader = get_or_build_cache(m, es, sites, cache, rebuild=rebuild, progress=True, **cache_kw)
     if train_sites is None:
         return m, es, reader
@@ -502,6 +601,12 @@ def load_report_inputs(model: str, task: str, data, limit, seed: int, device: st
     if task != "mlm" and train_sites:
         train = train_source(m, tok, task, data, seed, batch_size, reader, train_sites, rebuild)
     return m, es, reader, train
+
+
+def labels_of(m, task: str | None):
+    """The classifier config a ``dataset`` evaluation set is checked against and put in the order of
+    (``num_labels``, ``id2label``: :func:`nodeprobe.data.user.align_labels`); ``None`` otherwise."""
+    return m.hf.config if task == "dataset" else None
 
 
 def unit_sites(site: str, level: str = "node", head_unit: str = "group") -> tuple[str, ...]:
@@ -530,7 +635,8 @@ def train_source(m, tok, task: str, data, seed: int, batch_size: int, reader, si
     from nodeprobe.data.eval_sets import load_eval_set
     from nodeprobe.studies.units import TrainSource
 
-    tr = load_eval_set(task, tok, data, split="train", seed=seed, batch_size=batch_size, max_len=min(128, m.spec.max_len))
+    tr = load_eval_set(task, tok, data, split="train", seed=seed, batch_size=batch_size, max_len=min(128, m.spec.max_len),
+                       labels_of=labels_of(m, task))
     from nodeprobe.cache import cache_is_current
 
     out = reader.path.parent / f"{reader.path.name}-train"

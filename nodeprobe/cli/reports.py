@@ -22,6 +22,8 @@ from typing import Optional
 import typer
 
 from nodeprobe.cli.options import (
+    DatasetOpt, LabelColumnOpt, SplitOpt, TestDatasetOpt, TestFractionOpt, TestSplitOpt, TextColumnOpt, TextPairColumnOpt,
+    dataset_args, dataset_settings, resolve_dataset,
     PROBE_HELP, BatchOpt, CacheOpt, DataOpt, DeviceOpt, EvalSeedOpt, LimitOpt, MinCountOpt,
     ModeOpt, PlotOpt, ProbeEpochsOpt, RebuildOpt, ReportJsonOpt, ReportModelOpt, SAEOpt, TaskOpt, TauLOpt, TauROpt,
     ReadoutEpochsOpt, TextOpt, TopOpt, UnitLayerOpt, UnitSiteOpt, check_choice, check_common, check_sae, check_task, load_for_task,
@@ -125,15 +127,23 @@ def _site_width(m, site: str) -> int:
         return int(m.spec.d_mlp)
     if site == "attn":
         return int(m.spec.n_heads * m.spec.d_head)
-    return int(m.spec.d_model)
+    return int(m.spec.d_model if site == "resid" else m.spec.d_readout)
 
 
 # ---------------------------------------------------------------------- cache
 def cache(
     ctx: typer.Context,
     model: Optional[str] = ReportModelOpt,
-    task: str = TaskOpt,
+    task: Optional[str] = TaskOpt,
     data: Optional[Path] = DataOpt,
+    dataset: Optional[Path] = DatasetOpt,
+    text_column: Optional[str] = TextColumnOpt,
+    label_column: Optional[str] = LabelColumnOpt,
+    text_pair_column: Optional[str] = TextPairColumnOpt,
+    test_dataset: Optional[Path] = TestDatasetOpt,
+    split: Optional[str] = SplitOpt,
+    test_split: Optional[str] = TestSplitOpt,
+    test_fraction: Optional[float] = TestFractionOpt,
     text: Optional[str] = TextOpt,
     sites: str = typer.Option("readout,z,resid", "--sites", help="Comma list of readout, z, resid, mlp."),
     limit: Optional[int] = LimitOpt,
@@ -148,19 +158,21 @@ def cache(
 ):
     """Run the model once and cache the chosen sites (readout, z, resid, mlp) for every report."""
     check_choice("--dtype", dtype, ("float32", "float16", "bfloat16"))
-    io = dict(json_path=json_path, data=data, text=text, outputs={"--out": out})
-    check_common(task, model, json_path, data=data, device=device, text=text, limit=limit, batch_size=batch_size,
+    task, user, inputs = resolve_dataset(task, text=text, **dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset,
+                                                                     split, test_split, test_fraction))
+    io = dict(inputs=inputs, json_path=json_path, data=data, text=text, outputs={"--out": out})
+    check_common(task, model, json_path, inputs=inputs, data=data, device=device, text=text, limit=limit, batch_size=batch_size,
                  shard_batches=shard_batches, outputs=io["outputs"])
     from nodeprobe.cache import parse_sites
     from nodeprobe.render.views import render_cache
 
     want = parse_sites(sites)
     model = resolve_model(model, task, io=io)
-    _, _, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, out, rebuild, want,
+    _, _, reader = load_report_inputs(model, task, user or data, limit, seed, device, batch_size, out, rebuild, want,
                                       trust_pickle(ctx), text=text, shard_batches=shard_batches, dtype=dtype)
     info = reader.describe()
     render_cache(info, reader.built)
-    _finish("cache", {**info, "built": reader.built}, None, json_path, text=text, model=model, task=task,
+    _finish("cache", {**info, "built": reader.built}, None, json_path, text=text, **dataset_settings(user), model=model, task=task,
             sites=list(want), limit=limit, seed=seed)
 
 
@@ -168,8 +180,16 @@ def cache(
 def specialization(
     ctx: typer.Context,
     model: Optional[str] = ReportModelOpt,
-    task: str = TaskOpt,
+    task: Optional[str] = TaskOpt,
     data: Optional[Path] = DataOpt,
+    dataset: Optional[Path] = DatasetOpt,
+    text_column: Optional[str] = TextColumnOpt,
+    label_column: Optional[str] = LabelColumnOpt,
+    text_pair_column: Optional[str] = TextPairColumnOpt,
+    test_dataset: Optional[Path] = TestDatasetOpt,
+    split: Optional[str] = SplitOpt,
+    test_split: Optional[str] = TestSplitOpt,
+    test_fraction: Optional[float] = TestFractionOpt,
     text: Optional[str] = TextOpt,
     level: str = typer.Option("node", "--level", help="node | head"),
     site: Optional[str] = typer.Option(None, "--site", help="readout | attn | mlp | resid (default: readout for nodes, attn for heads; METHODS v2 §1)."),
@@ -195,9 +215,11 @@ def specialization(
     plot: Optional[Path] = PlotOpt,
 ):
     """Per-node or per-head accuracy, outputs, learned classes Λ, SNR, and the symmetry summary."""
-    io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
+    task, user, inputs = resolve_dataset(task, text=text, **dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset,
+                                                                     split, test_split, test_fraction))
+    io = dict(inputs=inputs, json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
     check_sae(sae, level=level, site=site)
-    check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae}, data=data, device=device, mode=mode, text=text,
+    check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae, **inputs}, data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), limit=limit, top=top, batch_size=batch_size)
     from nodeprobe.render.views import render_specialization
     from nodeprobe.studies.specialization import parse_unit, resolve_specialization, specialization_report
@@ -223,7 +245,7 @@ def specialization(
     sites = unit_sites(the_site, level, head_unit)
     block = (level == "head" and head_unit == "group") or (the_site != "readout" and not (
         the_site == "resid" and resid_readout == "lens"))
-    m, es, reader, train = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild, sites,
+    m, es, reader, train = load_report_inputs(model, task, user or data, limit, seed, device, batch_size, cache, rebuild, sites,
                                               trust_pickle(ctx), validate, text=text,
                                               train_sites=tuple(s for s in sites if s != "readout") if block else ())
     th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
@@ -232,7 +254,7 @@ def specialization(
               readout_settings=readout_settings(readout_epochs, seed), device=device)
     _report("specialization", specialization_report, reader, kw, render_specialization,
             lambda r: (top, r.find_unit(unit) if unit is not None else None), json_path, plot,
-            ("specialization", f"{task}, {mode}"), sae_w, sae, text=text, model=model, task=task, level=level,
+            ("specialization", f"{task}, {mode}"), sae_w, sae, text=text, **dataset_settings(user), model=model, task=task, level=level,
             site=lambda r: r.site, layer=layer, head_unit=head_unit if level == "head" else None,
             resid_readout=resid_readout if the_site == "resid" else None,
             readout_epochs=readout_epochs if block else None, mode=mode, **th, limit=limit, seed=seed)
@@ -276,7 +298,7 @@ def apt(
     trust = trust_pickle(ctx)
     model = resolve_model(model, task, io=io)
     loaded = load_for_task(model, task, device, trust)  # a bad model fails before the corpus is read
-    corpus = PretrainData.load(data, None, min(128, loaded[0].spec.max_len))
+    corpus = PretrainData.load(data, None, min(128, loaded[0].spec.max_len), tokenizer=loaded[1])
     m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
                                        ("readout", "resid"), trust, corpus=corpus, loaded=loaded, text=text)
     rep = apt_report(reader, m, corpus.counts, min_count=min_count, n_bins=bins, probe=ps if probe else None,
@@ -291,8 +313,16 @@ def apt(
 def cooperation(
     ctx: typer.Context,
     model: Optional[str] = ReportModelOpt,
-    task: str = TaskOpt,
+    task: Optional[str] = TaskOpt,
     data: Optional[Path] = DataOpt,
+    dataset: Optional[Path] = DatasetOpt,
+    text_column: Optional[str] = TextColumnOpt,
+    label_column: Optional[str] = LabelColumnOpt,
+    text_pair_column: Optional[str] = TextPairColumnOpt,
+    test_dataset: Optional[Path] = TestDatasetOpt,
+    split: Optional[str] = SplitOpt,
+    test_split: Optional[str] = TestSplitOpt,
+    test_fraction: Optional[float] = TestFractionOpt,
     text: Optional[str] = TextOpt,
     site: str = UnitSiteOpt,
     layer: Optional[int] = UnitLayerOpt,
@@ -315,9 +345,11 @@ def cooperation(
     plot: Optional[Path] = PlotOpt,
 ):
     """Cooperation gain and crossover of random readout node sets (METHODS §5)."""
-    io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
+    task, user, inputs = resolve_dataset(task, text=text, **dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset,
+                                                                     split, test_split, test_fraction))
+    io = dict(inputs=inputs, json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
     check_sae(sae)
-    check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae}, data=data, device=device, mode=mode, text=text,
+    check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae, **inputs}, data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), R=R, limit=limit, batch_size=batch_size)
     from nodeprobe.render.views import render_cooperation
     from nodeprobe.studies.cooperation import cooperation_report, parse_grid
@@ -336,14 +368,14 @@ def cooperation(
 
     model = resolve_model(model, task, io=io)
     sites = unit_sites(site)
-    m, es, reader, train = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
+    m, es, reader, train = load_report_inputs(model, task, user or data, limit, seed, device, batch_size, cache, rebuild,
                                               sites, trust_pickle(ctx), validate, text=text,
                                               train_sites=tuple(s for s in sites if s != "readout"))
     th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
     kw = dict(mode=mode, R=R, seed=seed, grid=g, **th, site=site, layer=layer, null=null, train=train,
               readout_settings=readout_settings(readout_epochs, seed), device=device)
     _report("cooperation", cooperation_report, reader, kw,
-            render_cooperation, lambda r: (), json_path, plot, ("cooperation", task), sae_w, sae, text=text,
+            render_cooperation, lambda r: (), json_path, plot, ("cooperation", task), sae_w, sae, text=text, **dataset_settings(user),
             model=model, task=task, site=site, layer=layer, null=null, mode=mode, R=R,
             grid=lambda r: list(r.grid), readout_epochs=readout_epochs if site != "readout" else None, **th,
             limit=limit, seed=seed)
@@ -353,8 +385,16 @@ def cooperation(
 def hull(
     ctx: typer.Context,
     model: Optional[str] = ReportModelOpt,
-    task: str = TaskOpt,
+    task: Optional[str] = TaskOpt,
     data: Optional[Path] = DataOpt,
+    dataset: Optional[Path] = DatasetOpt,
+    text_column: Optional[str] = TextColumnOpt,
+    label_column: Optional[str] = LabelColumnOpt,
+    text_pair_column: Optional[str] = TextPairColumnOpt,
+    test_dataset: Optional[Path] = TestDatasetOpt,
+    split: Optional[str] = SplitOpt,
+    test_split: Optional[str] = TestSplitOpt,
+    test_fraction: Optional[float] = TestFractionOpt,
     text: Optional[str] = TextOpt,
     site: str = UnitSiteOpt,
     layer: Optional[int] = UnitLayerOpt,
@@ -384,9 +424,11 @@ def hull(
     """Convex-hull bound (METHODS §6): reachable classes, UB, achieved accuracy and efficiency."""
     if unit is not None and n != 1:
         raise NodeprobeError("--unit needs --n 1 (it picks one single node)")
-    io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
+    task, user, inputs = resolve_dataset(task, text=text, **dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset,
+                                                                     split, test_split, test_fraction))
+    io = dict(inputs=inputs, json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
     check_sae(sae)
-    check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae}, data=data, device=device, mode=mode, text=text,
+    check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae, **inputs}, data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), R=R, max_lp=max_lp, limit=limit, top=top,
                  batch_size=batch_size)
     from nodeprobe.render.views import render_hull
@@ -426,7 +468,7 @@ def hull(
 
     model = resolve_model(model, task, io=io)
     sites = unit_sites(site)
-    m, es, reader, train = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
+    m, es, reader, train = load_report_inputs(model, task, user or data, limit, seed, device, batch_size, cache, rebuild,
                                               sites, trust_pickle(ctx), validate, text=text,
                                               train_sites=tuple(s for s in sites if s != "readout"))
     th = dict(tau_recall=tau_recall, tau_lift=tau_lift, min_count=min_count)
@@ -434,7 +476,7 @@ def hull(
               level=level, class_sample=class_sample or None, train=train,
               readout_settings=readout_settings(readout_epochs, seed), device=device)
     _report("hull", hull_report, reader, kw,
-            render_hull, lambda r: (top, unit), json_path, plot, ("hull", task), sae_w, sae, text=text, model=model,
+            render_hull, lambda r: (top, unit), json_path, plot, ("hull", task), sae_w, sae, text=text, **dataset_settings(user), model=model,
             task=task, site=site, layer=layer, level=level, nodes=nodes, n=n, R=R, mode=mode, max_lp=max_lp,
             class_sample=class_sample, readout_epochs=readout_epochs if site != "readout" else None, **th,
             limit=limit, seed=seed)
@@ -444,8 +486,16 @@ def hull(
 def blocks(
     ctx: typer.Context,
     model: Optional[str] = ReportModelOpt,
-    task: str = TaskOpt,
+    task: Optional[str] = TaskOpt,
     data: Optional[Path] = DataOpt,
+    dataset: Optional[Path] = DatasetOpt,
+    text_column: Optional[str] = TextColumnOpt,
+    label_column: Optional[str] = LabelColumnOpt,
+    text_pair_column: Optional[str] = TextPairColumnOpt,
+    test_dataset: Optional[Path] = TestDatasetOpt,
+    split: Optional[str] = SplitOpt,
+    test_split: Optional[str] = TestSplitOpt,
+    test_fraction: Optional[float] = TestFractionOpt,
     text: Optional[str] = TextOpt,
     probe: bool = typer.Option(True, "--probe/--no-probe", help=PROBE_HELP),
     probe_fraction: float = typer.Option(0.5, "--probe-fraction", callback=number("--probe-fraction", 0, 1, lo_open=True, hi_open=True), help="Share of the items that train the probe."),
@@ -460,17 +510,19 @@ def blocks(
     plot: Optional[Path] = PlotOpt,
 ):
     """Accuracy along blocks (0 = embeddings): logit lens and a seeded linear probe."""
-    io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
-    check_common(task, model, json_path, plot, outputs=io["outputs"], data=data, device=device, text=text, probe_epochs=probe_epochs,
+    task, user, inputs = resolve_dataset(task, text=text, **dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset,
+                                                                     split, test_split, test_fraction))
+    io = dict(inputs=inputs, json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
+    check_common(task, model, json_path, plot, inputs=inputs, outputs=io["outputs"], data=data, device=device, text=text, probe_epochs=probe_epochs,
                  limit=limit, batch_size=batch_size)
     ps = _probe(probe_fraction, probe_epochs, seed)
     from nodeprobe.render.views import render_blocks
     from nodeprobe.studies.blocks import blocks_report
 
     model = resolve_model(model, task, io=io)
-    m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
+    m, es, reader = load_report_inputs(model, task, user or data, limit, seed, device, batch_size, cache, rebuild,
                                        ("readout", "resid"), trust_pickle(ctx), text=text)
     rep = blocks_report(reader, m, probe=ps if probe else None, device=device, progress=True)
     render_blocks(rep)
-    _finish("blocks", rep, reader, json_path, plot, ("blocks", task), text=text, model=model, task=task, probe=probe,
+    _finish("blocks", rep, reader, json_path, plot, ("blocks", task), text=text, **dataset_settings(user), model=model, task=task, probe=probe,
             probe_fraction=probe_fraction, probe_epochs=probe_epochs, limit=limit, seed=seed)

@@ -14,6 +14,8 @@ from typing import Optional
 import typer
 
 from nodeprobe.cli.options import (
+    DatasetOpt, LabelColumnOpt, SplitOpt, TestDatasetOpt, TestFractionOpt, TestSplitOpt, TextColumnOpt, TextPairColumnOpt,
+    dataset_args, dataset_settings, resolve_dataset,
     DataOpt, DeviceOpt, EpochsOpt, JsonOpt, LrOpt, ModelOpt, SeedOpt, TaskOpt, TrainBatchOpt, check_choice,
     check_common, check_io, check_no_contradiction, number,
 )
@@ -83,10 +85,18 @@ def pretrain(
 
 def finetune(
     model: str = ModelOpt,
-    task: str = TaskOpt,
+    task: Optional[str] = TaskOpt,
     out: Path = typer.Option(..., "--out", help="Run directory."),
     preset: str = typer.Option("cpu", "--preset", help="Fine-tuning settings of this preset."),
     data: Optional[Path] = DataOpt,
+    dataset: Optional[Path] = DatasetOpt,
+    text_column: Optional[str] = TextColumnOpt,
+    label_column: Optional[str] = LabelColumnOpt,
+    text_pair_column: Optional[str] = TextPairColumnOpt,
+    test_dataset: Optional[Path] = TestDatasetOpt,
+    split: Optional[str] = SplitOpt,
+    test_split: Optional[str] = TestSplitOpt,
+    test_fraction: Optional[float] = TestFractionOpt,
     epochs: Optional[int] = EpochsOpt,
     lr: Optional[float] = LrOpt,
     batch_size: Optional[int] = TrainBatchOpt,
@@ -100,13 +110,21 @@ def finetune(
     overwrite: bool = typer.Option(False, "--overwrite"),
     json_path: Optional[Path] = JsonOpt,
 ):
-    """Fine-tune BertForSequenceClassification on FewRel (630/70 per relation) or DBpedia.
+    """Fine-tune BertForSequenceClassification on FewRel (630/70 per relation), DBpedia, or your own
+    labelled table (--dataset: its train split; test accuracy every epoch on its test split).
 
     Multi-GPU: run the same command under `accelerate launch` (see README)."""
     from nodeprobe.train.presets import get_preset
 
+    task, user, inputs = resolve_dataset(task, mlm=False, **dataset_args(
+        dataset, text_column, label_column, text_pair_column, test_dataset, split, test_split, test_fraction))
+    if user is not None:
+        for flag, value in (("--n-train", n_train), ("--n-test", n_test)):
+            if value is not None:
+                raise NodeprobeError(f"{flag} {value}: FewRel items per relation; --dataset trains on its whole "
+                                     "train split (--test-fraction, --test-dataset or --test-split set the test one)")
     check_common(task, model, json_path, data=data, device=device, epochs=epochs, batch_size=batch_size,
-                 n_train=n_train, n_test=n_test, outputs={"--out": out})
+                 n_train=n_train, n_test=n_test, outputs={"--out": out}, inputs=inputs)
     check_no_contradiction(resume, overwrite)
     check_choice("--precision", precision, PRECISIONS)
     p = get_preset(preset)
@@ -114,6 +132,6 @@ def finetune(
     settings = replace(p.finetune, **{k: v for k, v in over.items() if v is not None})
     from nodeprobe.train.finetune import finetune as run
 
-    summary = run(out, model, task=task, settings=settings, data_dir=data, seed=seed, from_scratch=from_scratch,
-                  device=device, resume=resume, overwrite=overwrite)
-    _report("finetune", {"task": task, "seed": seed}, summary, json_path)
+    summary = run(out, model, task=task, settings=settings, data_dir=user or data, seed=seed,
+                  from_scratch=from_scratch, device=device, resume=resume, overwrite=overwrite)
+    _report("finetune", {"task": task, "seed": seed, **dataset_settings(user)}, summary, json_path)

@@ -1,4 +1,5 @@
-"""Data: WordPiece tokenizer, FewRel / DBpedia / Wikipedia-text loaders, MLM masking, batching
+"""Data: WordPiece tokenizer, FewRel / DBpedia / Wikipedia-text loaders, your own labelled tables
+(:class:`UserData`, :mod:`nodeprobe.data.user`), MLM masking, batching
 and downloads; the MLM corpus (:mod:`nodeprobe.data.corpus`) and the evaluation sets with their fixed
 MLM masks (:mod:`nodeprobe.data.eval_sets`, imported from there). See each module's docstring for the
 exact conventions.
@@ -44,6 +45,7 @@ from nodeprobe.data.text import (
     load_text_corpus,
     stream_sequences,
 )
+from nodeprobe.data.user import UserData, read_table, user_splits
 from nodeprobe.data.tokenizer import MARKER_TOKENS, SPECIAL_TOKENS, Tokenizer, load_tokenizer
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "Source",
     "Tokenizer",
+    "UserData",
     "article_sequences",
     "collate",
     "collate_mlm",
@@ -80,7 +83,9 @@ __all__ = [
     "read_dbpedia_meta",
     "read_fewrel",
     "read_pid2name",
+    "read_table",
     "resolve_data_dir",
     "step_rng",
     "stream_sequences",
+    "user_splits",
 ]

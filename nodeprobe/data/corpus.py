@@ -24,6 +24,26 @@ __all__ = ["PretrainData"]
 HELDOUT_EVERY = 20  # an article is held out iff its stable hash ≡ 0 (mod 20): ~5 %
 _CORPORA: dict = {}
 
+def _is_default(tokenizer, data_dir) -> bool:
+    """Whether ``tokenizer`` is an uncased WordPiece over bert-base-uncased's vocab (the corpus's default)."""
+    from nodeprobe.data.tokenizer import Tokenizer, load_tokenizer
+
+    if not isinstance(tokenizer, Tokenizer) or not tokenizer.lowercase or tokenizer.vocab_size != 30522:
+        return False
+    from pathlib import Path
+
+    path = Path(data_dir) / "tokenizer" / "bert-base-uncased-vocab.txt"
+    if str(path) not in _DEFAULT_VOCAB:
+        try:
+            _DEFAULT_VOCAB[str(path)] = load_tokenizer(path).vocab
+        except NodeprobeError:
+            _DEFAULT_VOCAB[str(path)] = None
+    return tokenizer.vocab == _DEFAULT_VOCAB[str(path)]
+
+
+_DEFAULT_VOCAB: dict = {}
+
+
 
 @dataclass
 class PretrainData:
@@ -49,10 +69,11 @@ class PretrainData:
 
     @classmethod
     def load(cls, data_dir=None, corpus: str | None = None, max_len: int = 128,
-             heldout_every: int | None = None) -> PretrainData:
+             heldout_every: int | None = None, tokenizer=None) -> PretrainData:
         """The local Wikipedia corpus (``data_dir``) or any text source given as ``corpus``; an
         article is held out iff its stable hash ≡ 0 (mod ``heldout_every``; default: the
         pre-training setting ``PretrainSettings.heldout_every``, :data:`HELDOUT_EVERY`).
+        ``tokenizer``: the model's own (a RoBERTa BPE, …); default bert-base-uncased's vocab.
 
         Loaded once per process and argument set (tokenising ~1 M tokens takes seconds).
         """
@@ -60,19 +81,23 @@ class PretrainData:
 
         if heldout_every is None:
             heldout_every = HELDOUT_EVERY
-        key = (str(resolve_data_dir(data_dir)), corpus, max_len, heldout_every)
+        if tokenizer is not None and _is_default(tokenizer, resolve_data_dir(data_dir)):
+            tokenizer = None  # bert-base-uncased's own vocab: the same ids, one tokenised corpus
+        tok_key = None if tokenizer is None else (type(tokenizer).__name__, str(getattr(tokenizer, "vocab_path", "")),
+                                                  tokenizer.vocab_size)
+        key = (str(resolve_data_dir(data_dir)), corpus, max_len, heldout_every, tok_key)
         if key not in _CORPORA:
-            _CORPORA[key] = cls._load(data_dir, corpus, max_len, heldout_every)
+            _CORPORA[key] = cls._load(data_dir, corpus, max_len, heldout_every, tokenizer)
         return _CORPORA[key]
 
     @classmethod
-    def _load(cls, data_dir, corpus, max_len, heldout_every):
+    def _load(cls, data_dir, corpus, max_len, heldout_every, tokenizer=None):
         from nodeprobe.data.download import resolve_data_dir
         from nodeprobe.data.text import load_pretraining_corpus, load_text_corpus
         from nodeprobe.data.tokenizer import load_tokenizer
 
         d = resolve_data_dir(data_dir)
-        tok = load_tokenizer(d / "tokenizer" / "bert-base-uncased-vocab.txt")
+        tok = tokenizer if tokenizer is not None else load_tokenizer(d / "tokenizer" / "bert-base-uncased-vocab.txt")
         if corpus:
             c = load_text_corpus(corpus, tok)
         else:

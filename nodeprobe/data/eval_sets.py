@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -332,6 +333,7 @@ def load_eval_set(
     corpus=None,
     text=None,
     buffer_batches: int = 100,
+    labels_of=None,
 ) -> EvalSet:
     """Build the evaluation set of a task.
 
@@ -343,6 +345,14 @@ def load_eval_set(
     ``text``: MLM only — evaluate the whole of this text file / parquet directory / hub name
     instead of the held-out split, streamed (:func:`stream_eval_set`; batches length-sorted within
     buffers of ``buffer_batches × batch_size`` sequences; memory stays flat).
+    ``dataset``: your own table, ``data`` a :class:`nodeprobe.data.user.UserData` (its test split, or
+    ``split="train"``; ``limit`` as for ``fewrel``).  ``labels_of``: the classifier's HF config
+    (``num_labels``, ``id2label``) the set is scored by — its labels are then checked against and
+    put in that model's order (:func:`nodeprobe.data.user.align_labels`).  ``mlm`` with a
+    ``UserData`` ``data``: the MLM text is its ``text_column`` (each row an article, chunked into
+    ``[CLS] … [SEP]`` sequences of ≤ ``max_len`` tokens; ``limit``: the first ``limit`` sequences).
+    The fingerprint of a ``UserData`` set also hashes :meth:`~nodeprobe.data.user.UserData.fingerprint`
+    and the class names.
 
     Example:
         >>> es = load_eval_set("mlm", tok, text="big.txt", limit=10_000)   # doctest: +SKIP
@@ -360,24 +370,74 @@ def load_eval_set(
                                  f"(got task={task})")
         return stream_eval_set(text, tokenizer, limit=limit, seed=seed, batch_size=batch_size, max_len=max_len,
                                buffer_batches=buffer_batches)
+    from nodeprobe.data.user import UserData
+
+    user = data if isinstance(data, UserData) else None
+    if user is not None and task not in ("mlm", "dataset"):
+        raise NodeprobeError(f"dataset={user.path}: your own table is task=dataset (or task=mlm: its text column); "
+                             f"got task={task}")
+    if task == "mlm" and user is not None:
+        return _user_mlm_eval_set(user, tokenizer, limit=limit, seed=seed, batch_size=batch_size, max_len=max_len)
     if task == "mlm":
         from nodeprobe.data.corpus import PretrainData
 
-        corp = corpus if corpus is not None else PretrainData.load(data, None, max_len)
+        corp = corpus if corpus is not None else PretrainData.load(data, None, max_len, tokenizer=tokenizer)
         seqs = corp.heldout[:limit] if limit else corp.heldout
         if not seqs:
             raise NodeprobeError("task=mlm: the held-out evaluation set is empty")
         return mlm_eval_set(seqs, tokenizer, seed=seed, batch_size=batch_size, source=f"mlm:{corp.source}[held-out]")
-    train, test = classification_splits(task, data, tokenizer, n_train=n_train, n_test=n_test, max_len=max_len)
-    ds = {"test": test, "train": train}.get(split)
-    if ds is None:
+    if split not in ("test", "train"):
         raise NodeprobeError(f"split={split}: expected test or train")
+    if task == "dataset":
+        from nodeprobe.data.tasks import user_data
+
+        user = user_data(data)
+    train, test = classification_splits(task, data, tokenizer, n_train=n_train, n_test=n_test, max_len=max_len,
+                                        seed=seed)
+    ds = {"test": test, "train": train}[split]
+    if user is not None and labels_of is not None:
+        from nodeprobe.data.user import align_labels
+
+        ds = align_labels(ds, labels_of.num_labels, getattr(labels_of, "id2label", None),
+                          what=f"dataset={user.path}")
     if limit and limit < len(ds):
         rng = np.random.default_rng(seed)
         ds = ds.subset(sorted(rng.choice(len(ds), size=limit, replace=False).tolist()))
     if len(ds) == 0:
         raise NodeprobeError(f"task={task}: the evaluation set is empty")
-    return labeled_eval_set(ds, task, pad_id=tokenizer.pad_id, seed=seed, batch_size=batch_size)
+    es = labeled_eval_set(ds, task, pad_id=tokenizer.pad_id, seed=seed, batch_size=batch_size)
+    if user is not None:
+        es.fingerprint = _with_data(es.fingerprint, user, es.class_names)
+    return es
+
+
+def _with_data(fingerprint: str, user, class_names) -> str:
+    """An evaluation set's batch fingerprint with its :class:`~nodeprobe.data.user.UserData` folded in."""
+    blob = json.dumps([fingerprint, user.fingerprint(), list(class_names)], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _user_mlm_eval_set(user, tokenizer, *, limit, seed, batch_size, max_len) -> EvalSet:
+    """``--task mlm --dataset``: the ``text_column`` of ``user`` as MLM text (:func:`mlm_eval_set`)."""
+    from nodeprobe.data.text import article_sequences
+    from nodeprobe.data.user import user_texts
+
+    seqs = []
+    for ids in tokenizer.encode_batch(user_texts(user)):
+        if ids:
+            seqs.extend(article_sequences(ids, tokenizer.cls_id, tokenizer.sep_id, max_len=max_len))
+        if limit is not None and len(seqs) >= limit:
+            break
+    seqs = seqs[:limit] if limit else seqs
+    if not seqs:
+        raise NodeprobeError(f"text_column={user.text_column}: {user.path} has no text in it; "
+                             "allowed: a column with ≥ 1 non-empty text")
+    es = mlm_eval_set(seqs, tokenizer, seed=seed, batch_size=batch_size,
+                      source=f"mlm:user:{user.path}:{user.text_column}" + (f"[:{limit}]" if limit else ""))
+    if es.n_items == 0:
+        raise NodeprobeError(f"text_column={user.text_column}: {user.path}: its sequences have no maskable tokens")
+    es.fingerprint = _with_data(es.fingerprint, user, [])
+    return es
 
 
 def mlm_eval_set(sequences, tokenizer, *, seed: int = 0, batch_size: int = 64, source: str = "sequences") -> EvalSet:

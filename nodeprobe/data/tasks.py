@@ -1,7 +1,8 @@
-"""Evaluation sets by task name: ``mlm`` (held-out Wikipedia, fixed masks), ``fewrel``, ``dbpedia``.
+"""Evaluation sets by task name: ``mlm`` (held-out Wikipedia, fixed masks), ``fewrel``, ``dbpedia``,
+``dataset`` (your own labelled table: ``data`` is a :class:`~nodeprobe.data.user.UserData`).
 
-One place maps a ``--task`` and ``--data`` to the items every command evaluates, so that
-``ablate``, ``cache``, ``finetune`` and the reports all see the same split.
+One place maps a ``--task`` and ``--data`` (or ``--dataset``) to the items every command evaluates,
+so that ``ablate``, ``cache``, ``finetune`` and the reports all see the same split.
 
 Example:
     >>> train, test = classification_splits("fewrel", "../shared/data", tok)   # doctest: +SKIP
@@ -15,7 +16,9 @@ from pathlib import Path
 
 from nodeprobe.errors import NodeprobeError
 
-TASKS = ("mlm", "fewrel", "dbpedia")
+TASKS = ("mlm", "fewrel", "dbpedia", "dataset")
+#: the classification tasks (a ``cls`` head); ``mlm`` is the only other one
+CLASSIFICATION_TASKS = ("fewrel", "dbpedia", "dataset")
 
 
 def check_task(task: str) -> str:
@@ -43,12 +46,28 @@ def fewrel_file(data: str | Path | None) -> Path:
     raise NodeprobeError(f"data={p}: no FewRel file (expected fewrel/val_wiki.json or a FewRel JSON file)")
 
 
-def classification_splits(task: str, data: str | Path | None, tokenizer, n_train: int = 630,
+def user_data(data):
+    """``data`` of task ``dataset`` as a :class:`~nodeprobe.data.user.UserData` (a path alone: the
+    default columns)."""
+    from nodeprobe.data.user import UserData
+
+    if isinstance(data, UserData):
+        return data
+    if data is None:
+        raise NodeprobeError("task=dataset: needs `dataset` (your own table: a UserData or a path)")
+    return UserData(data)
+
+
+def classification_splits(task: str, data, tokenizer, n_train: int = 630,
                           n_test: int = 70, max_len: int = 128, markers: bool = True,
-                          max_per_class: int | None = None):
-    """``(train, test)`` LabeledSets for ``fewrel`` (``n_train``/``n_test`` per relation) or ``dbpedia``
-    (val.csv → train, test.csv → test, optionally capped at ``max_per_class``)."""
+                          max_per_class: int | None = None, seed: int = 0):
+    """``(train, test)`` LabeledSets for ``fewrel`` (``n_train``/``n_test`` per relation), ``dbpedia``
+    (val.csv → train, test.csv → test, optionally capped at ``max_per_class``) or ``dataset``
+    (``data`` a :class:`~nodeprobe.data.user.UserData`: :meth:`~nodeprobe.data.user.UserData.splits`;
+    ``seed`` draws its test share when it has no test table or split)."""
     check_task(task)
+    if task == "dataset":
+        return user_data(data).splits(tokenizer, max_len=max_len, seed=seed)
     if task == "fewrel":
         from nodeprobe.data.fewrel import load_fewrel
 

@@ -48,8 +48,11 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +62,8 @@ from nodeprobe.data._io import PathLike, as_path, short
 from nodeprobe.data.labeled import LabeledSet
 from nodeprobe.errors import NodeprobeError
 
-__all__ = ["read_table", "user_splits", "stratified_test_indices", "TABLE_FORMATS"]
+__all__ = ["read_table", "user_splits", "stratified_test_indices", "TABLE_FORMATS", "UserData", "align_labels",
+           "check_table_path", "user_texts"]
 
 #: file extension → (``datasets`` packaged builder, extra builder arguments).
 _BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -315,7 +319,8 @@ def _encode(tokenizer, texts: list[str], pairs: list[str] | None, max_len: int) 
     if pairs is None:
         return [tokenizer.with_specials(x, max_len) for x in a]
     b = tokenizer.encode_batch(pairs)
-    budget = max_len - 3
+    middle = list(getattr(tokenizer, "pair_separator", [tokenizer.sep_id]))  # RoBERTa: </s></s>
+    budget = max_len - 2 - len(middle)
     out = []
     for x, z in zip(a, b):
         la, lb = len(x), len(z)
@@ -324,7 +329,7 @@ def _encode(tokenizer, texts: list[str], pairs: list[str] | None, max_len: int) 
                 la -= 1
             else:
                 lb -= 1
-        out.append([tokenizer.cls_id, *x[:la], tokenizer.sep_id, *z[:lb], tokenizer.sep_id])
+        out.append([tokenizer.cls_id, *x[:la], *middle, *z[:lb], tokenizer.sep_id])
     return out
 
 
@@ -469,3 +474,133 @@ def user_splits(
     test = LabeledSet(_encode(tokenizer, t_texts, t_pairs, max_len), [index[v] for v in t_raw],
                       list(names), f"{test_src}[test]", list(names))
     return train, test
+
+
+# ----------------------------------------------------------------------------- the data object of task "dataset"
+def check_table_path(path: PathLike, param: str = "dataset") -> Path:
+    """A table path that exists and that :func:`read_table` can read by its kind (a folder, or a file
+    with a known extension), checked without reading it; one line otherwise.
+
+    Example:
+        >>> check_table_path("no/such.csv")
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: dataset=no/such.csv: not found; allowed: a .csv, .tsv/.tab, .jsonl/.ndjson/.json (JSON Lines) or .parquet/.pq file, or a folder written by datasets' save_to_disk
+    """
+    p = as_path(path, param)
+    if not p.exists():
+        raise NodeprobeError(f"{param}={path}: not found; allowed: {TABLE_FORMATS}")
+    if p.is_file() and p.suffix.lower() not in _BUILDERS:
+        raise NodeprobeError(
+            f"{param}={path}: unknown dataset extension {p.suffix.lower() or '(none)'!r}; allowed: {TABLE_FORMATS}"
+        )
+    return p
+
+
+@dataclass(frozen=True)
+class UserData:
+    """Your own labelled table as the ``data`` of task ``"dataset"`` (CLI ``--dataset`` and its column
+    options): the arguments of :func:`user_splits` except the tokenizer, ``seed`` and ``max_len``.
+
+    :meth:`describe` is a stable, JSON-able dict of every field (paths resolved) and
+    :meth:`fingerprint` its hash: the evaluation-set fingerprint of this data folds it in (with the
+    class names), so another column, split or ``test_fraction`` never reuses a stale activation cache,
+    and a fine-tuning run records it in ``run.json`` (another one is another run).
+
+    Example:
+        >>> d = UserData("reviews.csv", text_column="review", test_fraction=0.25)
+        >>> d.describe()["text_column"], len(d.fingerprint())
+        ('review', 16)
+        >>> d.fingerprint() != UserData("reviews.csv", text_column="body", test_fraction=0.25).fingerprint()
+        True
+    """
+
+    path: str | Path
+    text_column: str = "text"
+    label_column: str = "label"
+    text_pair_column: str | None = None
+    test_path: str | Path | None = None
+    split: str | None = None
+    test_split: str | None = None
+    test_fraction: float = 0.2
+
+    def splits(self, tokenizer, max_len: int = 128, seed: int = 0) -> tuple[LabeledSet, LabeledSet]:
+        """``(train, test)`` :class:`LabeledSet` s (:func:`user_splits`)."""
+        return user_splits(self.path, tokenizer, text_column=self.text_column, label_column=self.label_column,
+                           text_pair_column=self.text_pair_column, test_path=self.test_path, split=self.split,
+                           test_split=self.test_split, test_fraction=self.test_fraction, seed=seed,
+                           max_len=max_len)
+
+    def describe(self) -> dict:
+        """Every field, paths absolute (``str``), in a fixed order: what identifies this data."""
+        def resolved(p):
+            return None if p is None else str(Path(str(p)).expanduser().resolve())
+
+        return {"path": resolved(self.path), "text_column": self.text_column, "label_column": self.label_column,
+                "text_pair_column": self.text_pair_column, "test_path": resolved(self.test_path),
+                "split": self.split, "test_split": self.test_split, "test_fraction": float(self.test_fraction)}
+
+    def fingerprint(self) -> str:
+        """16 hex digits of sha256 over :meth:`describe`."""
+        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def user_texts(data: UserData) -> list[str]:
+    """The ``text_column`` strings of ``data``'s training table (its ``split``), in file order: the
+    masked-LM text of ``--task mlm --dataset`` (labels are not read)."""
+    p = as_path(data.path, "dataset")
+    ds = read_table(p, split=data.split)
+    where = _describe(p, data.split)
+    _check_columns(ds, where, {"text_column": data.text_column})
+    if ds.num_rows == 0:
+        raise NodeprobeError(f"{where}: dataset has no rows; allowed: a table with ≥ 1 row")
+    return _texts(ds, data.text_column, "text_column", where)
+
+
+def _model_names(num_labels: int, id2label: Mapping | None) -> list[str] | None:
+    """The model's class names by id, or ``None`` when they are generic (``LABEL_i``, ``i``) or missing."""
+    if not id2label:
+        return None
+    names = []
+    for i in range(num_labels):
+        v = id2label.get(i, id2label.get(str(i)))
+        if v is None:
+            return None
+        names.append(str(v))
+    generic = all(n in (f"LABEL_{i}", str(i)) for i, n in enumerate(names))
+    return None if generic else names
+
+
+def align_labels(ds: LabeledSet, num_labels: int, id2label: Mapping | None, what: str = "dataset") -> LabeledSet:
+    """``ds`` with its labels in a classifier's output order, or a one-line error when it cannot be.
+
+    The rule (docs/methods.md, "Your own data"): the data's ``K`` classes must be the model's
+    ``num_labels`` (else :class:`NodeprobeError` naming both numbers).  The data's sorted class
+    names define its indices ``0 … K−1``; if the model's ``config.id2label`` names are exactly
+    those names (in any order) each data label is mapped to the model id of that name, so a
+    classifier fine-tuned on this data (by nodeprobe or elsewhere) is scored correctly and the
+    classes are named in the model's order; otherwise (generic ``LABEL_0 …`` / integer names, or
+    names that differ) the data's order is used as it is: data index ``i`` = model output ``i``.
+
+    Example:
+        >>> s = LabeledSet([[1, 2], [1, 3]], [0, 1], ["neg", "pos"], "demo", ["neg", "pos"])
+        >>> align_labels(s, 2, {0: "pos", 1: "neg"}).labels
+        [1, 0]
+        >>> align_labels(s, 2, {0: "LABEL_0", 1: "LABEL_1"}).labels
+        [0, 1]
+    """
+    k = len(ds.label_names)
+    if k != int(num_labels):
+        raise NodeprobeError(
+            f"{what}: the data has {k} classes ({', '.join(short(n, 20) for n in ds.label_names[:6])}"
+            f"{' …' if k > 6 else ''}) but the model has num_labels={num_labels}; allowed: a classifier "
+            f"with {k} labels (fine-tune one with `nodeprobe finetune --dataset`)"
+        )
+    names = _model_names(int(num_labels), id2label)
+    if names is None or len(set(names)) != k or set(names) != set(ds.label_names) or names == list(ds.label_names):
+        return ds
+    to_model = {j: names.index(n) for j, n in enumerate(ds.label_names)}
+    ids = list(ds.label_ids) if ds.label_ids else list(ds.label_names)
+    by_model = {to_model[j]: ids[j] for j in range(k)}
+    return LabeledSet(list(ds.input_ids), [to_model[y] for y in ds.labels], list(names), ds.source,
+                      [by_model[i] for i in range(k)])

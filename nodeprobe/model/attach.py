@@ -22,7 +22,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.model import families
+from nodeprobe.model.families import family_of, get
 from nodeprobe.model.names import (ROOT, BlockHookPoints, EmbedHookPoints, MLMHeadHookPoints, ReadoutHookPoints,
                                    UnembedHookPoints, add_hook_points, check_hook_names, has_hooks)
 
@@ -147,13 +147,13 @@ class AttachedHooks(HookedRootModule):
         super().__init__()
         object.__setattr__(self, "_hf", hf_model)
         arch = type(hf_model).__name__
-        fam = families.family_of(arch)
+        fam = family_of(arch)
         object.__setattr__(self, "_family", fam)
         enc = fam.encoder(hf_model)
-        layers = families.get(enc, fam.layers)
+        layers = get(enc, fam.layers)
         cfg = hf_model.config
         H = cfg.num_attention_heads
-        if any(hasattr(families.get(layer, fam.attn_module), "_nodeprobe_attn") for layer in layers):
+        if any(hasattr(get(layer, fam.attn_module), "_nodeprobe_attn") for layer in layers):
             raise NodeprobeError(f"hf_model: this {arch} already has nodeprobe hooks attached (a nested attach() "
                                  "on the same model would lose the outer hooks); use the outer hooked object")
         add_hook_points(self, ROOT)
@@ -169,7 +169,7 @@ class AttachedHooks(HookedRootModule):
         self._saved_attn = None
         try:
             reg = self._handles.append
-            g = lambda root, path: families.get(root, path)  # noqa: E731
+            g = lambda root, path: get(root, path)  # noqa: E731
             word, token_type, position = _embed_parts(self.embed)
             reg(g(enc, fam.word).register_forward_hook(word))
             if fam.token_type is not None:
@@ -226,8 +226,8 @@ class AttachedHooks(HookedRootModule):
             h.remove()
         self._handles.clear()
         fam = self._family
-        for layer in families.get(fam.encoder(self._hf), fam.layers):
-            attn = families.get(layer, fam.attn_module)
+        for layer in get(fam.encoder(self._hf), fam.layers):
+            attn = get(layer, fam.attn_module)
             if hasattr(attn, "_nodeprobe_attn"):
                 del attn._nodeprobe_attn
         if self._swapped:  # restore even when the saved value is None

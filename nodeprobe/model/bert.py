@@ -1,10 +1,12 @@
-"""HookedBert: a TransformerLens ``HookedRootModule`` over a Hugging Face BERT.
+"""HookedBert: a TransformerLens ``HookedRootModule`` over a Hugging Face BERT-family encoder.
 
 The wrapper owns no weights of its own: it holds the Hugging Face model (``self.hf``) and runs
-the same computation as ``BertModel`` / ``BertForMaskedLM`` / ``BertForSequenceClassification``
-step by step, passing every intermediate tensor through a :class:`HookPoint` with a
-TransformerLens-style name.  Training the wrapper trains the HF model, and
-``model.hf.save_pretrained(dir)`` saves it in Hugging Face format.
+the same computation as its base model, masked LM or sequence classifier step by step, passing
+every intermediate tensor through a :class:`HookPoint` with a TransformerLens-style name.  It
+reads the HF model only through its family's module map (:mod:`nodeprobe.model.families`: BERT,
+RoBERTa, XLM-RoBERTa, ELECTRA, DistilBERT — all post-LN, so the hook meanings below hold for
+each).  Training the wrapper trains the HF model, and ``model.hf.save_pretrained(dir)`` saves it
+in Hugging Face format.
 
 Hook points mean what they mean in TransformerLens's own BERT (``HookedEncoder``, TL 3.9); ``B``
 batch, ``P`` positions, ``H`` heads, ``D`` d_model, ``Dh`` d_head, ``F`` d_ff, ``K`` readout classes
@@ -36,7 +38,8 @@ name                                       shape                what
 ``readout.hook_in``                        MLM ``[B, P, D]``    the vector entering the final linear map
                                            (``[n, D]``),        (METHODS §1 ``readout``): MLM after the
                                            cls ``[B, D]``       prediction-head transform; classifier the
-                                                                pooled [CLS] after tanh
+                                                                first token after the head's dense +
+                                                                activation (BERT: the pooler's tanh)
 ``unembed.hook_in|hook_out``               ``[B, P, D|V]``      MLM only: decoder input (= readout.hook_in), logits
 =========================================  ===================  ==========================================
 
@@ -58,7 +61,6 @@ tests).  A block with a hook attached always runs in full, so hooks see their us
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,8 +72,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from nodeprobe.errors import NodeprobeError
-from nodeprobe.model import families
-from nodeprobe.model.families import Family
+from nodeprobe.model.families import FAMILIES, Family, activation, family_of, get, identity
 from nodeprobe.model.weights import AttentionWeights, MLPWeights, ModelWeights
 from nodeprobe.model.config import HookedBertConfig
 from nodeprobe.model.tl_surface import RETURN_TYPES, TransformerLensSurface
@@ -161,12 +162,12 @@ class HookedEmbed(EmbedHookPoints):
     ``create_position_ids_from_input_ids``)."""
 
     def __init__(self, encoder: nn.Module, family: Family, pad_id: int | None):
-        super().__init__(HookedLayerNorm(families.get(encoder, family.embed_ln)))
-        g = lambda path: families.get(encoder, path)  # noqa: E731
+        super().__init__(HookedLayerNorm(get(encoder, family.embed_ln)))
+        g = lambda path: get(encoder, path)  # noqa: E731
         for name, path in (("_word", family.word), ("_pos", family.position), ("_types", family.token_type),
                            ("_project", family.embed_project)):
             object.__setattr__(self, name, g(path))  # not submodules: the weights are HookedBert.hf's
-        object.__setattr__(self, "_dropout", g(family.embed_dropout) or families.identity)
+        object.__setattr__(self, "_dropout", g(family.embed_dropout) or identity)
         self.pad_id = pad_id if family.positions_from_pad else None
 
     def position_ids(self, input_ids: Int[Tensor, "B P"]) -> Int[Tensor, "B P"] | Int[Tensor, "1 P"]:
@@ -282,8 +283,8 @@ class HookedBlock(BlockHookPoints):
 
     def __init__(self, hf_layer: nn.Module, n_heads: int, d_head: int, cfg: HookedBertConfig | None = None,
                  family: Family | None = None):
-        fam = family or families.FAMILIES["bert"]
-        g = lambda path: families.get(hf_layer, path)  # noqa: E731
+        fam = family or FAMILIES["bert"]
+        g = lambda path: get(hf_layer, path)  # noqa: E731
         super().__init__(HookedAttention(n_heads, d_head, cfg), HookedMLP(), HookedLayerNorm(g(fam.ln1)),
                          HookedLayerNorm(g(fam.ln2)))
         object.__setattr__(self, "_hf", hf_layer)  # not a submodule: weights are owned by HookedBert.hf
@@ -293,9 +294,9 @@ class HookedBlock(BlockHookPoints):
                                  (self.attn, "_drop", fam.attn_dropout), (self.attn, "_o", fam.o),
                                  (self.mlp, "_fc_in", fam.fc_in), (self.mlp, "_fc_out", fam.fc_out)):
             object.__setattr__(part, name, g(path))
-        object.__setattr__(self, "_o_drop", g(fam.o_dropout) or families.identity)
-        object.__setattr__(self, "_act", families.activation(hf_layer, fam.act))
-        object.__setattr__(self, "_mlp_drop", g(fam.mlp_dropout) or families.identity)
+        object.__setattr__(self, "_o_drop", g(fam.o_dropout) or identity)
+        object.__setattr__(self, "_act", activation(hf_layer, fam.act))
+        object.__setattr__(self, "_mlp_drop", g(fam.mlp_dropout) or identity)
 
     def has_hooks(self) -> bool:
         """Whether any hook (forward, pre-forward or backward) is attached to a hook point of this block."""
@@ -382,7 +383,7 @@ class HookedBert(TransformerLensSurface, HookedRootModule, ModelWeights):
     def __init__(self, hf_model: nn.Module, kind: Kind | None = None, tokenizer=None):
         super().__init__()
         arch = type(hf_model).__name__
-        family = families.family_of(arch)  # one line naming an unsupported class and the supported ones
+        family = family_of(arch)  # one line naming an unsupported class and the supported ones
         has = family.kind_of(arch)
         kind = kind or has
         if kind not in ("mlm", "cls", "base"):
@@ -403,10 +404,10 @@ class HookedBert(TransformerLensSurface, HookedRootModule, ModelWeights):
                                              family=family, hf_model=hf_model)
         add_hook_points(self, ROOT)
         self.embed = HookedEmbed(encoder, family, getattr(hf_model.config, "pad_token_id", None))
-        layers = families.get(encoder, family.layers)
+        layers = get(encoder, family.layers)
         self.blocks = nn.ModuleList(HookedBlock(l, self.cfg.n_heads, self.cfg.d_head, self.cfg, family) for l in layers)
         object.__setattr__(self, "_head", _HeadParts.of(hf_model, family, kind))
-        object.__setattr__(self, "_pooler", families.get(encoder, family.pooler))
+        object.__setattr__(self, "_pooler", get(encoder, family.pooler))
         if kind == "mlm":
             self.mlm_head = MLMHeadHookPoints(HookedLayerNorm(self._head.norm))
             self.unembed = UnembedHookPoints()
@@ -687,8 +688,8 @@ class _HeadParts:
     act: object = None
     out: nn.Module | None = None
     norm: nn.Module | None = None
-    drop_in: object = families.identity
-    drop_mid: object = families.identity
+    drop_in: object = identity
+    drop_mid: object = identity
     bias: Tensor | None = None
 
     @classmethod
@@ -696,7 +697,7 @@ class _HeadParts:
         if kind == "base":
             return cls()
         h = family.mlm if kind == "mlm" else family.cls
-        g = lambda path: families.get(hf_model, path)  # noqa: E731
-        return cls(dense=g(h.dense), act=families.activation(hf_model, h.act), out=g(h.out), norm=g(h.norm),
-                   drop_in=g(h.drop_in) or families.identity, drop_mid=g(h.drop_mid) or families.identity,
+        g = lambda path: get(hf_model, path)  # noqa: E731
+        return cls(dense=g(h.dense), act=activation(hf_model, h.act), out=g(h.out), norm=g(h.norm),
+                   drop_in=g(h.drop_in) or identity, drop_mid=g(h.drop_mid) or identity,
                    bias=g(h.bias))

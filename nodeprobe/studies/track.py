@@ -238,7 +238,7 @@ def track_eval_set(task: str, tokenizer, data=None, *, text_file=None, max_items
             every = int(json.loads((Path(run_dir) / "run.json").read_text())["run"]["settings"]["heldout_every"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    corp = PretrainData.load(data, None, max_len, every)
+    corp = PretrainData.load(data, None, max_len, every, tokenizer=tokenizer)
     if corp.tokenizer.vocab_size != tokenizer.vocab_size:
         raise NodeprobeError(f"`data`: the corpus vocab has {corp.tokenizer.vocab_size} tokens but the model's "
                              f"{tokenizer.vocab_size}; use `text_file` with text for this model")

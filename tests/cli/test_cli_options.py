@@ -17,7 +17,7 @@ def test_task_names_are_the_library_s():
     options.check_task(None)
     for t in TASKS:
         options.check_task(t)
-    with pytest.raises(NodeprobeError, match=r"^--task xyz: expected one of mlm, fewrel, dbpedia$"):
+    with pytest.raises(NodeprobeError, match=r"^--task xyz: expected one of mlm, fewrel, dbpedia, dataset$"):
         options.check_task("xyz")
 
 
