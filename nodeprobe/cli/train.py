@@ -110,7 +110,7 @@ def finetune(
     overwrite: bool = typer.Option(False, "--overwrite"),
     json_path: Optional[Path] = JsonOpt,
 ):
-    """Fine-tune BertForSequenceClassification on FewRel (630/70 per relation), DBpedia, or your own
+    """Fine-tune a sequence classifier (the model's family: BERT, RoBERTa, …) on FewRel (630/70 per relation), DBpedia, or your own
     labelled table (--dataset: its train split; test accuracy every epoch on its test split).
 
     Multi-GPU: run the same command under `accelerate launch` (see README)."""
