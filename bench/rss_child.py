@@ -8,6 +8,7 @@ items cached so far: "flat in N" compares the peak after the first quarter of th
 peak at the end.  Prints one JSON line.
 
     python bench/rss_child.py --size paper [--test-only] [--limit N] [--data DIR] [--threads 2]
+    python bench/rss_child.py --size cpu --dataset big.parquet     # P4b: your own table (train + test)
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def main(argv=None) -> None:
     p.add_argument("--limit", type=int, default=None, help="a seeded subset of each split (smoke runs)")
     p.add_argument("--data", default=None)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dataset", default=None, help="a labelled table (--dataset of the CLI): cache its rows instead")
     args = p.parse_args(argv)
 
     import torch
@@ -63,14 +65,21 @@ def main(argv=None) -> None:
     data = data_root(args.data)
     tok = load_tokenizer(data / "tokenizer" / "bert-base-uncased-vocab.txt")
     splits = ["test"] if args.test_only else ["train", "test"]
-    sets = [load_eval_set("fewrel", tok, data, split=s, limit=args.limit) for s in splits]
+    if args.dataset:  # the CLI's --dataset path: UserData, stratified 0.2 test split, train + test cached
+        from nodeprobe.data.user import UserData
+
+        task, source = "dataset", UserData(args.dataset)
+    else:
+        task, source = "fewrel", data
+    sets = [load_eval_set(task, tok, source, split=s, limit=args.limit) for s in splits]
+    n_classes = sets[0].n_classes
     batches = [b for s in sets for b in s.batches]
     random.Random(0).shuffle(batches)
-    es = EvalSet("fewrel", batches, sets[0].class_names, sets[0].source, sets[0].seed)
+    es = EvalSet(task, batches, sets[0].class_names, sets[0].source, sets[0].seed)
     es.fingerprint = _fingerprint_batches(es.batches)
 
     torch.manual_seed(0)
-    hf = BertForSequenceClassification(get_preset(args.size).model.bert_config(30522, num_labels=16)).eval()
+    hf = BertForSequenceClassification(get_preset(args.size).model.bert_config(30522, num_labels=n_classes)).eval()
     model = HookedBert(hf)
 
     trace: list[tuple[int, int]] = []  # (items cached so far, peak RSS so far)

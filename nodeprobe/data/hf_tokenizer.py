@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from nodeprobe.data._io import PathLike, as_path
+from nodeprobe.data.tokenizer import Tokenizer
 from nodeprobe.errors import NodeprobeError
 
 __all__ = ["HFTokenizer", "has_hf_tokenizer"]
@@ -94,16 +95,13 @@ class HFTokenizer:
             return [self.sep_id]
 
     # ----------------------------------------------------------------- encoding
-    def encode(self, text: str) -> list[int]:
-        """Ids of ``text`` without specials: ``Int[list, "n"]``."""
-        return self.backend.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """:meth:`encode` for many texts at once (parallel in Rust)."""
-        if not texts:
-            return []
-        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
-        return [e.ids for e in encode(list(texts), add_special_tokens=False)]
+    # the methods that read only ``backend`` and the special ids are WordPiece Tokenizer's own
+    encode = Tokenizer.encode
+    encode_batch = Tokenizer.encode_batch
+    with_specials = Tokenizer.with_specials
+    convert_tokens_to_ids = Tokenizer.convert_tokens_to_ids
+    token_to_id = Tokenizer.token_to_id
+    __len__ = Tokenizer.__len__
 
     def encode_words_batch(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         """Word-by-word ids: ``out[s][w]`` = pieces of word ``w`` of sentence ``s`` (each word after
@@ -111,15 +109,6 @@ class HFTokenizer:
         uniq = list(dict.fromkeys(w for s in sentences for w in s))
         table = dict(zip(uniq, self.encode_batch([" " + w for w in uniq]))) if uniq else {}
         return [[list(table[w]) for w in s] for s in sentences]
-
-    def with_specials(self, ids: Sequence[int], max_len: int | None = None) -> list[int]:
-        """``cls + ids + sep``, keeping the first ``max_len − 2`` ids if ``max_len`` is set."""
-        ids = list(ids)
-        if max_len is not None:
-            if max_len < 2:
-                raise NodeprobeError(f"max_len={max_len}: must be ≥ 2 (room for the first and last special)")
-            ids = ids[: max_len - 2]
-        return [self.cls_id, *ids, self.sep_id]
 
     # ------------------------------------------------------------- conversion
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
@@ -133,20 +122,9 @@ class HFTokenizer:
             out.append(self.hf.convert_ids_to_tokens(i))
         return out
 
-    def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
-        """Ids of vocab tokens; an unknown token maps to ``unk_id``."""
-        return [self.vocab.get(t, self.unk_id) for t in tokens]
-
-    def token_to_id(self, token: str) -> int | None:
-        """Id of ``token`` or ``None``."""
-        return self.vocab.get(token)
-
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Text of ``ids``."""
         return self.hf.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
-
-    def __len__(self) -> int:
-        return self.vocab_size
 
     def __repr__(self) -> str:
         return (f"HFTokenizer({str(self.vocab_path)!r}, {type(self.hf).__name__}, vocab_size={self.vocab_size}, "
