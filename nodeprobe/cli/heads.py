@@ -232,8 +232,9 @@ def track(
 
     cks = find_checkpoints(run, random_init=random_init, seed=seed)
     first = next((c.path for c in cks if c.path is not None), None)
-    tok = load_tokenizer(first if (first / "vocab.txt").is_file()
-                         else data_root(data) / "tokenizer" / "bert-base-uncased-vocab.txt")
+    from nodeprobe.model.loading import has_tokenizer
+
+    tok = load_tokenizer(first if has_tokenizer(first) else data_root(data) / "tokenizer" / "bert-base-uncased-vocab.txt")
     run_dir = run[0] if (run[0] / "snapshots").is_dir() else None
     if user is not None:  # your own table: its test split, or (--task mlm) its text column, in the data's order
         from nodeprobe.data.eval_sets import load_eval_set

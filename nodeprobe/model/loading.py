@@ -254,7 +254,7 @@ def load_model(
     hf = source if isinstance(source, nn.Module) else load_hf(source, kind, trust_pickle)
     if tokenizer is None and not isinstance(source, nn.Module):
         folder = minilm_dir() if str(source).lower() in MINILM_ALIASES else Path(source)
-        if _has_tokenizer(folder):
+        if has_tokenizer(folder):
             from nodeprobe.data.tokenizer import load_tokenizer
 
             try:  # best effort: a folder whose vocab is not BERT's (or not this model's) loads without one
@@ -266,7 +266,7 @@ def load_model(
     return HookedBert(hf, kind, tokenizer=tokenizer).to(dev).eval()  # as TransformerLens loads: eval mode
 
 
-def _has_tokenizer(folder: Path) -> bool:
+def has_tokenizer(folder: Path) -> bool:
     """Whether a model folder holds its own tokenizer (a WordPiece ``vocab.txt`` or a saved fast one)."""
     from nodeprobe.data.hf_tokenizer import has_hf_tokenizer
 
@@ -349,7 +349,7 @@ def load_with_tokenizer(model: str | os.PathLike, task: str | None = None, devic
     from nodeprobe.data.tokenizer import load_tokenizer
 
     src = minilm_dir() if str(model).lower() in MINILM_ALIASES else Path(model)
-    if _has_tokenizer(src):
+    if has_tokenizer(src):
         tok = load_tokenizer(src)
     else:
         tok = load_tokenizer(data_root(None) / "tokenizer" / "bert-base-uncased-vocab.txt")

@@ -240,3 +240,40 @@ def test_cli_track_fewrel_finetune_run(shared_data, tmp_path, capsys):
     assert d["steps"][0]["label"].startswith("random init") and d["steps"][0]["mean_apt"] is None
     assert (run_dir / "track-fewrel" / "steps" / "step-0000007.json").is_file()
     assert "⟨APT⟩" not in capsys.readouterr().out
+
+
+def test_cli_track_dataset_roberta_run(tmp_path, capsys):
+    """`track --dataset` on a RoBERTa fine-tuning run (final/ only): a seeded random init is step 0,
+    and the final step's accuracy is a plain Hugging Face evaluation of the same test table."""
+    import csv
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from _families import save_family, sentences
+    from nodeprobe.cli import main
+
+    run_dir = tmp_path / "ft"
+    final = save_family(run_dir, "roberta", "cls", name="final")
+    (run_dir / "finetune.json").write_text(json.dumps({"steps": 7}))
+    texts = sentences(40, seed=3)
+    for name, rows in (("train.csv", texts[:28]), ("test.csv", texts[28:])):
+        with (tmp_path / name).open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label"])
+            w.writerows((t, "abc"[i % 3]) for i, t in enumerate(rows))
+    js = tmp_path / "t.json"
+    assert main(["track", "--run", str(run_dir), "--dataset", str(tmp_path / "train.csv"), "--test-dataset",
+                 str(tmp_path / "test.csv"), "--no-heads", "--json", str(js)]) == 0
+    d = json.loads(js.read_text())["result"]
+    assert [s["step"] for s in d["steps"]] == [0, 7] and d["n_items"] == 12 and d["n_classes"] == 3
+    assert d["steps"][0]["label"].startswith("random init")
+
+    tok = AutoTokenizer.from_pretrained(final)
+    hf = AutoModelForSequenceClassification.from_pretrained(final, attn_implementation="eager").eval()
+    enc = tok(texts[28:], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        pred = hf(**enc).logits.argmax(-1)
+    y = torch.tensor([i % 3 for i in range(12)])  # the model's labels 0 1 2 are the data's a b c (id2label generic)
+    assert d["steps"][1]["accuracy"] == pytest.approx(int((pred == y).sum()) / 12, abs=1e-6)
+    assert (run_dir / "track-dataset" / "steps" / "step-0000007.json").is_file()
+    capsys.readouterr()
