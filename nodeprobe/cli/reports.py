@@ -266,6 +266,9 @@ def apt(
     model: Optional[str] = ReportModelOpt,
     task: str = typer.Option("mlm", "--task", help="mlm (APT is an MLM metric)"),
     data: Optional[Path] = DataOpt,
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Your own table (.csv, .tsv, .jsonl, .parquet or a save_to_disk folder): evaluate the MLM text of its --text-column (frequencies stay the corpus's)."),
+    text_column: Optional[str] = TextColumnOpt,
+    split: Optional[str] = SplitOpt,
     text: Optional[str] = TextOpt,
     min_count: int = typer.Option(5, "--min-count", help="Tokens with at least this many modified occurrences."),
     bins: int = typer.Option(10, "--bins", help="log10-frequency bins."),
@@ -287,8 +290,10 @@ def apt(
     check_task(task)
     if task != "mlm":
         raise NodeprobeError(f"--task {task}: APT is a masked-LM metric; use --task mlm")
-    io = dict(json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
-    check_common(task, model, json_path, plot, outputs=io["outputs"], data=data, device=device, text=text, min_count=min_count, bins=bins,
+    task, user, inputs = resolve_dataset(task, text=text, **dataset_args(dataset, text_column, None, None, None, split,
+                                                                         None, None))
+    io = dict(inputs=inputs, json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
+    check_common(task, model, json_path, plot, inputs=inputs, outputs=io["outputs"], data=data, device=device, text=text, min_count=min_count, bins=bins,
                  probe_epochs=probe_epochs, limit=limit, top=top, batch_size=batch_size)
     ps = _probe(probe_fraction, probe_epochs, seed)
     from nodeprobe.render.views import render_apt
@@ -299,12 +304,12 @@ def apt(
     model = resolve_model(model, task, io=io)
     loaded = load_for_task(model, task, device, trust)  # a bad model fails before the corpus is read
     corpus = PretrainData.load(data, None, min(128, loaded[0].spec.max_len), tokenizer=loaded[1])
-    m, es, reader = load_report_inputs(model, task, data, limit, seed, device, batch_size, cache, rebuild,
+    m, es, reader = load_report_inputs(model, task, user or data, limit, seed, device, batch_size, cache, rebuild,
                                        ("readout", "resid"), trust, corpus=corpus, loaded=loaded, text=text)
     rep = apt_report(reader, m, corpus.counts, min_count=min_count, n_bins=bins, probe=ps if probe else None,
                      cluster_threshold=cluster_threshold, top=top, device=device, progress=True)
     render_apt(rep, top)
-    _finish("apt", rep, reader, json_path, plot, ("apt",), text=text, model=model, task=task, min_count=min_count,
+    _finish("apt", rep, reader, json_path, plot, ("apt",), text=text, **dataset_settings(user), model=model, task=task, min_count=min_count,
             bins=bins, probe=probe, probe_fraction=probe_fraction, probe_epochs=probe_epochs,
             cluster_threshold=cluster_threshold, limit=limit, seed=seed)
 

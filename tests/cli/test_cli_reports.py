@@ -265,3 +265,33 @@ def test_v2_sites_end_to_end(models, shared_data, tmp_path, capsys):
     hh = load_json(tmp_path / "hh.json")["result"]
     assert hh["kind"] == "heads" and [row["unit"] for row in hh["rows"]] == [f"L1H{h}" for h in range(4)]
     assert all(row["acc"] <= row["ub_data"] + 1e-12 for row in hh["rows"])
+
+
+def test_apt_on_a_text_column_of_your_own_table(tmp_path):
+    """`apt --dataset T --text-column C`: the MLM text is that column (frequencies stay the corpus's),
+    the same items and accuracy as run_eval over load_eval_set of the same UserData."""
+    import csv
+
+    from _families import save_family, sentences
+    from nodeprobe.cli import main
+    from nodeprobe.data.eval_sets import load_eval_set
+    from nodeprobe.data.user import UserData
+    from nodeprobe.evaluate import run_eval
+    from nodeprobe.model import load_with_tokenizer
+
+    d = save_family(tmp_path, "roberta", "mlm")
+    table = tmp_path / "notes.csv"
+    with table.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["body", "label"])
+        w.writerows((t, "x") for t in sentences(40, seed=1))
+    js = tmp_path / "apt.json"
+    assert main(["apt", "--model", str(d), "--dataset", str(table), "--text-column", "body", "--min-count", "1",
+                 "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    m, tok = load_with_tokenizer(d, "mlm")
+    es = load_eval_set("mlm", tok, UserData(table, text_column="body"), max_len=min(128, m.spec.max_len))
+    assert r["result"]["n_items"] == es.n_items > 0
+    assert r["result"]["accuracy"] == pytest.approx(run_eval(m, es).accuracy, abs=1e-6)
+    assert r["settings"]["dataset"]["text_column"] == "body"
+    assert main(["apt", "--model", str(d), "--dataset", str(table), "--text-column", "nope"]) == 2
