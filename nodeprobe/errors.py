@@ -62,3 +62,30 @@ def in_flags(message: str, flags: dict[str, str]) -> str:
     # inside a value such as a path data/seed=1/x.txt
     message = re.sub(r"(?<![^\s(\[{,;'\"])([A-Za-z_][A-Za-z0-9_]*)=(?!True\b|False\b|None\b)", valued, message)
     return re.sub(r"`([A-Za-z_][A-Za-z0-9_]*)`", bare, message)
+
+
+def reason(e: BaseException, limit: int = 160) -> str:
+    """Why a library call failed, as one short line: the innermost exception's type and the first
+    line of its message (``OSError``'s ``strerror``), whitespace collapsed, cut at ``limit``.
+
+    Example:
+        >>> try:
+        ...     try:
+        ...         int("forty-eight")
+        ...     except ValueError as inner:
+        ...         raise RuntimeError("could not load") from inner
+        ... except RuntimeError as e:
+        ...     reason(e)
+        "ValueError: invalid literal for int() with base 10: 'forty-eight'"
+    """
+    seen, hops = e, 0
+    while hops < 20:  # the innermost cause says what is wrong; the outer ones say where
+        nxt = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+        if nxt is None or nxt is seen:
+            break
+        seen, hops = nxt, hops + 1
+    text = getattr(seen, "strerror", None) if isinstance(seen, OSError) else None
+    text = text or (str(seen).strip().split("\n")[0] if str(seen).strip() else "")
+    text = " ".join(text.split())
+    out = f"{type(seen).__name__}: {text}" if text else type(seen).__name__
+    return (out[: limit - 1] + "…") if len(out) > limit else out

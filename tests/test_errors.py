@@ -26,3 +26,32 @@ def test_message_is_one_line():
 def test_in_flags(msg, said):
     assert in_flags(msg, FLAGS) == said
     assert NodeprobeError(msg).in_flags(FLAGS) == said
+
+
+def test_reason_names_the_innermost_cause_in_one_short_line(tmp_path):
+    from nodeprobe.errors import reason
+
+    try:
+        try:
+            open(tmp_path / "missing.json")
+        except OSError as inner:
+            raise RuntimeError("could not load\nthe checkpoint") from inner
+    except RuntimeError as e:
+        assert reason(e) == "FileNotFoundError: No such file or directory"
+    assert reason(ValueError("x" * 500), limit=40) == "ValueError: " + "x" * 27 + "…"
+    assert reason(KeyError()) == "KeyError"
+
+
+def test_a_truncated_checkpoint_is_reported_with_its_reason(tmp_path):
+    """Issue 15 class 6: `unreadable (SafetensorError: …)`, not the exception type alone."""
+    from _families import save_family
+    from nodeprobe.errors import NodeprobeError
+    from nodeprobe.train.finetune import _check_weights
+
+    d = save_family(tmp_path, "distilbert", "mlm")
+    st = d / "model.safetensors"
+    st.write_bytes(st.read_bytes()[:-100])
+    with pytest.raises(NodeprobeError) as e:
+        _check_weights(d, str(d))
+    msg = str(e.value)
+    assert msg.startswith(f"model={d}: unreadable model.safetensors (") and ":" in msg.split("(", 1)[1], msg

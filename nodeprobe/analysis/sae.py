@@ -47,7 +47,7 @@ from torch import Tensor
 
 from nodeprobe.analysis._arrays import labels
 from nodeprobe.analysis.confusion import argmax_lowest
-from nodeprobe.errors import NodeprobeError
+from nodeprobe.errors import NodeprobeError, reason
 
 #: what ``SAE.save_model`` writes (``sae_lens.constants``)
 CFG_FILE = "cfg.json"
@@ -239,7 +239,7 @@ def read_sae_config(path: str | Path) -> dict:
     try:
         cfg = json.loads((p / CFG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise NodeprobeError(f"{where}: {CFG_FILE} is not readable JSON ({type(e).__name__})") from None
+        raise NodeprobeError(f"{where}: {CFG_FILE} is not readable JSON ({reason(e)})") from None
     if not isinstance(cfg, dict):
         raise NodeprobeError(f"{where}: {CFG_FILE} is not a JSON object")
     cfg = dict(cfg)
@@ -324,7 +324,7 @@ def load_sae(path: str | Path) -> SAEWeights:
     try:
         sd = load_file(str(p / WEIGHTS_FILE))
     except Exception as e:  # a torn or foreign file: safetensors raises its own error types
-        raise NodeprobeError(f"{where}: {WEIGHTS_FILE} is not a readable safetensors file ({type(e).__name__})") from None
+        raise NodeprobeError(f"{where}: {WEIGHTS_FILE} is not a readable safetensors file ({reason(e)})") from None
     arch = cfg["architecture"]
     if arch == "jumprelu" and "threshold" not in sd and "log_threshold" in sd:
         sd["threshold"] = torch.exp(sd.pop("log_threshold"))

@@ -22,7 +22,7 @@ from nodeprobe.cli.options import (
     DataOpt, DeviceOpt, HeadsModelOpt, HeadsTaskOpt, JsonOpt, MaxLenOpt, PlotOpt, TrackSeedOpt, check_common, check_index,
     check_io, check_paths, check_positive, load_for_task, number, resolve_model, trust_pickle,
 )
-from nodeprobe.errors import NodeprobeError
+from nodeprobe.errors import NodeprobeError, reason
 
 MAX_TEXTS = 64
 
@@ -51,7 +51,7 @@ def _texts(text: Optional[str], text_file: Optional[Path], max_texts: int, user=
     try:
         raw = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise NodeprobeError(f"--text-file {p}: unreadable ({type(e).__name__})") from None
+        raise NodeprobeError(f"--text-file {p}: unreadable ({reason(e)})") from None
     paras, cur = [], []
     for line in raw.splitlines():
         if line.strip():

@@ -60,7 +60,7 @@ import numpy as np
 
 from nodeprobe.data._io import PathLike, as_path, short
 from nodeprobe.data.labeled import LabeledSet
-from nodeprobe.errors import NodeprobeError
+from nodeprobe.errors import NodeprobeError, reason
 
 __all__ = ["read_table", "user_splits", "stratified_test_indices", "TABLE_FORMATS", "UserData", "align_labels",
            "check_table_path", "user_texts"]
@@ -83,18 +83,6 @@ TABLE_FORMATS = (
 )
 
 
-def _first_line(e: BaseException) -> str:
-    """The innermost useful one-line reason of a reader exception."""
-    seen = e
-    while seen.__cause__ is not None or seen.__context__ is not None:
-        nxt = seen.__cause__ or seen.__context__
-        if nxt is None or nxt is seen:
-            break
-        seen = nxt
-    text = str(seen).strip().split("\n")[0] or type(seen).__name__
-    return f"{type(seen).__name__}: {text}"[:200]
-
-
 def _empty_saved(p: Path) -> Path | None:
     """The (split) folder under ``p`` holding a saved Dataset without data files, if any."""
     import json
@@ -115,7 +103,7 @@ def _read_disk(p: Path, split: str | None):
         obj = datasets.load_from_disk(str(p))
     except FileNotFoundError as e:
         raise NodeprobeError(
-            f"{p}: folder is not a datasets save_to_disk folder ({_first_line(e)}); "
+            f"{p}: folder is not a datasets save_to_disk folder ({reason(e, 200)}); "
             f"allowed: {TABLE_FORMATS}"
         ) from e
     except Exception as e:  # noqa: BLE001 — any reader failure is the user's file
@@ -123,7 +111,7 @@ def _read_disk(p: Path, split: str | None):
         if empty is not None:  # datasets cannot load a saved Dataset of 0 rows
             raise NodeprobeError(f"{empty}: dataset has no rows; allowed: a table with ≥ 1 row") from e
         raise NodeprobeError(
-            f"{p}: cannot read the save_to_disk folder ({_first_line(e)}); allowed: {TABLE_FORMATS}"
+            f"{p}: cannot read the save_to_disk folder ({reason(e, 200)}); allowed: {TABLE_FORMATS}"
         ) from e
     if isinstance(obj, datasets.DatasetDict):
         names = list(obj)
@@ -203,14 +191,14 @@ def read_table(path: PathLike, *, split: str | None = None):
                 **extra,
             )
     except Exception as e:  # noqa: BLE001 — any reader failure is the user's file
-        reason = _first_line(e)
-        if "corresponds to no data" in reason or "No columns to parse" in reason:
+        why = reason(e, 200)
+        if "corresponds to no data" in why or "No columns to parse" in why:
             raise NodeprobeError(
                 f"{p}: dataset has no rows; allowed: a table with ≥ 1 row"
             ) from e
         kind = {"csv": "CSV" if not extra else "TSV", "json": "JSON Lines", "parquet": "Parquet"}[builder]
         raise NodeprobeError(
-            f"{p}: cannot parse the file as {kind} ({reason}); allowed: {TABLE_FORMATS}"
+            f"{p}: cannot parse the file as {kind} ({why}); allowed: {TABLE_FORMATS}"
         ) from e
     return ds
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nodeprobe.errors import NodeprobeError
+from nodeprobe.errors import NodeprobeError, reason
 from nodeprobe.model.bert import HookedBert, Kind
 from nodeprobe.model.families import ARCH_KIND, FAMILIES
 
@@ -44,12 +44,6 @@ def hf_class(kind: str, family: str = "bert"):
         'RobertaForSequenceClassification'
     """
     return FAMILIES[family].hf_class(kind)
-
-
-def _one_line(e: BaseException, limit: int = 200) -> str:
-    """An exception's message as one short line (library errors often span several)."""
-    text = " ".join(str(e).split())
-    return (text[: limit - 1] + "…") if len(text) > limit else text
 
 
 def _is_pos_int(v) -> bool:
@@ -176,7 +170,7 @@ def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: b
         try:
             config = transformers.AutoConfig.from_pretrained(path)
         except Exception as e:  # a field of the wrong type beyond the sizes checked above
-            raise NodeprobeError(f"{cfg_file}: unreadable ({type(e).__name__}: {_one_line(e, 160)})") from None
+            raise NodeprobeError(f"{cfg_file}: unreadable ({reason(e)})") from None
         st_files = sorted(path.glob("*.safetensors"))
         has_st = bool(st_files)
         has_pickle = any(path.glob("pytorch_model*.bin"))
@@ -204,7 +198,7 @@ def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: b
                 raise NodeprobeError(f"model directory {path}: the weights' tensor shapes do not match "
                                      f"{cfg_file}") from None
             raise NodeprobeError(f"model directory {path}: could not load weights "
-                                 f"({type(e).__name__}: {_one_line(e, 160)})") from None
+                                 f"({reason(e)})") from None
     if path.exists():
         raise NodeprobeError(f"model {src}: not a directory")
     looks_like_hub = src.count("/") == 1 and not src.startswith((".", "/", "~"))

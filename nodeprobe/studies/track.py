@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from nodeprobe.analysis.order_parameters import FamilyParams, family_params, head_family_params, symmetry_breaking
-from nodeprobe.errors import NodeprobeError
+from nodeprobe.errors import NodeprobeError, reason
 from nodeprobe.hooks import check_mode
 from nodeprobe.data.eval_sets import EvalSet, load_eval_set, mlm_batch, mlm_eval_set
 
@@ -152,7 +152,7 @@ def load_checkpoint_model(ck: Checkpoint, kind: str, device: str = "cpu"):
     try:
         cfg = transformers.AutoConfig.from_pretrained(ck.config_from)
     except Exception as e:
-        raise NodeprobeError(f"run={ck.config_from}: unreadable config.json ({type(e).__name__})") from None
+        raise NodeprobeError(f"run={ck.config_from}: unreadable config.json ({reason(e)})") from None
     from nodeprobe.model.families import family_of_type
 
     fam = family_of_type(cfg.model_type, f"run={ck.config_from}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from nodeprobe.data.eval_sets import labeled_eval_set
-from nodeprobe.errors import NodeprobeError
+from nodeprobe.errors import NodeprobeError, reason
 from nodeprobe.evaluate import run_eval
 from nodeprobe.train import dist, loop
 from nodeprobe.precision import autocast, check_precision
@@ -39,7 +39,7 @@ def _check_weights(src: Path, model) -> None:
     try:
         load_file(str(st))
     except Exception as e:
-        raise NodeprobeError(f"model={model}: unreadable model.safetensors ({type(e).__name__})") from None
+        raise NodeprobeError(f"model={model}: unreadable model.safetensors ({reason(e)})") from None
 
 
 def finetune(
@@ -178,7 +178,7 @@ def _classifier(src: Path, model, K: int, label_names, dropout: float, from_scra
     try:
         return cls.from_pretrained(src, attn_implementation="eager", **labels)
     except Exception as e:
-        raise NodeprobeError(f"model={model}: could not load ({type(e).__name__})") from None
+        raise NodeprobeError(f"model={model}: could not load ({reason(e)})") from None
 
 
 def _label_batches(t: loop.Training, train, tok, dev, precision: str):

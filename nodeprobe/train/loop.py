@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nodeprobe.errors import NodeprobeError
+from nodeprobe.errors import NodeprobeError, reason
 from nodeprobe.io import atomic_dir, write_text_atomic
 
 CKPT = "checkpoint"
@@ -132,7 +132,7 @@ def load_checkpoint(out_dir: Path, hf_model, optimizer, scheduler, run_fp: str) 
         missing, unexpected = hf_model.load_state_dict(weights, strict=False)
         tr = torch.load(ck / "trainer_state.pt", weights_only=True, map_location="cpu")
     except Exception as e:
-        raise NodeprobeError(f"checkpoint {ck}: unreadable ({type(e).__name__}); use `overwrite`") from None
+        raise NodeprobeError(f"checkpoint {ck}: unreadable ({reason(e)}); use `overwrite`") from None
     real_missing = [m for m in missing if "decoder" not in m]  # tied decoder weights are not stored
     if real_missing or unexpected:
         raise NodeprobeError(f"checkpoint {ck}: does not match the model ({(real_missing or unexpected)[0]})")
