@@ -194,6 +194,36 @@ def acquire(path: str | os.PathLike, what: str) -> Lock:
     return lock
 
 
+def check_not_written(path: str | os.PathLike, what: str) -> None:
+    """Raise :class:`NodeprobeError` when another live process holds the lock of folder ``path``
+    (a reader's check: a cache being rebuilt is not read half-written); a stale lock, none, or this
+    process's own passes.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> check_not_written(d, "cache")
+        >>> with hold(d, "cache"):
+        ...     check_not_written(d, "cache")       # our own lock
+    """
+    folder = Path(path)
+    lockfile = folder / LOCK_NAME
+    if not lockfile.is_file():
+        return
+    with _guard:
+        if folder.resolve() in _held:
+            return
+    info = _read(lockfile)
+    if _is_stale(lockfile, info):
+        return
+    info = info or {}
+    raise NodeprobeError(
+        f"{what}={folder}: being written by another nodeprobe process (pid {info.get('pid', '?')}"
+        f"{'' if info.get('host', _host()) == _host() else ' on ' + str(info.get('host'))}, "
+        f"since {info.get('since', '?')}); wait for it to finish, or remove {lockfile} if it is gone"
+    )
+
+
 @contextlib.contextmanager
 def hold(path: str | os.PathLike, what: str) -> Iterator[Lock]:
     """Hold the lock of folder ``path`` for the block (see the module docstring).

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.io import save_safetensors_atomic, write_text_atomic
-from nodeprobe.locks import LOCK_NAME, hold
+from nodeprobe.locks import LOCK_NAME, check_not_written, hold
 
 SITES = ("readout", "z", "resid", "mlp")
 FORMAT_VERSION = 2  # 2: the eval-set fingerprint also hashes tensor shapes (a format-1 cache is refused: rebuild)
@@ -534,9 +534,11 @@ def load_cache(path: str | Path, model=None, eval_set=None, *, model_fp: str | N
     """Open the cache in ``path``; with ``model``/``eval_set`` refuse one built from other weights/data.
 
     A directory without ``manifest.json`` (missing, or an interrupted build) is an error here;
-    :func:`get_or_build_cache` treats it as absent and rebuilds.
+    :func:`get_or_build_cache` treats it as absent and rebuilds.  A cache whose lock a live other
+    process holds (a build or ``--rebuild`` in progress) is refused in one line.
     """
     p = Path(path)
+    check_not_written(p, "cache")  # a cache another process is (re)building is not read half-written
     mf = p / MANIFEST
     if not mf.is_file():
         raise NodeprobeError(f"cache {p}: no manifest.json (not a cache, or an interrupted build); rebuild it")

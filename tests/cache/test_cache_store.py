@@ -270,3 +270,25 @@ def test_a_cache_held_by_a_live_process_is_refused(cls_setup, tmp_path):
     reader = get_or_build_cache(model, es, "readout", d)
     assert reader.built and not lock.exists()
     assert "bytes" in reader.describe()
+
+
+def test_a_complete_cache_another_process_is_rewriting_is_not_read(cls_setup, tmp_path):
+    """A reader of a built cache refuses while a live other process holds its lock (a --rebuild in
+    progress), and reads it once the writer is gone (a dead pid's lock is stale)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    model, es = _built(cls_setup, tmp_path / "c")
+    lock = tmp_path / "c" / ".nodeprobe.lock"
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "since": "now"}))
+    for call in (lambda: load_cache(tmp_path / "c"), lambda: get_or_build_cache(model, es, "readout", tmp_path / "c")):
+        with pytest.raises(NodeprobeError, match=r"cache=.*: being written by another nodeprobe process "
+                                                   rf"\(pid {os.getppid()}, since now\); wait for it"):
+            call()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "then"}))
+    reader = get_or_build_cache(model, es, "readout", tmp_path / "c")
+    assert not reader.built and reader.n_items == es.n_items
