@@ -84,7 +84,8 @@ def check_model(model, eval_set: EvalSet) -> None:
     K = eval_set.n_classes
     if model.spec.n_classes != K:
         raise NodeprobeError(
-            f"the model has {model.spec.n_classes} output classes but the {eval_set.task} data has {K}"
+            f"the model has {model.spec.n_classes} output classes but the {eval_set.task} data has {K}; allowed: "
+            f"a classifier with {K} labels (`nodeprobe finetune` makes one)"
         )
 
 

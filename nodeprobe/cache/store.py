@@ -328,6 +328,9 @@ def build_cache(
     site_list = parse_sites(sites)
     dt, dt_name = _storage_dtype(dtype)
     _check_build(eval_set, shard_batches)
+    from nodeprobe.evaluate import check_model
+
+    check_model(model, eval_set)  # before anything is written: a mismatch leaves no partial cache
     mfp = model_fp or model_fingerprint(model)
     out = _cache_path(out_dir, mfp, eval_set.fingerprint)
     with hold(out, "cache"):  # one writer per cache folder; a second one refuses

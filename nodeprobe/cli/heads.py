@@ -51,7 +51,7 @@ def _texts(text: Optional[str], text_file: Optional[Path], max_texts: int, user=
     try:
         raw = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise NodeprobeError(f"--text-file {p}: unreadable ({reason(e)})") from None
+        raise NodeprobeError(f"--text-file {p}: unreadable ({reason(e)}); allowed: a UTF-8 text file") from None
     paras, cur = [], []
     for line in raw.splitlines():
         if line.strip():
@@ -184,6 +184,24 @@ def segment(
                  {"texts": [r.to_dict() for r in reps]})
 
 
+def _check_track_out(out: Path | None, run: Path) -> None:
+    """``track --out``: never a model folder given as ``--run`` or inside one, never the run folder
+    itself or inside its snapshots / final model / checkpoint (a subfolder such as the default
+    ``<run>/track-<task>`` is fine)."""
+    if out is None:
+        return
+    from nodeprobe.io import check_disjoint
+
+    r = Path(run)
+    models = [r] if (r / "config.json").is_file() else [r / n for n in ("snapshots", "final", "checkpoint")]
+    for m in models:
+        if m.exists():
+            check_disjoint({"--out": out}, {"--run": m})
+    if not (r / "config.json").is_file() and Path(out).expanduser().resolve() == r.expanduser().resolve():
+        raise NodeprobeError(f"--out {out}: is the input --run {run}; give a folder for the results, e.g. "
+                             f"{r / 'track'}")
+
+
 def track(
     run: List[Path] = typer.Option(..., "--run", help="A pre-training run (snapshots/step-N) or model directories; repeatable."),
     task: Optional[str] = typer.Option(None, "--task", help="mlm | fewrel | dbpedia | dataset (default: mlm; dataset with --dataset)"),
@@ -223,6 +241,7 @@ def track(
     check_paths("--text-file", text_file)
     for r in run:  # the snapshots are inputs; --out may sit inside a run folder (the default does)
         check_io(None, json_path, plot, text=text_file, inputs={"--run": r, **inputs})
+        _check_track_out(out, r)
     from nodeprobe.data.tasks import data_root
     from nodeprobe.data.tokenizer import load_tokenizer
     from nodeprobe.render import figures

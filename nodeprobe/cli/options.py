@@ -235,6 +235,10 @@ def resolve_dataset(task: str | None, dataset=None, text_column: str | None = No
             if options[flag] is not None:
                 raise NodeprobeError(f"{flag}: --task mlm reads only the --text-column of --dataset (no labels, "
                                      "no test split)")
+    if test_fraction is not None and (test_dataset is not None or test_split is not None):
+        given = "--test-dataset" if test_dataset is not None else "--test-split"
+        raise NodeprobeError(f"--test-fraction {test_fraction:g} with {given}: the test split is {given}; "
+                             "give one of them")
     for flag, name in (("--text-column", text_column), ("--label-column", label_column),
                        ("--text-pair-column", text_pair_column), ("--split", split), ("--test-split", test_split)):
         if name is not None and not str(name).strip():
@@ -441,12 +445,21 @@ def check_device(device: str | None) -> None:
         raise NodeprobeError(f"--device {device}: expected cpu, cuda or cuda:N")
 
 
+def default_data_dir() -> Path | None:
+    """The data folder a command without ``--data`` reads: ``$NODEPROBE_DATA``, else the repository's
+    ``../shared/data`` — as :func:`nodeprobe.data.download.resolve_data_dir` finds it, without
+    importing :mod:`nodeprobe.data` — when it exists (an input: no output may sit inside it)."""
+    env = os.environ.get("NODEPROBE_DATA")
+    p = Path(env).expanduser() if env else (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+    return p if p.is_dir() else None
+
+
 def check_io(model: str | None = None, json_path: Path | None = None, plot: Path | None = None, data=None,
              text=None, outputs: dict | None = None, inputs: dict | None = None) -> None:
     """No output (``--json``, ``--plot`` and the command's ``outputs``, e.g. ``{"--out": out}``) may
-    be, contain, or sit inside an input (``--model`` when it is a folder, ``--data``, ``--text-file``,
-    the command's other ``inputs``, e.g. ``{"--run": run}``); a ``--plot`` folder may contain one (it
-    only adds PNGs).
+    be, contain, or sit inside an input (``--model`` when it is a folder, ``--data`` — or, without
+    it, the default data folder (:func:`default_data_dir`) — ``--text-file``, the command's other
+    ``inputs``, e.g. ``{"--run": run}``); a ``--plot`` folder may contain one (it only adds PNGs).
 
     Example:
         >>> check_io("/tmp", Path("/tmp/config.json"))
@@ -459,7 +472,8 @@ def check_io(model: str | None = None, json_path: Path | None = None, plot: Path
     on_disk = model is not None and Path(str(model)).expanduser().exists()
     text_file = text if text is not None and Path(str(text)).expanduser().exists() else None
     check_disjoint({"--json": json_path, "--plot": plot, **(outputs or {})},
-                   {"--model": model if on_disk else None, "--data": data, "--text-file": text_file, **(inputs or {})},
+                   {"--model": model if on_disk else None, "--data": data if data is not None else default_data_dir(),
+                    "--text-file": text_file, **(inputs or {})},
                    adds_files=("--plot",))
     check_disjoint({"--json": json_path, "--plot": plot}, outputs or {}, role="output", adds_files=("--plot",))
 

@@ -212,7 +212,8 @@ def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: b
         return cls.from_pretrained(src, attn_implementation="eager", use_safetensors=not trust_pickle or None).eval()
     except Exception as e:
         hint = "" if trust_pickle else "; only safetensors weights are read without `--trust-pickle`"
-        raise NodeprobeError(f"model {src}: could not fetch from the hub ({type(e).__name__}){hint}") from None
+        raise NodeprobeError(f"model {src}: no such directory, and as a hub id it could not be fetched "
+                             f"({reason(e)}){hint}") from None
 
 
 def load_model(
@@ -343,6 +344,8 @@ def load_with_tokenizer(model: str | os.PathLike, task: str | None = None, devic
     from nodeprobe.data.tokenizer import load_tokenizer
 
     src = minilm_dir() if str(model).lower() in MINILM_ALIASES else Path(model)
+    if (src / "config.json").is_file():  # the model's own config first: a bad one is named, not its tokenizer
+        check_config(read_config(src), src / "config.json", classifier=kind_for_task(task) == "cls")
     if has_tokenizer(src):
         tok = load_tokenizer(src)
     else:

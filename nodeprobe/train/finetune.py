@@ -139,12 +139,12 @@ def _finetune(runner, out_dir: Path, run: dict, run_fp: str, src: Path, model, t
     from nodeprobe.model import HookedBert
 
     dev, task = runner.device, run["task"]
+    torch.manual_seed(seed)  # the new head's init; built before out_dir is touched (a load error writes nothing)
+    hf = _classifier(src, model, run["K"], train.label_names, settings.dropout, from_scratch)
     done = loop.open_run_dir(runner, out_dir, run_fp, resume, overwrite, {"fingerprint": run_fp, "run": run},
                              "finetune.json")
     if done is not None:
         return done
-    torch.manual_seed(seed)
-    hf = _classifier(src, model, run["K"], train.label_names, settings.dropout, from_scratch)
     hf.to(dev).train()
     hooked = HookedBert(hf, "cls")
     t = loop.start_training(runner, out_dir, run_fp, hf, hooked, "cls", train.lengths().tolist(), settings, seed,
@@ -168,15 +168,19 @@ def _classifier(src: Path, model, K: int, label_names, dropout: float, from_scra
 
     from nodeprobe.model.loading import config_family, read_config
 
-    fam = config_family(read_config(src), src / "config.json")
+    raw = read_config(src)
+    fam = config_family(raw, src / "config.json")
     cls = fam.hf_class("cls")
+    # a classifier of other labels: its head is replaced (a new K-way head), the encoder kept
+    was = raw.get("num_labels", len(raw["id2label"]) if isinstance(raw.get("id2label"), dict) else None)
+    new_head = any(a.endswith("ForSequenceClassification") for a in raw.get("architectures") or []) and was != K
     labels = {"num_labels": K, "id2label": dict(enumerate(label_names)),
               "label2id": {n: i for i, n in enumerate(label_names)},
               **{key: dropout for key in fam.dropout_keys}}
     if from_scratch:
         return cls(AutoConfig.from_pretrained(src, **labels))
     try:
-        return cls.from_pretrained(src, attn_implementation="eager", **labels)
+        return cls.from_pretrained(src, attn_implementation="eager", ignore_mismatched_sizes=new_head, **labels)
     except Exception as e:
         raise NodeprobeError(f"model={model}: could not load ({reason(e)})") from None
 

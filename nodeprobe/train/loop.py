@@ -153,6 +153,15 @@ def _run_fingerprint(marker: Path) -> str | None:
     return fp if isinstance(fp, str) else None
 
 
+#: what a training run writes in its folder (``--overwrite`` removes these and nothing else);
+#: ``track-*`` are ``nodeprobe track``'s default outputs, ``.*.tmp*`` interrupted atomic writes
+RUN_ENTRIES = frozenset({"run.json", "log.jsonl", CKPT, "final", "snapshots", "finetune.json", "pretrain.json"})
+
+
+def _ours(name: str) -> bool:
+    return name in RUN_ENTRIES or name.startswith("track-") or (name.startswith(".") and ".tmp" in name)
+
+
 def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -> None:
     """Refuse an output directory that holds another run unless ``--resume`` or ``--overwrite``."""
     out_dir = Path(out_dir)
@@ -164,11 +173,17 @@ def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -
     from nodeprobe.locks import LOCK_NAME
 
     if out_dir.exists() and any(p.name != LOCK_NAME for p in out_dir.iterdir()):  # our own lock aside
+        fp = _run_fingerprint(marker)
+        if fp is None:  # never touch, resume into or delete what nodeprobe did not write
+            raise NodeprobeError(f"out={out_dir}: holds files that are not a nodeprobe run (no run.json with a "
+                                 "fingerprint); choose an empty or new `out`")
         if overwrite:
-            if _run_fingerprint(marker) is None:  # never delete what nodeprobe did not write
-                raise NodeprobeError(f"out={out_dir}: holds files that are not a nodeprobe run (no run.json with "
-                                     "a fingerprint); `overwrite` only replaces a run folder — choose another out")
-            for p in out_dir.iterdir():  # everything but the lock this run holds
+            foreign = sorted(p.name for p in out_dir.iterdir() if p.name != LOCK_NAME and not _ours(p.name))
+            if foreign:  # a run folder, but with files of someone else's in it: never deleted
+                shown = ", ".join(foreign[:5]) + (" …" if len(foreign) > 5 else "")
+                raise NodeprobeError(f"out={out_dir}: `overwrite` replaces only what a run wrote, and the folder also "
+                                     f"holds {shown}; move them away or choose another `out`")
+            for p in out_dir.iterdir():  # what the run wrote; not the lock this run holds
                 if p.name == LOCK_NAME:
                     continue
                 if p.is_dir() and not p.is_symlink():
@@ -179,7 +194,7 @@ def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -
             raise NodeprobeError(
                 f"out={out_dir}: holds another run; pass `resume` to continue it or `overwrite` to replace it"
             )
-        elif marker.is_file() and _run_fingerprint(marker) != run_fp:
+        elif fp != run_fp:
             raise NodeprobeError(f"out={out_dir}: holds a run with other settings; use the same options or `overwrite`")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
