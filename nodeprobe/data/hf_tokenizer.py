@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from nodeprobe.data._io import PathLike, as_path
-from nodeprobe.data.tokenizer import Tokenizer
+from nodeprobe.data.token_methods import TokenizerMethods
 from nodeprobe.errors import NodeprobeError
 
 __all__ = ["HFTokenizer", "has_hf_tokenizer"]
@@ -35,7 +35,7 @@ def has_hf_tokenizer(folder: Path) -> bool:
                                                     and (folder / "merges.txt").is_file())
 
 
-class HFTokenizer:
+class HFTokenizer(TokenizerMethods):
     """A saved fast Hugging Face tokenizer with nodeprobe's tokenizer methods and special-id roles.
 
     Attributes:
@@ -95,14 +95,7 @@ class HFTokenizer:
             return [self.sep_id]
 
     # ----------------------------------------------------------------- encoding
-    # the methods that read only ``backend`` and the special ids are WordPiece Tokenizer's own
-    encode = Tokenizer.encode
-    encode_batch = Tokenizer.encode_batch
-    with_specials = Tokenizer.with_specials
-    convert_tokens_to_ids = Tokenizer.convert_tokens_to_ids
-    token_to_id = Tokenizer.token_to_id
-    __len__ = Tokenizer.__len__
-
+    # encode, encode_batch, with_specials, convert_tokens_to_ids, token_to_id: TokenizerMethods
     def encode_words_batch(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         """Word-by-word ids: ``out[s][w]`` = pieces of word ``w`` of sentence ``s`` (each word after
         a space, as inside a sentence)."""

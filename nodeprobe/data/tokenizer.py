@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from nodeprobe.data._io import PathLike, as_path, read_text, short
+from nodeprobe.data.token_methods import TokenizerMethods
 from nodeprobe.errors import NodeprobeError
 
 __all__ = ["Tokenizer", "load_tokenizer", "SPECIAL_TOKENS", "MARKER_TOKENS"]
@@ -63,7 +64,7 @@ def _parse_vocab(path: Path) -> dict[str, int]:
     return vocab
 
 
-class Tokenizer:
+class Tokenizer(TokenizerMethods):
     """BERT WordPiece tokenizer with explicit special ids (see :func:`load_tokenizer`).
 
     Attributes:
@@ -127,28 +128,6 @@ class Tokenizer:
         self.backend.no_truncation()
 
     # ----------------------------------------------------------------- encoding
-    def encode(self, text: str) -> list[int]:
-        """WordPiece ids of ``text`` without [CLS]/[SEP]: ``Int[list, "n"]``.
-
-        Example:
-            >>> tok.encode("Hello, world!")  # doctest: +SKIP
-            [7592, 1010, 2088, 999]
-        """
-        return self.backend.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """:meth:`encode` for many texts at once (parallel in Rust): ``list[Int[list, "n_i"]]``.
-
-        Example:
-            >>> tok.encode_batch(["a", "b c"])  # doctest: +SKIP
-            [[1037], [1038, 1039]]
-        """
-        if not texts:
-            return []
-        # encode_batch_fast (tokenizers ≥ 0.20) skips character offsets: same ids, ~2× faster
-        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
-        return [e.ids for e in encode(list(texts), add_special_tokens=False)]
-
     def encode_words_batch(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         """Word-by-word WordPiece ids: ``out[s][w]`` = pieces of word ``w`` of sentence ``s``.
 
@@ -169,20 +148,6 @@ class Tokenizer:
         table = {w: e.ids for w, e in zip(uniq, encs)}
         return [[list(table[w]) for w in s] for s in sentences]
 
-    def with_specials(self, ids: Sequence[int], max_len: int | None = None) -> list[int]:
-        """``[CLS] + ids + [SEP]``, keeping the first ``max_len − 2`` ids if ``max_len`` is set.
-
-        Example:
-            >>> tok.with_specials([7592, 2088], max_len=3)  # doctest: +SKIP
-            [101, 7592, 102]
-        """
-        ids = list(ids)
-        if max_len is not None:
-            if max_len < 2:
-                raise NodeprobeError(f"max_len={max_len}: must be ≥ 2 (room for [CLS] and [SEP])")
-            ids = ids[: max_len - 2]
-        return [self.cls_id, *ids, self.sep_id]
-
     # ------------------------------------------------------------- conversion
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
         """Token strings of ``ids`` (an id outside ``[0, V)`` raises :class:`NodeprobeError`).
@@ -201,24 +166,6 @@ class Tokenizer:
             out.append(self._id_to_token[i])
         return out
 
-    def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
-        """Ids of vocab tokens; a token not in the vocab maps to ``unk_id``.
-
-        Example:
-            >>> tok.convert_tokens_to_ids(["[MASK]", "hello", "zzzzq"])  # doctest: +SKIP
-            [103, 7592, 100]
-        """
-        return [self.vocab.get(t, self.unk_id) for t in tokens]
-
-    def token_to_id(self, token: str) -> int | None:
-        """Id of ``token`` or ``None``.
-
-        Example:
-            >>> tok.token_to_id("[unused0]"), tok.token_to_id("no-such-token")  # doctest: +SKIP
-            (1, None)
-        """
-        return self.vocab.get(token)
-
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Text of ``ids`` (WordPiece ``##`` pieces joined).
 
@@ -227,9 +174,6 @@ class Tokenizer:
             'hello world'
         """
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
-
-    def __len__(self) -> int:
-        return self.vocab_size
 
     def __repr__(self) -> str:
         return (
