@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nodeprobe.data.eval_sets import EvalSet
+from nodeprobe.data.eval_sets import EvalSet, batch_types
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.progress import iterate
 from nodeprobe.precision import autocast, check_precision
@@ -131,7 +131,8 @@ def run_eval(model, eval_set: EvalSet, fwd_hooks=(), cache=None, device=None, pr
                     cache.set_positions(*torch.nonzero(b.positions, as_tuple=True))
                 pos = b.positions.to(device) if b.positions is not None else None
                 with autocast(device, precision):
-                    logits = model(b.input_ids.to(device), b.attention_mask.to(device), positions=pos)
+                    logits = model(b.input_ids.to(device), b.attention_mask.to(device), batch_types(b, model, device),
+                                   positions=pos)
                 logits = logits.float()
                 t = b.targets.to(device)
                 logp = logits.log_softmax(-1)  # = F.cross_entropy, shared by the per-item and the summed loss

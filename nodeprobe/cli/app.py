@@ -89,6 +89,8 @@ def _flags_of(cmd, args: list[str]) -> dict[str, str]:
             for o in longs:
                 out.setdefault(o[2:].replace("-", "_"), o)
     out.setdefault("data_dir", out.get("data", "--data"))
+    if "test_dataset" in out:  # nodeprobe.data.user names the second table test_path
+        out.setdefault("test_path", out["test_dataset"])
     return out
 
 

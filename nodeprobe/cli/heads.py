@@ -255,10 +255,16 @@ def track(
 
     tok = load_tokenizer(first if has_tokenizer(first) else data_root(data) / "tokenizer" / "bert-base-uncased-vocab.txt")
     run_dir = run[0] if (run[0] / "snapshots").is_dir() else None
-    if user is not None:  # your own table: its test split, or (--task mlm) its text column, in the data's order
-        from nodeprobe.data.eval_sets import load_eval_set
+    if user is not None:  # your own table: its test split (in the first snapshot's label order), or its text column
+        from transformers import AutoConfig
 
-        es = load_eval_set(task, tok, user, limit=max_items, seed=seed, batch_size=batch_size)
+        from nodeprobe.data.eval_sets import load_eval_set
+        from nodeprobe.model.loading import config_family, read_config
+
+        cfg = AutoConfig.from_pretrained(first)
+        max_len = min(128, config_family(read_config(first), first / "config.json").max_len(cfg))
+        es = load_eval_set(task, tok, user, limit=max_items, seed=seed, batch_size=batch_size, max_len=max_len,
+                           labels_of=cfg if task == "dataset" else None)
     else:
         es = track_eval_set(task, tok, data, text_file=text_file, max_items=max_items, seed=seed,
                             batch_size=batch_size, run_dir=run_dir)

@@ -101,7 +101,8 @@ TestSplitOpt = typer.Option(None, "--test-split", help="--dataset is a DatasetDi
 TestFractionOpt = typer.Option(
     None, "--test-fraction", callback=number("--test-fraction", 0, 1, lo_open=True, hi_open=True),
     help="--dataset without --test-dataset/--test-split: this share of its rows, stratified by label and "
-         "seeded by --seed, is the test split (default 0.2).")
+         "drawn with a fixed seed (the same rows for every command, whatever its --seed), is the test split "
+         "(default 0.2).")
 # training (pretrain, finetune)
 EpochsOpt = typer.Option(None, "--epochs")
 LR_MAX = 10.0  # a learning rate above this diverges at once: refused as absurd

@@ -76,6 +76,24 @@ def make_batches(
     return batches
 
 
+def segment_ids(input_ids, attention_mask, sep_id: int | None):
+    """Token types of padded pairs ``cls a sep b sep``: 1 strictly after the first ``sep_id`` of a
+    row, at real tokens (HF's BERT pair layout), else 0; all zeros for ``sep_id=None``.
+
+    Example:
+        >>> import torch
+        >>> segment_ids(torch.tensor([[2, 5, 3, 6, 3, 0]]), torch.tensor([[1, 1, 1, 1, 1, 0]]), 3).tolist()
+        [[0, 0, 0, 1, 1, 0]]
+    """
+    import torch
+
+    if sep_id is None:
+        return torch.zeros_like(input_ids)
+    is_sep = (input_ids == sep_id).long()
+    after = (torch.cumsum(is_sep, dim=1) - is_sep) > 0
+    return (after & attention_mask.bool()).long()
+
+
 def collate(
     seqs: Sequence[Sequence[int] | np.ndarray],
     pad_id: int,

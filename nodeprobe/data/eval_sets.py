@@ -40,7 +40,7 @@ from torch import Tensor
 
 from nodeprobe.errors import NodeprobeError
 
-__all__ = ["EvalBatch", "EvalSet", "StreamedBatches", "TEXT_FILE_ALLOWED", "build_eval_batches", "check_text_source",
+__all__ = ["EvalBatch", "batch_types", "EvalSet", "StreamedBatches", "TEXT_FILE_ALLOWED", "build_eval_batches", "check_text_source",
            "fingerprint_batches", "labeled_eval_set", "load_eval_set", "mlm_batch", "mlm_eval_set",
            "stream_eval_set"]
 
@@ -94,10 +94,20 @@ class EvalBatch:
     attention_mask: Tensor  # Int64[Tensor, "B P"]
     targets: Tensor  # Int64[Tensor, "n"]
     positions: Tensor | None = None  # Bool[Tensor, "B P"]
+    token_type_ids: Tensor | None = None  # Int64[Tensor, "B P"]: sentence pairs of BERT/ELECTRA (None: zeros)
+
+
+def batch_types(b, model, device=None) -> Tensor | None:
+    """A batch's token types on ``device`` for ``model``: None when every token is type 0 or the
+    model has no token types (DistilBERT, like its Hugging Face class, reads none)."""
+    t = getattr(b, "token_type_ids", None)
+    if t is None or getattr(model.cfg, "n_types", 2) < 2:
+        return None
+    return t.to(device) if device is not None else t
 
 
 def _hash_batch(h, b: EvalBatch) -> None:
-    for t in (b.input_ids, b.targets, b.positions):
+    for t in (b.input_ids, b.targets, b.positions, b.token_type_ids):
         if t is not None:  # the shape too: the same bytes in another [B, P] are another set
             h.update(np.asarray(t.shape, dtype=np.int64).tobytes())
             h.update(t.numpy().tobytes())
@@ -476,13 +486,15 @@ def labeled_eval_set(dataset, task: str, *, pad_id: int = 0, seed: int = 0, batc
         >>> es.n_items == len(test), es.class_names == test.label_names    # doctest: +SKIP
         (True, True)
     """
-    from nodeprobe.data.batching import collate, make_batches
+    from nodeprobe.data.batching import collate, make_batches, segment_ids
 
     batches = []
+    sep = getattr(dataset, "segment_sep", None)
     for idx in make_batches(dataset.lengths().tolist(), batch_size, shuffle_seed=None):
         b = collate([dataset.input_ids[i] for i in idx], pad_id=pad_id)
         y = torch.tensor([dataset.labels[i] for i in idx], dtype=torch.long)
-        batches.append(EvalBatch(b["input_ids"], b["attention_mask"], y))
+        types = None if sep is None else segment_ids(b["input_ids"], b["attention_mask"], sep)
+        batches.append(EvalBatch(b["input_ids"], b["attention_mask"], y, token_type_ids=types))
     es = EvalSet(task, batches, list(dataset.label_names), dataset.source, seed)
     es.fingerprint = fingerprint_batches(batches)
     return es

@@ -274,7 +274,8 @@ def load_fewrel(
         if marker_ids is None:
             raise NodeprobeError(
                 f"{tokenizer.vocab_path}: vocab lacks the entity markers {', '.join(MARKER_TOKENS)}; "
-                "allowed: a vocab with them, or markers=False"
+                "allowed: a WordPiece vocab with them (BERT's), or your own table with `dataset` "
+                "(library: markers=False)"
             )
     data = read_fewrel(p)
     names: dict[str, str] = {}

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from nodeprobe.data._io import PathLike, as_path
-from nodeprobe.data.token_methods import TokenizerMethods
+from nodeprobe.data.token_methods import MARKER_TOKENS, TokenizerMethods
 from nodeprobe.errors import NodeprobeError
 
 __all__ = ["HFTokenizer", "has_hf_tokenizer"]
@@ -43,8 +43,9 @@ class HFTokenizer(TokenizerMethods):
         vocab_size: ids (``len`` of the HF tokenizer, added tokens included).
         cls_id, sep_id, pad_id, mask_id, unk_id: the ids of the family's specials in those roles.
         pair_separator: the ids between the two texts of a pair (``[sep]``, or ``[sep, sep]`` for RoBERTa).
+        pair_types: whether the second text of a pair has token type 1 (BERT/ELECTRA vocabularies).
         special_ids: every special id (never masked, never a random replacement).
-        marker_ids: ``None`` (the FewRel entity markers are BERT vocab entries).
+        marker_ids: the FewRel entity markers ``[unused0…3]`` when the vocab has them, else ``None``.
         hf: the ``transformers`` tokenizer; backend: its ``tokenizers.Tokenizer``.
     """
 
@@ -63,6 +64,8 @@ class HFTokenizer(TokenizerMethods):
                                  "tokenizer.json")
         self.hf = hf
         self.backend = hf.backend_tokenizer
+        self.backend.no_padding()  # ids of the text alone, whatever tokenizer.json saved
+        self.backend.no_truncation()
         ids = {}
         for role in _ROLES:
             i = getattr(hf, f"{role}_token_id", None)
@@ -80,19 +83,21 @@ class HFTokenizer(TokenizerMethods):
         self.vocab = hf.get_vocab()
         self.lowercase = bool(getattr(hf, "do_lower_case", False))
         self.special_ids = frozenset(int(i) for i in hf.all_special_ids) | frozenset(ids.values())
-        self.marker_ids = None
-        self.pair_separator = self._pair_separator()
+        markers = [self.vocab.get(m) for m in MARKER_TOKENS]  # a WordPiece vocab saved as tokenizer.json has them
+        self.marker_ids = tuple(markers) if all(m is not None for m in markers) else None
+        self.pair_separator, self.pair_types = self._pair_template()
 
-    def _pair_separator(self) -> list[int]:
-        """The specials the tokenizer's own post-processor puts between the two texts of a pair."""
+    def _pair_template(self) -> tuple[list[int], bool]:
+        """The specials the tokenizer's own post-processor puts between the two texts of a pair, and
+        whether it gives the second text token type 1 (BERT/ELECTRA: yes; RoBERTa: no)."""
         try:
             e = self.backend.encode("a", "b", add_special_tokens=True)
             seq = e.sequence_ids
             last_a = max(i for i, s in enumerate(seq) if s == 0)
             first_b = min(i for i, s in enumerate(seq) if s == 1)
-            return [int(i) for i in e.ids[last_a + 1: first_b]]
-        except (ValueError, TypeError, Exception):  # no pair template: BERT's layout
-            return [self.sep_id]
+            return [int(i) for i in e.ids[last_a + 1: first_b]], any(t == 1 for t in e.type_ids)
+        except Exception:  # no pair template: BERT's layout
+            return [self.sep_id], True
 
     # ----------------------------------------------------------------- encoding
     # encode, encode_batch, with_specials, convert_tokens_to_ids, token_to_id: TokenizerMethods

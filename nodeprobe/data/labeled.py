@@ -26,6 +26,9 @@ class LabeledSet:
         source: where the items came from, e.g. ``"fewrel:/…/val_wiki.json[train]"``.
         label_ids: original label keys per class (FewRel property ids such as ``"P177"``,
             DBpedia ``"1"`` … ``"14"``); empty if not applicable.
+        segment_sep: for sentence pairs of a model with token types (BERT, ELECTRA): the separator
+            id after whose first occurrence the second segment (token type 1) begins; ``None``:
+            every token is type 0 (one text, or RoBERTa-style pairs).
 
     Example:
         >>> s = LabeledSet([[101, 7592, 102], [101, 102]], [1, 0], ["neg", "pos"], "demo")
@@ -38,6 +41,7 @@ class LabeledSet:
     label_names: list[str]
     source: str
     label_ids: list[str] = field(default_factory=list)
+    segment_sep: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.input_ids) != len(self.labels):
@@ -81,4 +85,5 @@ class LabeledSet:
             list(self.label_names),
             source if source is not None else self.source,
             list(self.label_ids),
+            self.segment_sep,
         )

@@ -14,6 +14,9 @@ from collections.abc import Iterable, Sequence
 
 from nodeprobe.errors import NodeprobeError
 
+#: entity markers (head start, head end, tail start, tail end) used by the FewRel loader.
+MARKER_TOKENS = ("[unused0]", "[unused1]", "[unused2]", "[unused3]")
+
 
 class TokenizerMethods:
     """Mixin: needs ``backend`` (a ``tokenizers.Tokenizer``), ``vocab`` (token → id), ``vocab_size``

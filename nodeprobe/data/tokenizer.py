@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from nodeprobe.data._io import PathLike, as_path, read_text, short
-from nodeprobe.data.token_methods import TokenizerMethods
+from nodeprobe.data.token_methods import MARKER_TOKENS, TokenizerMethods
 from nodeprobe.errors import NodeprobeError
 
 __all__ = ["Tokenizer", "load_tokenizer", "SPECIAL_TOKENS", "MARKER_TOKENS"]
@@ -35,8 +35,6 @@ SPECIAL_TOKENS = {
     "sep": "[SEP]",
     "mask": "[MASK]",
 }
-#: entity markers (head start, head end, tail start, tail end) used by the FewRel loader.
-MARKER_TOKENS = ("[unused0]", "[unused1]", "[unused2]", "[unused3]")
 
 
 def _parse_vocab(path: Path) -> dict[str, int]:
@@ -75,6 +73,7 @@ class Tokenizer(TokenizerMethods):
         cls_id, sep_id, pad_id, mask_id, unk_id: special ids looked up in the vocab.
         special_ids: frozenset of those five ids (never masked, never a random replacement).
         pair_separator: the ids between the two texts of a pair (``[SEP]``).
+        pair_types: the second text of a pair has token type 1 (True).
         marker_ids: ids of ``[unused0]`` … ``[unused3]`` or ``None`` if the vocab lacks them.
         backend: the underlying ``tokenizers.Tokenizer``.
 
@@ -101,6 +100,7 @@ class Tokenizer(TokenizerMethods):
             (self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id)
         )
         self.pair_separator = [self.sep_id]  # [CLS] a [SEP] b [SEP]
+        self.pair_types = True  # ... with token types 0 (through the first [SEP]) and 1 (b [SEP])
         if all(m in self.vocab for m in MARKER_TOKENS):
             self.marker_ids: tuple[int, int, int, int] | None = tuple(  # type: ignore[assignment]
                 self.vocab[m] for m in MARKER_TOKENS

@@ -50,8 +50,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import tempfile
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,11 +100,39 @@ def _empty_saved(p: Path) -> Path | None:
     return None
 
 
-def _read_disk(p: Path, split: str | None):
+@contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """``datasets`` says nothing of its own while a table is read (its readers log a failure at level
+    ERROR, e.g. "Failed to load JSON from file …", before raising; nodeprobe's one line says it), and
+    shows no progress bar; its logger level and progress-bar setting are restored afterwards."""
+    import datasets
+    from datasets.utils import logging as ds_logging
+
+    logger = ds_logging.get_logger()  # the library root logger "datasets"
+    level = logger.level
+    bars_on = not datasets.are_progress_bars_disabled()
+    logger.setLevel(logging.CRITICAL)
+    if bars_on:
+        with warnings.catch_warnings():  # it warns where HF_DATASETS_DISABLE_PROGRESS_BARS=0 wins
+            warnings.simplefilter("ignore")
+            datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if bars_on:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                datasets.enable_progress_bars()
+
+
+def _load_disk(p: Path):
+    """The ``Dataset`` or ``DatasetDict`` saved in folder ``p``; one line if it is none."""
     import datasets
 
     try:
-        obj = datasets.load_from_disk(str(p))
+        with _quiet_datasets():
+            obj = datasets.load_from_disk(str(p))
     except FileNotFoundError as e:
         raise NodeprobeError(
             f"{p}: folder is not a datasets save_to_disk folder ({reason(e, 200)}); "
@@ -113,21 +145,30 @@ def _read_disk(p: Path, split: str | None):
         raise NodeprobeError(
             f"{p}: cannot read the save_to_disk folder ({reason(e, 200)}); allowed: {TABLE_FORMATS}"
         ) from e
+    return obj
+
+
+def _read_disk(p: Path, split: str | None, param: str = "split"):
+    """Folder ``p``'s Dataset, or its DatasetDict's ``split``; ``param`` is the parameter that gave
+    ``split`` (``split`` or ``test_split``), named in the messages."""
+    import datasets
+
+    obj = _load_disk(p)
     if isinstance(obj, datasets.DatasetDict):
         names = list(obj)
         if split is None:
             raise NodeprobeError(
                 f"{p}: a DatasetDict with splits {', '.join(names) or '(none)'}; "
-                "allowed: one of them picked with `split`"
+                f"allowed: one of them picked with `{param}`"
             )
         if split not in obj:
             raise NodeprobeError(
-                f"split={split}: {p} has no such split; allowed: {', '.join(names) or '(none)'}"
+                f"{param}={split}: {p} has no such split; allowed: {', '.join(names) or '(none)'}"
             )
         return obj[split]
     if split is not None:
         raise NodeprobeError(
-            f"split={split}: {p} is a single Dataset, not a DatasetDict; allowed: no split"
+            f"{param}={split}: {p} is a single Dataset, not a DatasetDict; allowed: no `{param}`"
         )
     return obj
 
@@ -156,11 +197,17 @@ def read_table(path: PathLike, *, split: str | None = None):
         >>> ds.column_names, list(ds["label"])
         (['text', 'label'], ['pos', 'neg'])
     """
-    p = as_path(path, "dataset")
+    return _read_table(path, split, "split")
+
+
+def _read_table(path: PathLike, split: str | None, param: str, what: str = "dataset"):
+    """:func:`read_table`; ``param`` names the parameter that gave ``split`` (``split``/``test_split``)
+    and ``what`` says which table ``path`` is (``dataset``/``test dataset``)."""
+    p = as_path(path, what)
     if not p.exists():
-        raise NodeprobeError(f"{p}: dataset not found; allowed: {TABLE_FORMATS}")
+        raise NodeprobeError(f"{p}: {what} not found; allowed: {TABLE_FORMATS}")
     if p.is_dir():
-        return _read_disk(p, split)
+        return _read_disk(p, split, param)
     ext = p.suffix.lower()
     if ext not in _BUILDERS:
         raise NodeprobeError(
@@ -168,7 +215,7 @@ def read_table(path: PathLike, *, split: str | None = None):
         )
     if split is not None:
         raise NodeprobeError(
-            f"split={split}: {p} is a single file, not a DatasetDict folder; allowed: no split"
+            f"{param}={split}: {p} is a single file, not a DatasetDict folder; allowed: no `{param}`"
         )
     builder, extra = _BUILDERS[ext]
     try:
@@ -181,7 +228,7 @@ def read_table(path: PathLike, *, split: str | None = None):
 
     try:
         # a private cache folder: never reuses a stale build of an edited file, leaves no trace
-        with tempfile.TemporaryDirectory(prefix="nodeprobe-ds-") as cache:
+        with _quiet_datasets(), tempfile.TemporaryDirectory(prefix="nodeprobe-ds-") as cache:
             ds = datasets.load_dataset(
                 builder,
                 data_files=str(p.resolve()),
@@ -216,11 +263,16 @@ def _check_columns(ds, where: str, columns: dict[str, str | None]) -> None:
             )
 
 
+def _is_null(v: Any) -> bool:
+    """A missing cell: ``None``, or the NaN pandas reads an empty CSV cell of a number column as."""
+    return v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
+
+
 def _texts(ds, column: str, param: str, where: str) -> list[str]:
     values = ds[column]
     for i, v in enumerate(values):
         if not isinstance(v, str):
-            got = "null" if v is None else f"{type(v).__name__} {short(v, 40)}"
+            got = "null" if _is_null(v) else f"{type(v).__name__} {short(v, 40)}"
             raise NodeprobeError(
                 f"{param}={column}: {where} row {i} (0-based) is {got}; allowed: a string in every row"
             )
@@ -234,6 +286,12 @@ def _is_int(v: Any) -> bool:
 def _labels(ds, column: str, where: str) -> tuple[list[Any], str]:
     """The label column as a list, and its kind (``"int"`` or ``"str"``)."""
     values = list(ds[column])
+    for i, v in enumerate(values):  # nulls first: ints with an empty CSV cell are read as floats + NaN
+        if _is_null(v):
+            raise NodeprobeError(
+                f"label_column={column}: {where} row {i} (0-based) is null; "
+                "allowed: an integer or a string label in every row"
+            )
     kind = None
     for i, v in enumerate(values):
         if _is_int(v):
@@ -241,7 +299,7 @@ def _labels(ds, column: str, where: str) -> tuple[list[Any], str]:
         elif isinstance(v, str):
             k = "str"
         else:
-            got = "null" if v is None else f"{type(v).__name__} {short(v, 40)}"
+            got = f"{type(v).__name__} {short(v, 40)}"
             raise NodeprobeError(
                 f"label_column={column}: {where} row {i} (0-based) is {got}; "
                 "allowed: an integer or a string label in every row"
@@ -302,6 +360,14 @@ def stratified_test_indices(labels: Sequence[int], test_fraction: float, seed: i
 
 
 # ----------------------------------------------------------------------------- encoding
+def _segment_sep(tokenizer, pairs) -> int | None:
+    """The separator after whose first occurrence a pair's second text has token type 1 (its
+    tokenizer's own pair layout: BERT/ELECTRA), or None (one text, or RoBERTa-style pairs)."""
+    if pairs is None or not getattr(tokenizer, "pair_types", True):
+        return None
+    return int(tokenizer.sep_id)
+
+
 def _encode(tokenizer, texts: list[str], pairs: list[str] | None, max_len: int) -> list[list[int]]:
     a = tokenizer.encode_batch(texts)
     if pairs is None:
@@ -319,6 +385,30 @@ def _encode(tokenizer, texts: list[str], pairs: list[str] | None, max_len: int) 
                 lb -= 1
         out.append([tokenizer.cls_id, *x[:la], *middle, *z[:lb], tokenizer.sep_id])
     return out
+
+
+def _test_split_without_split(p: Path, test_split: str) -> None:
+    """``test_split`` of ``p`` without ``split``: one line naming ``test_split`` (always raises)."""
+    import datasets
+
+    if p.exists() and not p.is_dir():
+        raise NodeprobeError(
+            f"test_split={test_split}: {p} is a single file, not a DatasetDict folder; allowed: no `test_split` "
+            "(the test rows come from `test_fraction` or `test_path`)"
+        )
+    obj = _load_disk(p) if p.is_dir() else None
+    if isinstance(obj, datasets.DatasetDict):
+        names = list(obj)
+        unknown = "" if test_split in obj else f" (it has no split {test_split})"
+        raise NodeprobeError(
+            f"test_split={test_split}: needs `split` too, the training split of the DatasetDict {p}{unknown}; "
+            f"allowed: `split` and `test_split`, two different splits of {', '.join(names) or '(none)'}"
+        )
+    if obj is not None:
+        raise NodeprobeError(
+            f"test_split={test_split}: {p} is a single Dataset, not a DatasetDict; allowed: no `test_split`"
+        )
+    raise NodeprobeError(f"test_split={test_split}: needs `split` too (the training split of the DatasetDict {p})")
 
 
 def _describe(p: Path, split: str | None) -> str:
@@ -381,23 +471,25 @@ def user_splits(
     for param, name in columns.items():
         if name is not None and not isinstance(name, str):
             raise NodeprobeError(f"{param}={name!r}: allowed: a column name (string)")
+    if text_pair_column is not None and text_pair_column == text_column:
+        raise NodeprobeError(
+            f"text_pair_column={text_pair_column}: the same column as `text_column`; allowed: another column"
+        )
 
+    if test_path is None and test_split is not None and split is None:
+        _test_split_without_split(p, test_split)
     train_ds = read_table(p, split=split)
     train_where = _describe(p, split)
     if test_path is not None:
         tp = as_path(test_path, "test dataset")
-        test_ds = read_table(tp, split=test_split)
+        test_ds = _read_table(tp, test_split, "test_split", "test dataset")
         test_where, test_src = _describe(tp, test_split), f"user:{tp}" + (f":{test_split}" if test_split else "")
     elif test_split is not None:
         if test_split == split:
             raise NodeprobeError(
                 f"test_split={test_split}: the same split as split={split}; allowed: another split"
             )
-        if split is None:
-            raise NodeprobeError(
-                f"test_split={test_split}: needs split= (the training split of the DatasetDict {p})"
-            )
-        test_ds = read_table(p, split=test_split)
+        test_ds = _read_table(p, test_split, "test_split")
         test_where, test_src = _describe(p, test_split), f"user:{p}:{test_split}"
     else:
         test_ds, test_where, test_src = None, "", ""
@@ -425,16 +517,22 @@ def user_splits(
         y = [index[v] for v in raw]
         test_idx = stratified_test_indices(y, float(test_fraction), int(seed))
         if not test_idx:
+            if len(classes) == len(y):  # every class keeps its one row in training
+                raise NodeprobeError(
+                    f"label_column={label_column}: {len(classes)} classes in the {len(y)} rows of {train_where} "
+                    "(one row each): every class keeps its rows in training, so no test rows are left; "
+                    "allowed: a label column whose classes have ≥ 2 rows each, or `test_path`"
+                )
             raise NodeprobeError(
                 f"test_fraction={test_fraction}: leaves no test rows of the {len(y)} in {train_where}; "
-                "allowed: a larger test_fraction, more rows, or test_path"
+                "allowed: a larger `test_fraction`, more rows, or `test_path`"
             )
         is_test = np.zeros(len(y), dtype=bool)
         is_test[test_idx] = True
         train_idx = np.flatnonzero(~is_test).tolist()
         ids = _encode(tokenizer, texts, pairs, max_len)
         names = [str(c) for c in classes]
-        whole = LabeledSet(ids, y, names, train_src, list(names))
+        whole = LabeledSet(ids, y, names, train_src, list(names), _segment_sep(tokenizer, pairs))
         return (
             whole.subset(train_idx, f"{train_src}[train seed={seed}]"),
             whole.subset(test_idx, f"{train_src}[test seed={seed}]"),
@@ -457,10 +555,11 @@ def user_splits(
             + (" …" if len(classes) > 10 else "")
         )
     names = [str(c) for c in classes]
+    sep = _segment_sep(tokenizer, pairs)
     train = LabeledSet(_encode(tokenizer, texts, pairs, max_len), [index[v] for v in raw],
-                       names, f"{train_src}[train]", list(names))
+                       names, f"{train_src}[train]", list(names), sep)
     test = LabeledSet(_encode(tokenizer, t_texts, t_pairs, max_len), [index[v] for v in t_raw],
-                      list(names), f"{test_src}[test]", list(names))
+                      list(names), f"{test_src}[test]", list(names), sep)
     return train, test
 
 
@@ -511,12 +610,15 @@ class UserData:
     split: str | None = None
     test_split: str | None = None
     test_fraction: float = 0.2
+    split_seed: int = 0
 
-    def splits(self, tokenizer, max_len: int = 128, seed: int = 0) -> tuple[LabeledSet, LabeledSet]:
-        """``(train, test)`` :class:`LabeledSet` s (:func:`user_splits`)."""
+    def splits(self, tokenizer, max_len: int = 128, seed: int | None = None) -> tuple[LabeledSet, LabeledSet]:
+        """``(train, test)`` :class:`LabeledSet` s (:func:`user_splits`).  The ``test_fraction`` split
+        is drawn with ``split_seed``, not a command's ``seed`` (accepted and ignored): ``finetune
+        --seed 1`` and a report with ``--seed 0`` see the same test rows."""
         return user_splits(self.path, tokenizer, text_column=self.text_column, label_column=self.label_column,
                            text_pair_column=self.text_pair_column, test_path=self.test_path, split=self.split,
-                           test_split=self.test_split, test_fraction=self.test_fraction, seed=seed,
+                           test_split=self.test_split, test_fraction=self.test_fraction, seed=self.split_seed,
                            max_len=max_len)
 
     def describe(self) -> dict:
@@ -591,4 +693,4 @@ def align_labels(ds: LabeledSet, num_labels: int, id2label: Mapping | None, what
     ids = list(ds.label_ids) if ds.label_ids else list(ds.label_names)
     by_model = {to_model[j]: ids[j] for j in range(k)}
     return LabeledSet(list(ds.input_ids), [to_model[y] for y in ds.labels], list(names), ds.source,
-                      [by_model[i] for i in range(k)])
+                      [by_model[i] for i in range(k)], ds.segment_sep)

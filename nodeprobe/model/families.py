@@ -51,8 +51,9 @@ _ACT_FUNCTIONS = {"tanh": torch.tanh, "relu": F.relu, "gelu": F.gelu}
 class Head:
     """An output head: ``first token (cls) | rows (mlm) → [drop_in] → dense → act → [norm] → [drop_mid] → out``.
 
-    ``hook_in`` of the readout is the vector entering ``out`` (after ``drop_mid``: identical in
-    eval mode).  ``bias``: a separate bias parameter of ``out`` when its own is ``None`` (BERT's
+    ``readout.hook_in`` is the vector entering ``drop_mid → out``: HookedBert fires it before
+    ``drop_mid``, :func:`~nodeprobe.hooks.attach` at the input of ``out`` (after it) — the same
+    vector in eval mode, where the dropout is the identity.  ``bias``: a separate bias parameter of ``out`` when its own is ``None`` (BERT's
     ``cls.predictions.bias``).
     """
 
@@ -105,7 +106,7 @@ class Family:
         "d_model": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
         "d_mlp": "intermediate_size", "d_vocab": "vocab_size", "n_ctx": "max_position_embeddings"})
     act_key: str = "hidden_act"
-    dropout_keys: tuple = ("hidden_dropout_prob", "attention_probs_dropout_prob")  # set by fine-tuning's --dropout
+    dropout_keys: tuple = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")  # --dropout
 
     def max_len(self, hf_config) -> int:
         """The longest sequence the position embeddings allow (RoBERTa: ``pad_token_id + 1`` fewer rows)."""
@@ -132,14 +133,11 @@ class Family:
         return getattr(transformers, self.class_for(kind))
 
     def encoder(self, hf_model: nn.Module) -> nn.Module:
-        """The base model inside ``hf_model`` (``hf_model`` itself for a base class)."""
-        if self.kind_of(type(hf_model).__name__) == "base":
-            return hf_model
-        return getattr(hf_model, self.prefix)
+        """The base model inside ``hf_model`` (``hf_model`` itself for a base class; a head model
+        without a task head here, e.g. ``ElectraForPreTraining``, gives its encoder)."""
+        return getattr(hf_model, self.prefix, hf_model)
 
 
-_BERT_SIZES = {"d_model": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
-               "d_mlp": "intermediate_size", "d_vocab": "vocab_size", "n_ctx": "max_position_embeddings"}
 _ROBERTA_MLM = Head(dense="lm_head.dense", act="gelu", norm="lm_head.layer_norm", out="lm_head.decoder",
                     bias="lm_head.bias")
 _ROBERTA_CLS = Head(dense="classifier.dense", act="tanh", out="classifier.out_proj", drop_in="classifier.dropout",

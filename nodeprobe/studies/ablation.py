@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nodeprobe.data.eval_sets import EvalSet
+from nodeprobe.data.eval_sets import EvalSet, batch_types
 from nodeprobe.evaluate import EvalResult, run_eval
 from nodeprobe.hooks import ablate_head, isolate_head, z_name
 
@@ -56,7 +56,7 @@ def head_means(model, eval_set: EvalSet, layers: list[int] | None = None) -> dic
         for b in eval_set.batches:
             state["mask"] = b.attention_mask.double()
             counts[: b.input_ids.shape[1]] += b.attention_mask.double().sum(0)
-            model(b.input_ids.to(dev), b.attention_mask.to(dev),
+            model(b.input_ids.to(dev), b.attention_mask.to(dev), batch_types(b, model, dev),
                   positions=b.positions.to(dev) if b.positions is not None else None)
     out = {}
     for l in layers:
@@ -177,7 +177,7 @@ class SweepReport:
 
 @torch.no_grad()
 def head_sweep_logits(model, input_ids: Tensor, attention_mask: Tensor, positions: Tensor | None,
-                      fills) -> Iterator[tuple[int | None, int | None, Tensor]]:
+                      fills, token_type_ids: Tensor | None = None) -> Iterator[tuple[int | None, int | None, Tensor]]:
     """Logits of one batch with each head's ``z`` replaced in turn, without rerunning what cannot change.
 
     ``fills[l][h]`` maps the clean ``z`` of block l, ``[B, P, H, Dh]``, to its ablated copy (the
@@ -192,7 +192,7 @@ def head_sweep_logits(model, input_ids: Tensor, attention_mask: Tensor, position
         >>> for l, h, logits in head_sweep_logits(model, ids, attn, None, fills): ...  # doctest: +SKIP
     """
     L = model.spec.n_layers
-    x = model.embed(input_ids)
+    x = model.embed(input_ids, token_type_ids)
     mask = model.extended_mask(attention_mask, x.dtype)
     rows = model.readout_rows_of(input_ids.shape[0], positions, input_ids.device)
     for l in range(L):
@@ -238,7 +238,8 @@ def sweep_heads(model, eval_set: EvalSet, mode: str = "zero", isolate: bool = Fa
     for b in iterate(eval_set.batches, len(eval_set.batches), "head sweep", enabled=progress):
         pos = b.positions.to(dev) if b.positions is not None else None
         t = b.targets.to(dev)
-        for l, h, logits in head_sweep_logits(model, b.input_ids.to(dev), b.attention_mask.to(dev), pos, fills):
+        for l, h, logits in head_sweep_logits(model, b.input_ids.to(dev), b.attention_mask.to(dev), pos, fills,
+                                              batch_types(b, model, dev)):
             logits = logits.float()
             if l is None:  # the clean model
                 base_correct += float((logits.argmax(-1) == t).sum())

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from nodeprobe.analysis.confusion import argmax_lowest
+from nodeprobe.data.eval_sets import batch_types
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.hooks import check_mode
 
@@ -137,7 +138,7 @@ def head_isolation_predictions(model, eval_set, layers: Sequence[int], mode: str
     for b in iterate(eval_set.batches, len(eval_set.batches), "head isolation", enabled=progress):
         ids, attn = b.input_ids.to(dev), b.attention_mask.to(dev)
         pos = b.positions.to(dev) if b.positions is not None else None
-        x = model.embed(ids)
+        x = model.embed(ids, batch_types(b, model, dev))
         mask = model.extended_mask(attn, x.dtype)
         for l in range(top + 1):
             if l in parts:

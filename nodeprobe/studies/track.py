@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from nodeprobe.analysis.order_parameters import FamilyParams, family_params, head_family_params, symmetry_breaking
+from nodeprobe.data.eval_sets import batch_types
 from nodeprobe.errors import NodeprobeError, reason
 from nodeprobe.hooks import check_mode
 from nodeprobe.data.eval_sets import EvalSet, load_eval_set, mlm_batch, mlm_eval_set
@@ -294,7 +295,7 @@ def step_predictions(model, eval_set: EvalSet, *, heads: bool = True, mode: str 
         pos = b.positions.to(dev) if b.positions is not None else None
         per = torch.empty(L, H, int(b.targets.numel()), dtype=torch.long) if heads else None
         with model.hooks(fwd_hooks=[("readout.hook_in", grab)]):
-            for l, h, logits in head_sweep_logits(model, ids, attn, pos, fills):
+            for l, h, logits in head_sweep_logits(model, ids, attn, pos, fills, batch_types(b, model, dev)):
                 if l is not None:
                     per[l, h] = logits.float().argmax(-1).cpu()
                     grabbed.clear()

@@ -187,18 +187,22 @@ def _classifier(src: Path, model, K: int, label_names, dropout: float, from_scra
 
 def _label_batches(t: loop.Training, train, tok, dev, precision: str):
     """``batch(indices, step)`` for :func:`nodeprobe.train.loop.run_steps`: padded sentences and their labels."""
-    from nodeprobe.data.batching import collate
+    from nodeprobe.data.batching import collate, segment_ids
+
+    # sentence pairs of BERT/ELECTRA: token types 0/1 (none for a model without token types)
+    sep = getattr(train, "segment_sep", None) if t.model.cfg.n_types >= 2 else None
 
     def batch(idx, step: int):
         b = collate([train.input_ids[i] for i in idx], pad_id=tok.pad_id)
         y = torch.tensor([train.labels[i] for i in idx], device=dev)
+        types = segment_ids(b["input_ids"], b["attention_mask"], sep)
 
         def forward(rows):
-            x, a, yy = b["input_ids"], b["attention_mask"], y
+            x, a, tt, yy = b["input_ids"], b["attention_mask"], types, y
             if rows is not None:  # this process's rows
-                x, a, yy = x[rows], a[rows], yy[rows.to(yy.device)]
+                x, a, tt, yy = x[rows], a[rows], tt[rows], yy[rows.to(yy.device)]
             with autocast(dev, precision):
-                return t.train_model(x.to(dev), a.to(dev)), yy
+                return t.train_model(x.to(dev), a.to(dev), tt.to(dev)), yy
 
         return int(y.shape[0]), int(y.shape[0]), int(b["attention_mask"].sum()), forward
 

@@ -25,7 +25,7 @@ from nodeprobe.cli import main
 FAMILIES = ["roberta", "xlm_roberta", "electra_proj", "distilbert"]
 HF_CLASS = {"roberta": "Roberta", "xlm_roberta": "XLMRoberta", "electra_proj": "Electra", "distilbert": "DistilBert"}
 MODEL_TYPE = {"roberta": "roberta", "xlm_roberta": "xlm-roberta", "electra_proj": "electra",
-              "distilbert": "distilbert"}
+              "distilbert": "distilbert", "bert": "bert"}
 
 # three classes, each with its own keywords; filler words shared (all in the fixture tokenizers' vocab)
 KEYWORDS = {"animal": ["cat", "dog", "king", "queen", "child"],
@@ -73,7 +73,7 @@ def run(argv, capsys, json_path) -> dict:
 
 
 OUT_PROJ = {"roberta": "classifier.out_proj", "xlm_roberta": "classifier.out_proj",
-            "electra_proj": "classifier.out_proj", "distilbert": "classifier"}  # the classifier's last Linear
+            "electra_proj": "classifier.out_proj", "distilbert": "classifier", "bert": "classifier"}  # the last Linear
 
 
 def hf_classifier_eval(model_dir, test_rows, pair: bool = False) -> dict:
@@ -242,23 +242,37 @@ def test_mlm_reports_on_the_text_column(family, finetuned, tables, tmp_path, cap
     assert ab["result"]["ablated_loss"] != pytest.approx(loss, abs=1e-6)  # the head matters
 
 
-def test_pair_column_roberta_template(finetuned, tables, tmp_path, capsys, monkeypatch):
-    """``--text-pair-column`` on a RoBERTa classifier: items are ``<s> a </s></s> b </s>`` (the
-    tokenizer's own pair template), so the accuracy is HF's on ``tok(a, b)``."""
+@pytest.mark.parametrize("family", ["roberta", "bert", "electra_proj", "distilbert"])
+def test_pair_column_uses_each_familys_template(family, finetuned, tables, tmp_path, capsys, monkeypatch):
+    """``--text-pair-column``: items are the tokenizer's own pair template (RoBERTa ``<s> a </s></s>
+    b </s>``, BERT/ELECTRA ``[CLS] a [SEP] b [SEP]`` with token types 0/1, DistilBERT no types), so
+    accuracy, loss and the cached readout are HF's on ``tok(a, b)``."""
     from transformers import AutoTokenizer
 
+    from nodeprobe.data.eval_sets import labeled_eval_set
     from nodeprobe.data.tokenizer import load_tokenizer
     from nodeprobe.data.user import UserData
 
     monkeypatch.chdir(tmp_path)
-    final = finetuned("roberta")[1] / "final"
+    final = finetuned(family)[1] / "final"
     hf_tok = AutoTokenizer.from_pretrained(str(final))
     tok = load_tokenizer(final)
-    assert tok.pair_separator == [hf_tok.sep_token_id, hf_tok.sep_token_id]
+    if family == "roberta":
+        assert tok.pair_separator == [hf_tok.sep_token_id, hf_tok.sep_token_id]
     user = UserData(tables["pair_train"], text_column="text", label_column="label", text_pair_column="pair",
                     test_path=tables["pair_test"])
     _, test = user.splits(tok, max_len=62)
-    assert [list(x) for x in test.input_ids] == [hf_tok(r["text"], r["pair"])["input_ids"] for r in TEST]
+    encs = [hf_tok(r["text"], r["pair"]) for r in TEST]
+    assert [list(x) for x in test.input_ids] == [e["input_ids"] for e in encs]
+    es = labeled_eval_set(test, "dataset", pad_id=tok.pad_id)
+    by_ids = {tuple(e["input_ids"]): e.get("token_type_ids", [0] * len(e["input_ids"])) for e in encs}
+    for b in es.batches if family != "distilbert" else ():  # the token types nodeprobe runs with are HF's
+        for ids, mask, types in zip(b.input_ids, b.attention_mask,
+                                    b.token_type_ids if b.token_type_ids is not None else torch.zeros_like(b.input_ids)):
+            n = int(mask.sum())
+            assert types[:n].tolist() == list(by_ids[tuple(ids[:n].tolist())]), family
+    if family in ("bert", "electra_proj"):
+        assert any(1 in e["token_type_ids"] for e in encs)  # the second text is type 1 there
     ref = hf_classifier_eval(final, TEST, pair=True)
     single = hf_classifier_eval(final, TEST)
     assert ref["loss"] != pytest.approx(single["loss"], abs=1e-4)  # the second text matters
