@@ -131,17 +131,28 @@ class BertActivationCache(ActivationCache):
         v = (v - v.mean(-1, keepdim=True)) * ln.w.to(v.device)
         return v if scale is None else v / scale.to(v.device)
 
+    def _embed_hooks(self) -> list[tuple[str, str]]:
+        """The embedding components ``(label, hook)``: token, token type (a model that has them), position."""
+        types = getattr(self.model.embed, "_types", True) is not None
+        return [("embed", "embed.hook_embed")] + ([("token_type_embed", "embed.hook_token_type_embed")] if types
+                                                   else []) + [("pos_embed", "embed.hook_pos_embed")]
+
+    def _project(self, v: Tensor, k: int) -> Tensor:
+        """After LayerNorm 0, ELECTRA's embedding projection ``E → D`` (its linear part); else ``v``."""
+        proj = getattr(self.model.embed, "_project", None) if k == 0 else None
+        return v if proj is None else v @ proj.weight.detach().to(v.device).T
+
     def _carry(self, v: Tensor, start: int, stop: int, pos_slice: Slice) -> Tensor:
         """``v`` (``[..., *batch_and_pos, D]`` or ``[D]``) through LayerNorms ``start … stop`` (cached scales)."""
         for k in range(start, stop + 1):
             ln, prefix = self._ln(k)
-            v = self._linear(v, ln, self._scale(prefix, pos_slice))
+            v = self._project(self._linear(v, ln, self._scale(prefix, pos_slice)), k)
         return v
 
     def _unscaled(self, v: Tensor, start: int, stop: int) -> Tensor:
         """The scale-free part of :meth:`_carry` (centre, multiply by w), which does not depend on the position."""
         for k in range(start, stop + 1):
-            v = self._linear(v, self._ln(k)[0])
+            v = self._project(self._linear(v, self._ln(k)[0]), k)
         return v
 
     def _scale_product(self, start: int, stop: int, pos_slice: Slice) -> Tensor | float:
@@ -168,7 +179,11 @@ class BertActivationCache(ActivationCache):
         """Every LayerNorm bias ``b_k`` (k ≤ stop) carried through LayerNorms ``k+1 … stop``, shaped as ``like``."""
         total = torch.zeros_like(like)
         for k in range(stop + 1):
-            total = total + self._carry(self._ln(k)[0].b.to(like.device), k + 1, stop, pos_slice)
+            b = self._ln(k)[0].b.to(like.device)
+            proj = getattr(self.model.embed, "_project", None) if k == 0 else None
+            if proj is not None:  # ELECTRA: the embedding LayerNorm's bias, projected, and the projection's bias
+                b = self._project(b, 0) + proj.bias.detach().to(like.device)
+            total = total + self._carry(b, k + 1, stop, pos_slice)
         return total
 
     def _empty(self, pos_slice: Slice, last: Optional[int] = None) -> Tensor:
@@ -388,8 +403,7 @@ class BertActivationCache(ActivationCache):
         stop = self._point(layer, mlp_input)
         entries: list[tuple[str, str, int]] = []  # (label, hook, LayerNorm it enters first)
         if incl_embeds:
-            entries += [("embed", "embed.hook_embed", 0), ("token_type_embed", "embed.hook_token_type_embed", 0),
-                        ("pos_embed", "embed.hook_pos_embed", 0)]
+            entries += [(lab, hook, 0) for lab, hook in self._embed_hooks()]
         for l in range(layer + int(mlp_input)):
             if mode != "mlp":
                 entries.append((f"{l}_attn_out", f"blocks.{l}.hook_attn_out", 2 * l + 1))
@@ -531,8 +545,7 @@ class BertActivationCache(ActivationCache):
                 parts.append(proj(self._carry(pos_slice.apply(self._get(f"blocks.{l}.hook_mlp_out"), dim=-2),
                                               2 * l + 2, stop, pos_slice))[None])
                 labels.append(f"{l}_mlp_out")
-        for lab, hook in (("embed", "embed.hook_embed"), ("token_type_embed", "embed.hook_token_type_embed"),
-                          ("pos_embed", "embed.hook_pos_embed")):
+        for lab, hook in self._embed_hooks():
             parts.append(proj(self._carry(pos_slice.apply(self._get(hook), dim=-2), 0, stop, pos_slice))[None])
             labels.append(lab)
         parts.append(proj(bias)[None])

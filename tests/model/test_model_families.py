@@ -397,3 +397,22 @@ def test_unsupported_architecture_in_memory_is_one_line_error(cls_name):
     with pytest.raises(NodeprobeError) as info:
         load_model(hf)
     _check_refusal(info.value, cls_name)
+
+
+@row
+def test_resid_decompositions_sum_to_the_stream(family, kind):
+    """TransformerLens's decompositions on every family: DistilBERT without a token-type component,
+    ELECTRA's E-wide embeddings carried through its projection to d_model; the parts sum to the stream."""
+    hf, tok = build(family, kind)
+    m = load_model(hf, tokenizer=tok)
+    b = family_batch(family, tok)
+    _, cache = m.run_with_cache(b["input_ids"], attention_mask=b["attention_mask"],
+                                token_type_ids=b.get("token_type_ids"))
+    for layer in range(m.cfg.n_layers + 1):
+        ref = (cache[f"blocks.{layer}.hook_resid_pre"] if layer < m.cfg.n_layers
+               else cache[f"blocks.{layer - 1}.hook_normalized_resid_post"])
+        parts, labels = cache.decompose_resid(layer=layer, return_labels=True)
+        assert ("token_type_embed" in labels) == (family != "distilbert")
+        assert maxdiff(parts.sum(0), ref) <= 1e-5
+        full = cache.get_full_resid_decomposition(layer=layer, expand_neurons=layer > 0)
+        assert maxdiff(full.sum(0), ref) <= 1e-5
