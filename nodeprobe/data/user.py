@@ -628,7 +628,24 @@ class UserData:
 
         return {"path": resolved(self.path), "text_column": self.text_column, "label_column": self.label_column,
                 "text_pair_column": self.text_pair_column, "test_path": resolved(self.test_path),
-                "split": self.split, "test_split": self.test_split, "test_fraction": float(self.test_fraction)}
+                "split": self.split, "test_split": self.test_split, "test_fraction": float(self.test_fraction),
+                "split_seed": int(self.split_seed)}
+
+    def content_hash(self) -> str:
+        """16 hex digits of sha256 over the bytes of the table(s) — every file of a folder, in path
+        order — so that a run on an edited table is another run (``finetune --resume`` refuses it)."""
+        h = hashlib.sha256()
+        for root in (self.path, self.test_path):
+            if root is None:
+                continue
+            p = Path(str(root)).expanduser()
+            files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+            for f in files:
+                h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
+                with open(f, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+        return h.hexdigest()[:16]
 
     def fingerprint(self) -> str:
         """16 hex digits of sha256 over :meth:`describe`."""

@@ -206,10 +206,17 @@ def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: b
         raise NodeprobeError(f"model {src}: no such directory (give a saved model directory, 'minilm', or a hub id)")
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
         raise NodeprobeError(f"model {src}: not a local directory, and hub downloads are off (HF_HUB_OFFLINE)")
+    try:  # the hub config says the family and the head, as a saved folder's does
+        raw = transformers.AutoConfig.from_pretrained(src).to_dict()
+    except Exception as e:
+        raise NodeprobeError(f"model {src}: no such directory, and as a hub id it could not be fetched "
+                             f"({reason(e)})") from None
+    fam = config_family(raw, Path(src) / "config.json")
+    kind = kind or ARCH_KIND.get((raw.get("architectures") or [""])[0], "base")
     try:
-        cls = hf_class(kind or "mlm")
         # safetensors only unless trusted: a hub repo's pytorch_model.bin is a pickle too
-        return cls.from_pretrained(src, attn_implementation="eager", use_safetensors=not trust_pickle or None).eval()
+        return fam.hf_class(kind).from_pretrained(src, attn_implementation="eager",
+                                                  use_safetensors=not trust_pickle or None).eval()
     except Exception as e:
         hint = "" if trust_pickle else "; only safetensors weights are read without `--trust-pickle`"
         raise NodeprobeError(f"model {src}: no such directory, and as a hub id it could not be fetched "

@@ -96,7 +96,7 @@ def finetune(
            "seed": seed, "precision": precision, "train": train.source, "n_train": len(train),
            "n_test": len(test), "K": train.n_classes}
     if user is not None:  # what the run read, and its classes: another column/split/fraction is another run
-        run.update(data=user.describe(), label_names=list(train.label_names))
+        run.update(data=user.describe(), data_sha=user.content_hash(), label_names=list(train.label_names))
     run_fp = loop.fingerprint(run)
     _check_weights(src, model)  # a broken checkpoint fails before `out_dir` is touched
     runner = dist.start(dev, precision)

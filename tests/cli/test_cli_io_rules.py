@@ -123,3 +123,15 @@ def test_a_text_file_that_is_not_utf8_says_what_is_allowed(fx, tmp_path, capsys)
     assert_refused(["similarity", "--model", str(fx["cls"]), "--text-file", str(f)],
                    "--text-file {f}: unreadable (UnicodeDecodeError", {"f": f}, tmp_path, capsys)
     assert listing(tmp_path) == [("rnd.txt", 512)]
+
+
+def test_resume_on_an_edited_table_is_another_run(fx, tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    table.write_bytes(fx["three.csv"].read_bytes())
+    out = tmp_path / "ft"
+    args = ["finetune", "--model", str(fx["cls"]), "--dataset", str(table), "--out", str(out), "--epochs", "1"]
+    assert main(args) == 0
+    assert main(args + ["--resume"]) == 0  # the same table: the finished run is reused
+    with table.open("a") as f:
+        f.write("one more row of text,a\n")
+    assert_refused(args + ["--resume"], "--out {o}: holds a run with other settings", {"o": out}, tmp_path, capsys)

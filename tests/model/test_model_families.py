@@ -416,3 +416,14 @@ def test_resid_decompositions_sum_to_the_stream(family, kind):
         assert maxdiff(parts.sum(0), ref) <= 1e-5
         full = cache.get_full_resid_decomposition(layer=layer, expand_neurons=layer > 0)
         assert maxdiff(full.sum(0), ref) <= 1e-5
+
+
+def test_a_hub_id_loads_its_own_family(monkeypatch):
+    """A hub id (faked: no network here) loads the class its config names, not BERT's."""
+    from nodeprobe.model import load_hf
+
+    hf, _ = build("roberta", "mlm")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", classmethod(lambda cls, src, **kw: hf.config))
+    monkeypatch.setattr(transformers.RobertaForMaskedLM, "from_pretrained", classmethod(lambda cls, src, **kw: hf))
+    assert load_hf("org/tiny-roberta", kind="mlm") is hf
