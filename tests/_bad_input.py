@@ -32,3 +32,15 @@ def assert_refused(argv, msg: str, subs: dict, tmp_path, capsys, run=None) -> st
     assert msg.format(**subs) in lines[0], err
     assert listing(tmp_path) == before
     return lines[0]
+
+
+def row_argv(args, setup, paths: dict, tmp_path, monkeypatch) -> tuple[list[str], dict]:
+    """A table row's command line: run from ``tmp_path`` offline, its ``setup`` done, ``{name}`` in
+    ``args`` filled from ``paths`` (fixture paths) and ``{tmp}``; returns ``(argv, subs)``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if setup is not None:
+        setup(tmp_path)
+    subs = {k: str(v) for k, v in paths.items()}
+    subs["tmp"] = str(tmp_path)
+    return [a.format(**subs) for a in args], subs

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _bad_input import assert_refused, listing
+from _bad_input import assert_refused, listing, row_argv
 from _tiny_models import tiny_hf
 from nodeprobe.cli import main
 
@@ -268,13 +268,7 @@ CASES = [
 
 @pytest.mark.parametrize("args,msg,setup", CASES)
 def test_bad_input(args, msg, setup, fx, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    if setup is not None:
-        setup(tmp_path)
-    subs = {k: str(v) for k, v in fx.items()}
-    subs["tmp"] = str(tmp_path)
-    argv = [a.format(**subs) for a in args]
+    argv, subs = row_argv(args, setup, fx, tmp_path, monkeypatch)
     json_path = argv[argv.index("--json") + 1] if "--json" in argv else None
     json_before = open(json_path, "rb").read() if json_path is not None and os.path.isfile(json_path) else None
     assert_refused(argv, msg, subs, tmp_path, capsys)

@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from _bad_input import assert_refused
+from _bad_input import assert_refused, row_argv
 from _tiny_models import tiny_hf
 from test_cli_bad_input_dataset import VOCAB_SIZE, _disk_dict
 
@@ -116,13 +116,7 @@ def _no_library_names(line: str) -> None:
 
 @pytest.mark.parametrize("args,msg,setup", CASES)
 def test_audit_bad_dataset_input(args, msg, setup, models, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    if setup is not None:
-        setup(tmp_path)
-    subs = {k: str(v) for k, v in models.items()}
-    subs["tmp"] = str(tmp_path)
-    argv = [a.format(**subs) for a in args]
+    argv, subs = row_argv(args, setup, models, tmp_path, monkeypatch)
     records = _Records()
     logger = logging.getLogger("datasets")
     level = logger.level

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from _bad_input import assert_refused
+from _bad_input import assert_refused, row_argv
 from _tiny_models import tiny_hf
 
 VOCAB_SIZE = 30522
@@ -156,11 +156,5 @@ CASES = [
 
 @pytest.mark.parametrize("args,msg,setup", CASES)
 def test_bad_dataset_input(args, msg, setup, fx, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    if setup is not None:
-        setup(tmp_path)
-    subs = {k: str(v) for k, v in fx.items()}
-    subs["tmp"] = str(tmp_path)
-    argv = [a.format(**subs) for a in args]
+    argv, subs = row_argv(args, setup, fx, tmp_path, monkeypatch)
     assert_refused(argv, msg, subs, tmp_path, capsys)

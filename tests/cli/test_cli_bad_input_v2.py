@@ -14,14 +14,13 @@ dir listing is unchanged; the ``--json`` path does not exist).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
 import pytest
 import torch
 
-from _bad_input import assert_refused, listing
+from _bad_input import assert_refused, row_argv
 from _tiny_models import tiny_hf
 from nodeprobe.cli import main
 
@@ -187,13 +186,7 @@ CASES = [
 
 @pytest.mark.parametrize("args,msg,setup", CASES)
 def test_bad_input(args, msg, setup, fx, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    if setup is not None:
-        setup(tmp_path)
-    subs = {k: str(v) for k, v in fx.items()}
-    subs["tmp"] = str(tmp_path)
-    argv = [a.format(**subs) for a in args]
+    argv, subs = row_argv(args, setup, fx, tmp_path, monkeypatch)
     json_path = argv[argv.index("--json") + 1] if "--json" in argv else None
 
     def run(argv):

@@ -12,6 +12,8 @@ import json
 import shutil
 
 import pytest
+
+from _cli import run_json as run
 import torch
 
 from _tiny_models import tiny_hf
@@ -101,12 +103,6 @@ def hf_accuracy(model_dir, vocab, test_rows) -> float:
     return right / len(test_rows)
 
 
-def run(argv, capsys, json_path) -> dict:
-    capsys.readouterr()
-    rc = main(argv + ["--json", str(json_path)])
-    err = capsys.readouterr().err
-    assert rc == 0, err
-    return json.loads(json_path.read_text())
 
 
 COLUMNS = ["--text-column", "review", "--label-column", "stars"]

@@ -17,6 +17,8 @@ import csv
 import json
 
 import pytest
+
+from _cli import run_json as run
 import torch
 
 from _families import save_family
@@ -64,12 +66,6 @@ def write_csv(path, rs, columns=("text", "label")):
     return path
 
 
-def run(argv, capsys, json_path) -> dict:
-    capsys.readouterr()
-    rc = main(argv + ["--json", str(json_path)])
-    err = capsys.readouterr().err
-    assert rc == 0, err
-    return json.loads(json_path.read_text())
 
 
 OUT_PROJ = {"roberta": "classifier.out_proj", "xlm_roberta": "classifier.out_proj",
