@@ -13,10 +13,8 @@ from typing import Optional
 import typer
 
 from nodeprobe.cli.options import (
-    DatasetOpt, LabelColumnOpt, SplitOpt, TestDatasetOpt, TestFractionOpt, TestSplitOpt, TextColumnOpt, TextPairColumnOpt,
-    dataset_args, dataset_settings, labels_of, resolve_dataset,
-    DataOpt, DeviceOpt, JsonOpt, PlotOpt, ReportModelOpt, SeedOpt, TaskOpt, check_common, check_index, load_for_task,
-    resolve_model, trust_pickle,
+    with_dataset_options, dataset_settings, labels_of, resolve_dataset, DataOpt, DeviceOpt, JsonOpt, PlotOpt,
+    ReportModelOpt, SeedOpt, TaskOpt, check_common, check_index, load_for_task, resolve_model, trust_pickle,
 )
 from nodeprobe.errors import NodeprobeError
 
@@ -29,6 +27,7 @@ def _check_head_choice(layer: Optional[int], head: Optional[int], all_heads: boo
     check_index(layer=layer, head=head)
 
 
+@with_dataset_options
 def ablate(
     ctx: typer.Context,
     model: Optional[str] = ReportModelOpt,
@@ -37,14 +36,7 @@ def ablate(
     all_heads: bool = typer.Option(False, "--all", help="Every head of every block: a layer × head Δaccuracy grid."),
     task: Optional[str] = TaskOpt,
     data: Optional[Path] = DataOpt,
-    dataset: Optional[Path] = DatasetOpt,
-    text_column: Optional[str] = TextColumnOpt,
-    label_column: Optional[str] = LabelColumnOpt,
-    text_pair_column: Optional[str] = TextPairColumnOpt,
-    test_dataset: Optional[Path] = TestDatasetOpt,
-    split: Optional[str] = SplitOpt,
-    test_split: Optional[str] = TestSplitOpt,
-    test_fraction: Optional[float] = TestFractionOpt,
+    ds: Optional[dict] = None,  # the --dataset options (with_dataset_options)
     mode: str = typer.Option("zero", "--mode", help="zero | mean (eval-set mean of z per position)"),
     isolate: bool = typer.Option(False, "--isolate", help="Ablate every other head of the block instead."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most this many sentences/sequences."),
@@ -56,8 +48,7 @@ def ablate(
     plot: Optional[Path] = PlotOpt,
 ):
     """Ablate (or isolate) one attention head, or all of them, and report what changes."""
-    task, user, inputs = resolve_dataset(task, **dataset_args(
-        dataset, text_column, label_column, text_pair_column, test_dataset, split, test_split, test_fraction))
+    task, user, inputs = resolve_dataset(task, **ds)
     check_common(task, model, json_path, plot, data=data, device=device, mode=mode, inputs=inputs, limit=limit,
                  top=top, batch_size=batch_size)
     _check_head_choice(layer, head, all_heads)

@@ -17,10 +17,9 @@ from typing import List, Optional
 import typer
 
 from nodeprobe.cli.options import (
-    DatasetOpt, LabelColumnOpt, SplitOpt, TestDatasetOpt, TestFractionOpt, TestSplitOpt, TextColumnOpt, TextPairColumnOpt,
-    dataset_args, resolve_dataset,
-    DataOpt, DeviceOpt, HeadsModelOpt, HeadsTaskOpt, JsonOpt, MaxLenOpt, PlotOpt, TrackSeedOpt, check_common, check_index,
-    check_io, check_paths, check_positive, load_for_task, number, resolve_model, trust_pickle,
+    with_dataset_options, resolve_dataset, DataOpt, DeviceOpt, HeadsModelOpt, HeadsTaskOpt, JsonOpt, MaxLenOpt,
+    PlotOpt, TrackSeedOpt, check_common, check_index, check_io, check_paths, check_positive, load_for_task, number,
+    resolve_model, trust_pickle,
 )
 from nodeprobe.errors import NodeprobeError, reason
 
@@ -88,6 +87,7 @@ def _study_inputs(ctx: typer.Context, model: Optional[str], task: Optional[str],
     return model, m, tok, texts, task
 
 
+@with_dataset_options
 def similarity(
     ctx: typer.Context,
     model: Optional[str] = HeadsModelOpt,
@@ -96,14 +96,7 @@ def similarity(
     layer: Optional[int] = typer.Option(None, "--layer", help="Block of the head to show as a heat map."),
     head: Optional[int] = typer.Option(None, "--head", help="Head within the block."),
     task: Optional[str] = HeadsTaskOpt,
-    dataset: Optional[Path] = DatasetOpt,
-    text_column: Optional[str] = TextColumnOpt,
-    label_column: Optional[str] = LabelColumnOpt,
-    text_pair_column: Optional[str] = TextPairColumnOpt,
-    test_dataset: Optional[Path] = TestDatasetOpt,
-    split: Optional[str] = SplitOpt,
-    test_split: Optional[str] = TestSplitOpt,
-    test_fraction: Optional[float] = TestFractionOpt,
+    ds: Optional[dict] = None,  # the --dataset options (with_dataset_options)
     site: str = typer.Option("z", "--site", help="Vectors compared: z | q | k | v | qk (q_i·k_j)."),
     q: float = typer.Option(0.99, "--q", callback=number("--q", 0, 1, lo_open=True, hi_open=True), help="High-similarity pairs: the top (1−q) of a head's pairs per text."),
     long_range: int = typer.Option(16, "--long-range", help="Pairs farther apart than this are long-range."),
@@ -119,7 +112,7 @@ def similarity(
     """Attention to separators and context similarity of every head (heat map of one head with --layer/--head)."""
     check_positive(max_show=max_show)
     model, m, tok, texts, task = _study_inputs(ctx, model, task, device, layer, head, text, text_file, max_texts,
-                                               json_path, plot, ds=dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset, split, test_split, test_fraction))
+                                               json_path, plot, ds=ds)
     from nodeprobe.render import figures
     from nodeprobe.render.heads_view import render_similarity
     from nodeprobe.render.jsonio import write_report
@@ -146,6 +139,7 @@ def similarity(
                         f"head L{layer}H{head} similarity ({site})")
 
 
+@with_dataset_options
 def segment(
     ctx: typer.Context,
     model: Optional[str] = HeadsModelOpt,
@@ -154,14 +148,7 @@ def segment(
     layer: Optional[int] = typer.Option(None, "--layer", help="Segment with this head instead of the separator-focused ones."),
     head: Optional[int] = typer.Option(None, "--head"),
     task: Optional[str] = HeadsTaskOpt,
-    dataset: Optional[Path] = DatasetOpt,
-    text_column: Optional[str] = TextColumnOpt,
-    label_column: Optional[str] = LabelColumnOpt,
-    text_pair_column: Optional[str] = TextPairColumnOpt,
-    test_dataset: Optional[Path] = TestDatasetOpt,
-    split: Optional[str] = SplitOpt,
-    test_split: Optional[str] = TestSplitOpt,
-    test_fraction: Optional[float] = TestFractionOpt,
+    ds: Optional[dict] = None,  # the --dataset options (with_dataset_options)
     threshold: float = typer.Option(0.3, "--threshold", callback=number("--threshold", 0, 1), help="Separator-focused heads: share above this."),
     min_ratio: float = typer.Option(3.0, "--min-ratio", callback=number("--min-ratio", 0, lo_open=True), help="Boundary: receives ≥ this × the uniform attention."),
     max_texts: int = typer.Option(8, "--max-texts", help="At most this many paragraphs of --text-file."),
@@ -171,7 +158,7 @@ def segment(
 ):
     """Split a text into segments at the positions its separator-focused heads attend to."""
     model, m, tok, texts, task = _study_inputs(ctx, model, task, device, layer, head, text, text_file, max_texts,
-                                               json_path, ds=dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset, split, test_split, test_fraction))
+                                               json_path, ds=ds)
     from nodeprobe.render.heads_view import render_segments
     from nodeprobe.render.jsonio import write_report
     from nodeprobe.studies.heads import segment as run
@@ -202,18 +189,12 @@ def _check_track_out(out: Path | None, run: Path) -> None:
                              f"{r / 'track'}")
 
 
+@with_dataset_options
 def track(
     run: List[Path] = typer.Option(..., "--run", help="A pre-training run (snapshots/step-N) or model directories; repeatable."),
     task: Optional[str] = typer.Option(None, "--task", help="mlm | fewrel | dbpedia | dataset (default: mlm; dataset with --dataset)"),
     data: Optional[Path] = DataOpt,
-    dataset: Optional[Path] = DatasetOpt,
-    text_column: Optional[str] = TextColumnOpt,
-    label_column: Optional[str] = LabelColumnOpt,
-    text_pair_column: Optional[str] = TextPairColumnOpt,
-    test_dataset: Optional[Path] = TestDatasetOpt,
-    split: Optional[str] = SplitOpt,
-    test_split: Optional[str] = TestSplitOpt,
-    test_fraction: Optional[float] = TestFractionOpt,
+    ds: Optional[dict] = None,  # the --dataset options (with_dataset_options)
     text_file: Optional[Path] = typer.Option(None, "--text-file", help="MLM: evaluate on this text instead of the held-out corpus."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder of the per-step results (default <first run>/track-<task>)."),
     max_items: Optional[int] = typer.Option(None, "--max-items", help="Evaluate at most this many items (masked positions / sentences)."),
@@ -230,8 +211,7 @@ def track(
     plot: Optional[Path] = PlotOpt,
 ):
     """Order parameters (accuracy, ⟨APT⟩, |Λ|, coverage, Jaccard of nodes and heads) at every snapshot; resumable."""
-    task, user, inputs = resolve_dataset(task, default="mlm", text=text_file, **dataset_args(
-        dataset, text_column, label_column, text_pair_column, test_dataset, split, test_split, test_fraction))
+    task, user, inputs = resolve_dataset(task, default="mlm", text=text_file, **ds)
     if user is not None and task == "mlm" and max_items is not None:
         raise NodeprobeError(f"--max-items {max_items}: with --task mlm --dataset every sequence of its "
                              "--text-column is evaluated; leave it out (or cut the table)")

@@ -17,6 +17,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -257,12 +258,47 @@ def resolve_dataset(task: str | None, dataset=None, text_column: str | None = No
     return task, user, inputs
 
 
-def dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset, split, test_split,
-                 test_fraction) -> dict:
-    """The ``--dataset`` options of a command as :func:`resolve_dataset` keywords."""
-    return dict(dataset=dataset, text_column=text_column, label_column=label_column,
-                text_pair_column=text_pair_column, test_dataset=test_dataset, split=split, test_split=test_split,
-                test_fraction=test_fraction)
+_DATASET_OPTIONS = (("dataset", "Optional[Path]", "DatasetOpt"), ("text_column", "Optional[str]", "TextColumnOpt"),
+                    ("label_column", "Optional[str]", "LabelColumnOpt"),
+                    ("text_pair_column", "Optional[str]", "TextPairColumnOpt"),
+                    ("test_dataset", "Optional[Path]", "TestDatasetOpt"), ("split", "Optional[str]", "SplitOpt"),
+                    ("test_split", "Optional[str]", "TestSplitOpt"), ("test_fraction", "Optional[float]", "TestFractionOpt"))
+
+
+def with_dataset_options(command):
+    """Give a Typer command the ``--dataset`` options (declared once, above) in place of its ``ds``
+    parameter; the command receives them as one dict ``ds`` of :func:`resolve_dataset` keywords.
+
+    Example:
+        >>> @with_dataset_options
+        ... def cmd(task: Optional[str] = None, ds: Optional[dict] = None):
+        ...     return ds["text_column"]
+        >>> import inspect
+        >>> list(inspect.signature(cmd).parameters)[:3], cmd(text_column="review")
+        (['task', 'dataset', 'text_column'], 'review')
+    """
+    import functools
+    import inspect  # Typer has imported it already: no cost at start-up
+
+    types = {"Optional[Path]": Optional[Path], "Optional[str]": Optional[str], "Optional[float]": Optional[float]}
+    sig = inspect.signature(command)
+    params = []
+    for p in sig.parameters.values():
+        if p.name != "ds":
+            params.append(p)
+            continue
+        params += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=globals()[opt],
+                                     annotation=types[ann]) for name, ann, opt in _DATASET_OPTIONS]
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        ds = {name: kwargs.pop(name, None) for name, _, _ in _DATASET_OPTIONS}
+        # a Typer OptionInfo is a default that was never given (a direct call, as in the example)
+        ds = {k: (None if isinstance(v, typer.models.OptionInfo) else v) for k, v in ds.items()}
+        return command(*args, ds=ds, **kwargs)
+
+    run.__signature__ = sig.replace(parameters=params)
+    return run
 
 
 def dataset_settings(user) -> dict:

@@ -22,12 +22,11 @@ from typing import Optional
 import typer
 
 from nodeprobe.cli.options import (
-    DatasetOpt, LabelColumnOpt, SplitOpt, TestDatasetOpt, TestFractionOpt, TestSplitOpt, TextColumnOpt, TextPairColumnOpt,
-    dataset_args, dataset_settings, resolve_dataset,
-    PROBE_HELP, BatchOpt, CacheOpt, DataOpt, DeviceOpt, EvalSeedOpt, LimitOpt, MinCountOpt,
-    ModeOpt, PlotOpt, ProbeEpochsOpt, RebuildOpt, ReportJsonOpt, ReportModelOpt, SAEOpt, TaskOpt, TauLOpt, TauROpt,
-    ReadoutEpochsOpt, TextOpt, TopOpt, UnitLayerOpt, UnitSiteOpt, check_choice, check_common, check_sae, check_task, load_for_task,
-    load_report_inputs, number, readout_settings, resolve_model, trust_pickle, unit_sites,
+    SplitOpt, TextColumnOpt, with_dataset_options, dataset_settings, resolve_dataset, PROBE_HELP, BatchOpt, CacheOpt,
+    DataOpt, DeviceOpt, EvalSeedOpt, LimitOpt, MinCountOpt, ModeOpt, PlotOpt, ProbeEpochsOpt, RebuildOpt,
+    ReportJsonOpt, ReportModelOpt, SAEOpt, TaskOpt, TauLOpt, TauROpt, ReadoutEpochsOpt, TextOpt, TopOpt,
+    UnitLayerOpt, UnitSiteOpt, check_choice, check_common, check_sae, check_task, load_for_task, load_report_inputs,
+    number, readout_settings, resolve_model, trust_pickle, unit_sites,
 )
 from nodeprobe.errors import NodeprobeError
 
@@ -131,19 +130,13 @@ def _site_width(m, site: str) -> int:
 
 
 # ---------------------------------------------------------------------- cache
+@with_dataset_options
 def cache(
     ctx: typer.Context,
     model: Optional[str] = ReportModelOpt,
     task: Optional[str] = TaskOpt,
     data: Optional[Path] = DataOpt,
-    dataset: Optional[Path] = DatasetOpt,
-    text_column: Optional[str] = TextColumnOpt,
-    label_column: Optional[str] = LabelColumnOpt,
-    text_pair_column: Optional[str] = TextPairColumnOpt,
-    test_dataset: Optional[Path] = TestDatasetOpt,
-    split: Optional[str] = SplitOpt,
-    test_split: Optional[str] = TestSplitOpt,
-    test_fraction: Optional[float] = TestFractionOpt,
+    ds: Optional[dict] = None,  # the --dataset options (with_dataset_options)
     text: Optional[str] = TextOpt,
     sites: str = typer.Option("readout,z,resid", "--sites", help="Comma list of readout, z, resid, mlp."),
     limit: Optional[int] = LimitOpt,
@@ -158,8 +151,7 @@ def cache(
 ):
     """Run the model once and cache the chosen sites (readout, z, resid, mlp) for every report."""
     check_choice("--dtype", dtype, ("float32", "float16", "bfloat16"))
-    task, user, inputs = resolve_dataset(task, text=text, **dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset,
-                                                                     split, test_split, test_fraction))
+    task, user, inputs = resolve_dataset(task, text=text, **ds)
     io = dict(inputs=inputs, json_path=json_path, data=data, text=text, outputs={"--out": out})
     check_common(task, model, json_path, inputs=inputs, data=data, device=device, text=text, limit=limit, batch_size=batch_size,
                  shard_batches=shard_batches, outputs=io["outputs"])
@@ -177,19 +169,13 @@ def cache(
 
 
 # ---------------------------------------------------------------------- specialization
+@with_dataset_options
 def specialization(
     ctx: typer.Context,
     model: Optional[str] = ReportModelOpt,
     task: Optional[str] = TaskOpt,
     data: Optional[Path] = DataOpt,
-    dataset: Optional[Path] = DatasetOpt,
-    text_column: Optional[str] = TextColumnOpt,
-    label_column: Optional[str] = LabelColumnOpt,
-    text_pair_column: Optional[str] = TextPairColumnOpt,
-    test_dataset: Optional[Path] = TestDatasetOpt,
-    split: Optional[str] = SplitOpt,
-    test_split: Optional[str] = TestSplitOpt,
-    test_fraction: Optional[float] = TestFractionOpt,
+    ds: Optional[dict] = None,  # the --dataset options (with_dataset_options)
     text: Optional[str] = TextOpt,
     level: str = typer.Option("node", "--level", help="node | head"),
     site: Optional[str] = typer.Option(None, "--site", help="readout | attn | mlp | resid (default: readout for nodes, attn for heads; METHODS v2 §1)."),
@@ -215,8 +201,7 @@ def specialization(
     plot: Optional[Path] = PlotOpt,
 ):
     """Per-node or per-head accuracy, outputs, learned classes Λ, SNR, and the symmetry summary."""
-    task, user, inputs = resolve_dataset(task, text=text, **dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset,
-                                                                     split, test_split, test_fraction))
+    task, user, inputs = resolve_dataset(task, text=text, **ds)
     io = dict(inputs=inputs, json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
     check_sae(sae, level=level, site=site)
     check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae, **inputs}, data=data, device=device, mode=mode, text=text,
@@ -290,8 +275,7 @@ def apt(
     check_task(task)
     if task != "mlm":
         raise NodeprobeError(f"--task {task}: APT is a masked-LM metric; use --task mlm")
-    task, user, inputs = resolve_dataset(task, text=text, **dataset_args(dataset, text_column, None, None, None, split,
-                                                                         None, None))
+    task, user, inputs = resolve_dataset(task, text=text, **dict(dataset=dataset, text_column=text_column, split=split))
     io = dict(inputs=inputs, json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
     check_common(task, model, json_path, plot, inputs=inputs, outputs=io["outputs"], data=data, device=device, text=text, min_count=min_count, bins=bins,
                  probe_epochs=probe_epochs, limit=limit, top=top, batch_size=batch_size)
@@ -315,19 +299,13 @@ def apt(
 
 
 # ---------------------------------------------------------------------- cooperation
+@with_dataset_options
 def cooperation(
     ctx: typer.Context,
     model: Optional[str] = ReportModelOpt,
     task: Optional[str] = TaskOpt,
     data: Optional[Path] = DataOpt,
-    dataset: Optional[Path] = DatasetOpt,
-    text_column: Optional[str] = TextColumnOpt,
-    label_column: Optional[str] = LabelColumnOpt,
-    text_pair_column: Optional[str] = TextPairColumnOpt,
-    test_dataset: Optional[Path] = TestDatasetOpt,
-    split: Optional[str] = SplitOpt,
-    test_split: Optional[str] = TestSplitOpt,
-    test_fraction: Optional[float] = TestFractionOpt,
+    ds: Optional[dict] = None,  # the --dataset options (with_dataset_options)
     text: Optional[str] = TextOpt,
     site: str = UnitSiteOpt,
     layer: Optional[int] = UnitLayerOpt,
@@ -350,8 +328,7 @@ def cooperation(
     plot: Optional[Path] = PlotOpt,
 ):
     """Cooperation gain and crossover of random readout node sets (METHODS §5)."""
-    task, user, inputs = resolve_dataset(task, text=text, **dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset,
-                                                                     split, test_split, test_fraction))
+    task, user, inputs = resolve_dataset(task, text=text, **ds)
     io = dict(inputs=inputs, json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
     check_sae(sae)
     check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae, **inputs}, data=data, device=device, mode=mode, text=text,
@@ -387,19 +364,13 @@ def cooperation(
 
 
 # ---------------------------------------------------------------------- hull
+@with_dataset_options
 def hull(
     ctx: typer.Context,
     model: Optional[str] = ReportModelOpt,
     task: Optional[str] = TaskOpt,
     data: Optional[Path] = DataOpt,
-    dataset: Optional[Path] = DatasetOpt,
-    text_column: Optional[str] = TextColumnOpt,
-    label_column: Optional[str] = LabelColumnOpt,
-    text_pair_column: Optional[str] = TextPairColumnOpt,
-    test_dataset: Optional[Path] = TestDatasetOpt,
-    split: Optional[str] = SplitOpt,
-    test_split: Optional[str] = TestSplitOpt,
-    test_fraction: Optional[float] = TestFractionOpt,
+    ds: Optional[dict] = None,  # the --dataset options (with_dataset_options)
     text: Optional[str] = TextOpt,
     site: str = UnitSiteOpt,
     layer: Optional[int] = UnitLayerOpt,
@@ -429,8 +400,7 @@ def hull(
     """Convex-hull bound (METHODS §6): reachable classes, UB, achieved accuracy and efficiency."""
     if unit is not None and n != 1:
         raise NodeprobeError("--unit needs --n 1 (it picks one single node)")
-    task, user, inputs = resolve_dataset(task, text=text, **dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset,
-                                                                     split, test_split, test_fraction))
+    task, user, inputs = resolve_dataset(task, text=text, **ds)
     io = dict(inputs=inputs, json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
     check_sae(sae)
     check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae, **inputs}, data=data, device=device, mode=mode, text=text,
@@ -488,19 +458,13 @@ def hull(
 
 
 # ---------------------------------------------------------------------- blocks
+@with_dataset_options
 def blocks(
     ctx: typer.Context,
     model: Optional[str] = ReportModelOpt,
     task: Optional[str] = TaskOpt,
     data: Optional[Path] = DataOpt,
-    dataset: Optional[Path] = DatasetOpt,
-    text_column: Optional[str] = TextColumnOpt,
-    label_column: Optional[str] = LabelColumnOpt,
-    text_pair_column: Optional[str] = TextPairColumnOpt,
-    test_dataset: Optional[Path] = TestDatasetOpt,
-    split: Optional[str] = SplitOpt,
-    test_split: Optional[str] = TestSplitOpt,
-    test_fraction: Optional[float] = TestFractionOpt,
+    ds: Optional[dict] = None,  # the --dataset options (with_dataset_options)
     text: Optional[str] = TextOpt,
     probe: bool = typer.Option(True, "--probe/--no-probe", help=PROBE_HELP),
     probe_fraction: float = typer.Option(0.5, "--probe-fraction", callback=number("--probe-fraction", 0, 1, lo_open=True, hi_open=True), help="Share of the items that train the probe."),
@@ -515,8 +479,7 @@ def blocks(
     plot: Optional[Path] = PlotOpt,
 ):
     """Accuracy along blocks (0 = embeddings): logit lens and a seeded linear probe."""
-    task, user, inputs = resolve_dataset(task, text=text, **dataset_args(dataset, text_column, label_column, text_pair_column, test_dataset,
-                                                                     split, test_split, test_fraction))
+    task, user, inputs = resolve_dataset(task, text=text, **ds)
     io = dict(inputs=inputs, json_path=json_path, plot=plot, data=data, text=text, outputs={"--cache": cache})
     check_common(task, model, json_path, plot, inputs=inputs, outputs=io["outputs"], data=data, device=device, text=text, probe_epochs=probe_epochs,
                  limit=limit, batch_size=batch_size)

@@ -14,10 +14,8 @@ from typing import Optional
 import typer
 
 from nodeprobe.cli.options import (
-    DatasetOpt, LabelColumnOpt, SplitOpt, TestDatasetOpt, TestFractionOpt, TestSplitOpt, TextColumnOpt, TextPairColumnOpt,
-    dataset_args, dataset_settings, resolve_dataset,
-    DataOpt, DeviceOpt, EpochsOpt, JsonOpt, LrOpt, ModelOpt, SeedOpt, TaskOpt, TrainBatchOpt, check_choice,
-    check_common, check_io, check_no_contradiction, number,
+    with_dataset_options, dataset_settings, resolve_dataset, DataOpt, DeviceOpt, EpochsOpt, JsonOpt, LrOpt, ModelOpt,
+    SeedOpt, TaskOpt, TrainBatchOpt, check_choice, check_common, check_io, check_no_contradiction, number,
 )
 from nodeprobe.errors import NodeprobeError
 
@@ -83,20 +81,14 @@ def pretrain(
     _report("pretrain", {"preset": preset, "seed": seed}, summary, json_path)
 
 
+@with_dataset_options
 def finetune(
     model: str = ModelOpt,
     task: Optional[str] = TaskOpt,
     out: Path = typer.Option(..., "--out", help="Run directory."),
     preset: str = typer.Option("cpu", "--preset", help="Fine-tuning settings of this preset."),
     data: Optional[Path] = DataOpt,
-    dataset: Optional[Path] = DatasetOpt,
-    text_column: Optional[str] = TextColumnOpt,
-    label_column: Optional[str] = LabelColumnOpt,
-    text_pair_column: Optional[str] = TextPairColumnOpt,
-    test_dataset: Optional[Path] = TestDatasetOpt,
-    split: Optional[str] = SplitOpt,
-    test_split: Optional[str] = TestSplitOpt,
-    test_fraction: Optional[float] = TestFractionOpt,
+    ds: Optional[dict] = None,  # the --dataset options (with_dataset_options)
     epochs: Optional[int] = EpochsOpt,
     lr: Optional[float] = LrOpt,
     batch_size: Optional[int] = TrainBatchOpt,
@@ -116,8 +108,7 @@ def finetune(
     Multi-GPU: run the same command under `accelerate launch` (see README)."""
     from nodeprobe.train.presets import get_preset
 
-    task, user, inputs = resolve_dataset(task, mlm=False, **dataset_args(
-        dataset, text_column, label_column, text_pair_column, test_dataset, split, test_split, test_fraction))
+    task, user, inputs = resolve_dataset(task, mlm=False, **ds)
     if user is not None:
         for flag, value in (("--n-train", n_train), ("--n-test", n_test)):
             if value is not None:

@@ -195,14 +195,15 @@ def _label_batches(t: loop.Training, train, tok, dev, precision: str):
     def batch(idx, step: int):
         b = collate([train.input_ids[i] for i in idx], pad_id=tok.pad_id)
         y = torch.tensor([train.labels[i] for i in idx], device=dev)
-        types = segment_ids(b["input_ids"], b["attention_mask"], sep)
+        types = None if sep is None else segment_ids(b["input_ids"], b["attention_mask"], sep)
 
         def forward(rows):
             x, a, tt, yy = b["input_ids"], b["attention_mask"], types, y
             if rows is not None:  # this process's rows
-                x, a, tt, yy = x[rows], a[rows], tt[rows], yy[rows.to(yy.device)]
+                x, a, yy = x[rows], a[rows], yy[rows.to(yy.device)]
+                tt = None if tt is None else tt[rows]
             with autocast(dev, precision):
-                return t.train_model(x.to(dev), a.to(dev), tt.to(dev)), yy
+                return t.train_model(x.to(dev), a.to(dev), None if tt is None else tt.to(dev)), yy
 
         return int(y.shape[0]), int(y.shape[0]), int(b["attention_mask"].sum()), forward
 
