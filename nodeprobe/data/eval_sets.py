@@ -402,8 +402,7 @@ def load_eval_set(
         from nodeprobe.data.tasks import user_data
 
         user = user_data(data)
-    train, test = classification_splits(task, data, tokenizer, n_train=n_train, n_test=n_test, max_len=max_len,
-                                        seed=seed)
+    train, test = classification_splits(task, data, tokenizer, n_train=n_train, n_test=n_test, max_len=max_len)
     ds = {"test": test, "train": train}[split]
     if user is not None and labels_of is not None:
         from nodeprobe.data.user import align_labels

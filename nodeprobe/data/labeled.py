@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -79,11 +79,6 @@ class LabeledSet:
             >>> LabeledSet([[1], [2], [3]], [0, 1, 0], ["a", "b"], "demo").subset([2]).input_ids
             [[3]]
         """
-        return LabeledSet(
-            [self.input_ids[i] for i in indices],
-            [self.labels[i] for i in indices],
-            list(self.label_names),
-            source if source is not None else self.source,
-            list(self.label_ids),
-            self.segment_sep,
-        )
+        return replace(self, input_ids=[self.input_ids[i] for i in indices],
+                       labels=[self.labels[i] for i in indices], label_names=list(self.label_names),
+                       source=source if source is not None else self.source, label_ids=list(self.label_ids))

@@ -60,14 +60,14 @@ def user_data(data):
 
 def classification_splits(task: str, data, tokenizer, n_train: int = 630,
                           n_test: int = 70, max_len: int = 128, markers: bool = True,
-                          max_per_class: int | None = None, seed: int = 0):
+                          max_per_class: int | None = None):
     """``(train, test)`` LabeledSets for ``fewrel`` (``n_train``/``n_test`` per relation), ``dbpedia``
     (val.csv → train, test.csv → test, optionally capped at ``max_per_class``) or ``dataset``
-    (``data`` a :class:`~nodeprobe.data.user.UserData`: :meth:`~nodeprobe.data.user.UserData.splits`;
-    ``seed`` draws its test share when it has no test table or split)."""
+    (``data`` a :class:`~nodeprobe.data.user.UserData`: :meth:`~nodeprobe.data.user.UserData.splits`,
+    its test share drawn with its own ``split_seed``)."""
     check_task(task)
     if task == "dataset":
-        return user_data(data).splits(tokenizer, max_len=max_len, seed=seed)
+        return user_data(data).splits(tokenizer, max_len=max_len)
     if task == "fewrel":
         from nodeprobe.data.fewrel import load_fewrel
 

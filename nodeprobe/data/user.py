@@ -56,7 +56,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -612,10 +612,10 @@ class UserData:
     test_fraction: float = 0.2
     split_seed: int = 0
 
-    def splits(self, tokenizer, max_len: int = 128, seed: int | None = None) -> tuple[LabeledSet, LabeledSet]:
+    def splits(self, tokenizer, max_len: int = 128) -> tuple[LabeledSet, LabeledSet]:
         """``(train, test)`` :class:`LabeledSet` s (:func:`user_splits`).  The ``test_fraction`` split
-        is drawn with ``split_seed``, not a command's ``seed`` (accepted and ignored): ``finetune
-        --seed 1`` and a report with ``--seed 0`` see the same test rows."""
+        is drawn with ``split_seed``, not a command's ``--seed``: ``finetune --seed 1`` and a report
+        with ``--seed 0`` see the same test rows."""
         return user_splits(self.path, tokenizer, text_column=self.text_column, label_column=self.label_column,
                            text_pair_column=self.text_pair_column, test_path=self.test_path, split=self.split,
                            test_split=self.test_split, test_fraction=self.test_fraction, seed=self.split_seed,
@@ -709,5 +709,5 @@ def align_labels(ds: LabeledSet, num_labels: int, id2label: Mapping | None, what
     to_model = {j: names.index(n) for j, n in enumerate(ds.label_names)}
     ids = list(ds.label_ids) if ds.label_ids else list(ds.label_names)
     by_model = {to_model[j]: ids[j] for j in range(k)}
-    return LabeledSet(list(ds.input_ids), [to_model[y] for y in ds.labels], list(names), ds.source,
-                      [by_model[i] for i in range(k)], ds.segment_sep)
+    return replace(ds, labels=[to_model[y] for y in ds.labels], label_names=list(names),
+                   label_ids=[by_model[i] for i in range(k)])

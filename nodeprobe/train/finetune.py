@@ -89,7 +89,7 @@ def finetune(
     src, tok, base_cfg = _source(model)
     max_len = min(128, base_cfg.max_len)
     train, test = classification_splits(task, data_dir, tok, n_train=settings.n_train,
-                                        n_test=settings.n_test, max_len=max_len, seed=seed)
+                                        n_test=settings.n_test, max_len=max_len)
     if len(train) == 0 or len(test) == 0:
         raise NodeprobeError(f"task={task}: empty train or test set")
     run = {"model": str(src), "from_scratch": from_scratch, "task": task, "settings": asdict(settings),
