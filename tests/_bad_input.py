@@ -7,13 +7,16 @@ import os
 from nodeprobe.cli import main
 
 
-def listing(root) -> list[tuple[str, int]]:
-    """Every path under ``root`` with its size (−1 for a folder), sorted: "nothing written" is equality."""
-    out = []
+def listing(root) -> list[tuple[str, int, int]]:
+    """Every path under ``root`` with its size (−1 for a folder) and modification time (ns), and
+    ``root``'s own time, sorted: "nothing written" is equality — a file rewritten with the same size,
+    or a lock file created and removed again in a folder, changes a time."""
+    out = [(".", -1, os.stat(root).st_mtime_ns)]
     for dirpath, dirs, files in os.walk(root):
         for name in dirs + files:
             p = os.path.join(dirpath, name)
-            out.append((os.path.relpath(p, root), os.path.getsize(p) if name in files else -1))
+            st = os.lstat(p)
+            out.append((os.path.relpath(p, root), st.st_size if name in files else -1, st.st_mtime_ns))
     return sorted(out)
 
 
@@ -43,4 +46,13 @@ def row_argv(args, setup, paths: dict, tmp_path, monkeypatch) -> tuple[list[str]
         setup(tmp_path)
     subs = {k: str(v) for k, v in paths.items()}
     subs["tmp"] = str(tmp_path)
-    return [a.format(**subs) for a in args], subs
+    return last_wins([a.format(**subs) for a in args]), subs
+
+
+def last_wins(argv: list[str]) -> list[str]:
+    """A row written as ``BASE + ["--opt", bad]`` overrides BASE's ``--opt`` (nodeprobe refuses an
+    option given twice): earlier ``--opt value`` pairs of a repeated option are dropped."""
+    pairs = [i for i in range(len(argv) - 1) if argv[i].startswith("--") and not argv[i + 1].startswith("--")]
+    last = {argv[i]: i for i in pairs}
+    drop = {j for i in pairs if last[argv[i]] != i for j in (i, i + 1)}
+    return [a for j, a in enumerate(argv) if j not in drop]

@@ -135,7 +135,7 @@ FLOORS = {
     "model": 8,
     "data": 9,
     "analysis": 10,
-    "errors": 11, "io": 11, "locks": 11, "budget": 11, "progress": 11, "precision": 11,
+    "errors": 11, "io": 11, "locks": 11, "budget": 11, "progress": 11, "precision": 11, "data_home": 11,
 }
 
 

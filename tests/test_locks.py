@@ -121,8 +121,9 @@ def test_a_training_run_holds_its_folder_until_the_runner_closes(tmp_path):
     assert not (out / LOCK_NAME).exists()
     # another live process holds the folder: refused, nothing written or removed
     _plant(out, os.getppid())
-    with pytest.raises(NodeprobeError, match=r"out=.*: in use by another nodeprobe process"):
-        loop.open_run_dir(dist.Plain(torch.device("cpu")), out, "fp", True, False, {"fingerprint": "fp"}, "x.json")
+    for resume in (True, False):  # not "pass resume": the run is in progress
+        with pytest.raises(NodeprobeError, match=r"out=.*: being written by another nodeprobe process \(pid \d+"):
+            loop.open_run_dir(dist.Plain(torch.device("cpu")), out, "fp", resume, False, {"fingerprint": "fp"}, "x.json")
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, "run.json"]
     # its owner died: the next run takes over (and `overwrite` keeps the lock it holds)
     _plant(out, _dead_pid())

@@ -1,5 +1,8 @@
-"""End to end: ``nodeprobe reproduce --preset smoke`` runs, is deterministic, resumes, keeps the
-paper's 6 × 12 head grid and ends with the claims table its README holds.
+"""End to end, the README's main job as a new user types it: ``nodeprobe reproduce --preset smoke``
+(no other option: ``./runs``, ``./reports``, the default data folder) runs, is deterministic,
+resumes, keeps the paper's 6 × 12 head grid and ends with the claims table its README holds; then,
+in the same folder, the user's first question, the literal ``nodeprobe ablate --layer 5 --head 3``,
+takes the newest fitting model and says which.
 
 Slow (two full smoke reproductions in real processes): `.ci/run` runs it once via ``-m "slow or not slow"``.
 """
@@ -21,14 +24,21 @@ pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-c", "import sys; from nodeprobe.cli import main; sys.exit(main())"]
 
 
-def _reproduce(tmp: Path, data: Path, name: str) -> tuple[Path, str]:
+def _nodeprobe(cwd: Path, data: Path, *args: str) -> str:
+    """``nodeprobe ARGS`` in a real process in ``cwd`` (created), reading ``data`` as its default
+    data folder; its stdout."""
     # a wide console: every table row prints on one line (printed_claims also joins wrapped cells)
-    env = dict(os.environ, NODEPROBE_PROGRESS="0", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2", COLUMNS="1000")
-    cmd = CLI + ["reproduce", "--preset", "smoke", "--data", str(data),
-                 "--runs", str(tmp / name / "runs"), "--reports", str(tmp / name / "reports")]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    env = dict(os.environ, NODEPROBE_PROGRESS="0", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2", COLUMNS="1000",
+               NODEPROBE_DATA=str(data))
+    cwd.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(CLI + list(args), env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    return tmp / name / "reports" / "smoke", out.stdout
+    return out.stdout
+
+
+def _reproduce(tmp: Path, data: Path, name: str) -> tuple[Path, str]:
+    """The README's main job, literally, in the folder ``tmp/name``: its reports folder and stdout."""
+    return tmp / name / "reports" / "smoke", _nodeprobe(tmp / name, data, "reproduce", "--preset", "smoke")
 
 
 def test_reproduce_smoke_is_deterministic(tmp_path, shared_data):
@@ -64,3 +74,16 @@ def test_reproduce_smoke_is_deterministic(tmp_path, shared_data):
     _, again = _reproduce(tmp_path, shared_data, "b")
     assert (b / "ablate_all.json").read_text() == before
     assert printed_claims(again) == written  # the resumed job prints the same table
+
+    # then the user's first question, in the same folder: the newest fitting model under ./runs
+    out = _nodeprobe(tmp_path / "b", shared_data, "ablate", "--layer", "5", "--head", "3", "--json", "a.json")
+    model = os.path.join("runs", "smoke", "finetune", "final")
+    said = [l for l in out.splitlines() if l.startswith("nodeprobe: --model")]
+    assert len(said) == 1 and f"--model {model} " in said[0], out
+    assert "Head L5H3 ablated" in out                                    # the table
+    rep = json.loads((tmp_path / "b" / "a.json").read_text())
+    assert rep["schema"] == "nodeprobe.ablate/1"
+    s, r = rep["settings"], rep["result"]
+    assert (s["model"], s["task"], s["layer"], s["head"], s["mode"]) == (model, "fewrel", 5, 3, "zero")
+    assert r["n_items"] > 0 and 0.0 <= r["ablated_accuracy"] <= 1.0 and 0.0 <= r["baseline_accuracy"] <= 1.0
+    assert all(m["name"] for m in r["movers"])

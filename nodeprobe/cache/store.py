@@ -150,15 +150,19 @@ def _is_cache_file(p: Path) -> bool:
             or (n.startswith("shard-") and n.endswith(".safetensors")) or (n.startswith(".") and ".tmp" in n))
 
 
-def _clear(out: Path) -> None:
-    """Remove a previous cache's files (manifest first: an interruption leaves 'absent').
-
-    A directory holding anything else is refused: a build never deletes files it did not write.
-    """
-    foreign = sorted(p.name for p in out.iterdir() if not _is_cache_file(p))
+def _check_ours(out: Path) -> None:
+    """Refuse a directory holding anything but a cache's files (a build never deletes files it did
+    not write); checked before the folder's lock is taken, so a refused folder is left untouched."""
+    foreign = sorted(p.name for p in out.iterdir() if not _is_cache_file(p)) if out.is_dir() else []
     if foreign:
         raise NodeprobeError(f"cache={out}: not a nodeprobe cache (it holds {foreign[0]}…); "
                              "give a new or empty directory")
+
+
+def _clear(out: Path) -> None:
+    """Remove a previous cache's files (manifest first: an interruption leaves 'absent');
+    :func:`_check_ours` first."""
+    _check_ours(out)
     (out / MANIFEST).unlink(missing_ok=True)
     for p in list(out.glob("shard-*.safetensors")) + [out / "readout.safetensors", out / "classes.json"]:
         p.unlink(missing_ok=True)
@@ -333,6 +337,7 @@ def build_cache(
     check_model(model, eval_set)  # before anything is written: a mismatch leaves no partial cache
     mfp = model_fp or model_fingerprint(model)
     out = _cache_path(out_dir, mfp, eval_set.fingerprint)
+    _check_ours(out)
     with hold(out, "cache"):  # one writer per cache folder; a second one refuses
         _prepare_dir(out)
         _write_readout(model, eval_set, out)
@@ -689,6 +694,7 @@ def get_or_build_cache(
         reader = load_cache(out, eval_set=eval_set, model_fp=mfp)
         if all(s in reader.sites for s in want):
             return reader
+    _check_ours(out)
     with hold(out, "cache"):  # decide and build under the lock: a second writer refuses
         if not rebuild and (out / MANIFEST).is_file():
             reader = load_cache(out, eval_set=eval_set, model_fp=mfp)

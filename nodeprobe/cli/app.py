@@ -142,6 +142,48 @@ def _given_value(param, args: list[str]) -> str | None:
     return found
 
 
+def _repeated_option(cmd, args: list[str]) -> str | None:
+    """A value option given twice on one command line (``--dataset a.csv --dataset b.csv``), as one
+    line naming both values, or ``None``.  Click lets the last one win silently; a user who typed two
+    values meant something the command cannot do, so it is refused instead."""
+    sub = getattr(cmd, "commands", {})
+    name = next((a for a in args if a in sub), None)
+    if name is None or "--help" in args:
+        return None
+    c = sub[name]
+    takes: dict[str, object] = {}  # option string → its parameter, for options that take a value
+    for p in c.params:
+        for o in (getattr(p, "opts", None) or []) + (getattr(p, "secondary_opts", None) or []):
+            if o.startswith("-"):
+                takes[o] = p
+    seen: dict[str, list[tuple[str, str]]] = {}
+    rest = args[args.index(name) + 1:]
+    i = 0
+    while i < len(rest):
+        a = rest[i]
+        if a == "--":
+            break
+        opt, value, step = a, None, 1
+        if a.startswith("--") and "=" in a:
+            opt, value = a.split("=", 1)
+        p = takes.get(opt)
+        if p is None or getattr(p, "is_flag", False) or getattr(p, "count", False):
+            i += 1
+            continue
+        if value is None:
+            if i + 1 >= len(rest):
+                break  # click names the missing value itself
+            value, step = rest[i + 1], 2
+        if not getattr(p, "multiple", False) and (getattr(p, "nargs", 1) == 1):
+            seen.setdefault(p.name, []).append((opt, value))
+        i += step
+    for uses in seen.values():
+        if len(uses) > 1:
+            given = ", ".join(f"'{v}'" for _, v in uses)
+            return f"{uses[0][0]} was given {len(uses)} times ({given}): give it once"
+    return None
+
+
 def _usage_line(e, args: list[str]) -> str:
     """A click usage error as one line; a bad value (``--epochs 1e3``) is named with its option."""
     msg = _one_line(e.format_message())
@@ -166,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     cmd = typer.main.get_command(app)
     previous = _install_progress()
+    repeated = _repeated_option(cmd, args)
+    if repeated is not None:
+        print(f"nodeprobe: error: {repeated}", file=sys.stderr)
+        return 2
     try:
         rv = cmd.main(args=args, prog_name="nodeprobe", standalone_mode=False)
         if rv == 130 and type(rv) is int:  # Typer turns Ctrl-C into Exit(130) and returns that code

@@ -18,12 +18,15 @@ import typer
 
 from nodeprobe.cli.options import (
     with_dataset_options, resolve_dataset, DataOpt, DeviceOpt, HeadsModelOpt, HeadsTaskOpt, JsonOpt, MaxLenOpt,
-    PlotOpt, TrackSeedOpt, check_common, check_index, check_io, check_paths, check_positive, load_for_task, number,
+    PlotOpt, TrackSeedOpt, check_choice, check_common, check_index, check_io, check_paths, check_positive, load_for_task, number,
     resolve_model, trust_pickle,
 )
 from nodeprobe.errors import NodeprobeError, reason
 
 MAX_TEXTS = 64
+# the per-head vectors ``--site`` compares: nodeprobe.analysis.similarity.VECTOR_SITES (it imports torch;
+# tests/cli/test_cli_startup_imports.py checks the two agree)
+VECTOR_SITES = ("z", "q", "k", "v", "qk")
 
 
 def _texts(text: Optional[str], text_file: Optional[Path], max_texts: int, user=None) -> list[str]:
@@ -67,13 +70,15 @@ def _texts(text: Optional[str], text_file: Optional[Path], max_texts: int, user=
 
 def _study_inputs(ctx: typer.Context, model: Optional[str], task: Optional[str], device: str, layer, head,
                   text, text_file, max_texts: int, json_path: Optional[Path], plot: Optional[Path] = None,
-                  ds: Optional[dict] = None):
+                  ds: Optional[dict] = None, max_len: Optional[int] = None):
     """``(model name, HookedBert, tokenizer, texts, task)`` of ``similarity``/``segment``: options checked
     (cheap ones first), the model loaded (``--task``: that head; none: whatever head the checkpoint
     has; ``--dataset``: a classifier, or ``--task mlm`` a masked LM, on the texts of its
     ``--text-column``), ``--layer``/``--head`` checked against it."""
     task, user, inputs = resolve_dataset(task, default=None, **(ds or {}))
     check_common(task, model, json_path, plot, device=device, max_texts=max_texts)
+    if max_len is not None and max_len < 2:  # the upper end is the model's: checked once it is loaded
+        raise NodeprobeError(f"--max-len {max_len}: expected at least 2 tokens ([CLS] and [SEP])")
     if (layer is None) != (head is None):
         raise NodeprobeError("give --layer and --head together")
     check_index(layer=layer, head=head)
@@ -99,7 +104,7 @@ def similarity(
     ds: Optional[dict] = None,  # the --dataset options (with_dataset_options)
     site: str = typer.Option("z", "--site", help="Vectors compared: z | q | k | v | qk (q_i·k_j)."),
     q: float = typer.Option(0.99, "--q", callback=number("--q", 0, 1, lo_open=True, hi_open=True), help="High-similarity pairs: the top (1−q) of a head's pairs per text."),
-    long_range: int = typer.Option(16, "--long-range", help="Pairs farther apart than this are long-range."),
+    long_range: int = typer.Option(16, "--long-range", min=0, help="Pairs farther apart than this are long-range."),
     normalize: bool = typer.Option(False, "--normalize", help="Cosine instead of raw scalar products."),
     threshold: float = typer.Option(0.3, "--threshold", callback=number("--threshold", 0, 1), help="Separator-focused: separator share above this."),
     max_texts: int = typer.Option(MAX_TEXTS, "--max-texts", help="At most this many paragraphs of --text-file."),
@@ -111,8 +116,9 @@ def similarity(
 ):
     """Attention to separators and context similarity of every head (heat map of one head with --layer/--head)."""
     check_positive(max_show=max_show)
+    check_choice("--site", site, VECTOR_SITES)
     model, m, tok, texts, task = _study_inputs(ctx, model, task, device, layer, head, text, text_file, max_texts,
-                                               json_path, plot, ds=ds)
+                                               json_path, plot, ds=ds, max_len=max_len)
     from nodeprobe.render import figures
     from nodeprobe.render.heads_view import render_similarity
     from nodeprobe.render.jsonio import write_report
@@ -158,7 +164,7 @@ def segment(
 ):
     """Split a text into segments at the positions its separator-focused heads attend to."""
     model, m, tok, texts, task = _study_inputs(ctx, model, task, device, layer, head, text, text_file, max_texts,
-                                               json_path, ds=ds)
+                                               json_path, ds=ds, max_len=max_len)
     from nodeprobe.render.heads_view import render_segments
     from nodeprobe.render.jsonio import write_report
     from nodeprobe.studies.heads import segment as run
@@ -171,6 +177,14 @@ def segment(
                  {"texts": [r.to_dict() for r in reps]})
 
 
+def _run_models(run: Path) -> list[Path]:
+    """The input folders of ``track --run``: the model folder itself, or a run's snapshots / final
+    model / checkpoint (the rest of a run folder may take outputs, e.g. the default ``track-<task>``)."""
+    r = Path(run)
+    models = [r] if (r / "config.json").is_file() else [r / n for n in ("snapshots", "final", "checkpoint")]
+    return [m for m in models if m.exists()]
+
+
 def _check_track_out(out: Path | None, run: Path) -> None:
     """``track --out``: never a model folder given as ``--run`` or inside one, never the run folder
     itself or inside its snapshots / final model / checkpoint (a subfolder such as the default
@@ -180,10 +194,8 @@ def _check_track_out(out: Path | None, run: Path) -> None:
     from nodeprobe.io import check_disjoint
 
     r = Path(run)
-    models = [r] if (r / "config.json").is_file() else [r / n for n in ("snapshots", "final", "checkpoint")]
-    for m in models:
-        if m.exists():
-            check_disjoint({"--out": out}, {"--run": m})
+    for m in _run_models(r):
+        check_disjoint({"--out": out}, {"--run": m})
     if not (r / "config.json").is_file() and Path(out).expanduser().resolve() == r.expanduser().resolve():
         raise NodeprobeError(f"--out {out}: is the input --run {run}; give a folder for the results, e.g. "
                              f"{r / 'track'}")
@@ -219,8 +231,10 @@ def track(
                  batch_size=batch_size, outputs={"--out": out}, inputs=inputs)
     check_paths("--run", *run)
     check_paths("--text-file", text_file)
-    for r in run:  # the snapshots are inputs; --out may sit inside a run folder (the default does)
-        check_io(None, json_path, plot, text=text_file, inputs={"--run": r, **inputs})
+    check_io(None, json_path, plot, data, text=text_file, inputs=inputs)
+    for r in run:  # the snapshots are inputs; the outputs may sit inside a run folder (the default --out does)
+        for m in _run_models(r):
+            check_io(None, json_path, plot, data, text=text_file, inputs={"--run": m})
         _check_track_out(out, r)
     from nodeprobe.data.tasks import data_root
     from nodeprobe.data.tokenizer import load_tokenizer

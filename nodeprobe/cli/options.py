@@ -345,6 +345,11 @@ def check_outputs(json_path: Path | None, plot: Path | None = None) -> None:
         if plot.exists() and not plot.is_dir():
             raise NodeprobeError(f"--plot {plot}: is a file; give a folder")
         check_writable(plot / "x.png", "plot", shown=plot)  # a PNG inside the folder must be writable
+        if json_path is not None:
+            j, p = Path(os.path.abspath(json_path)), Path(os.path.abspath(plot))
+            if j == p or p.is_relative_to(j):  # the --json file would be (or hold) the --plot folder
+                raise NodeprobeError(f"--plot {plot}: is (or sits inside) the --json path {json_path}; "
+                                     "give the PNGs another folder")
 
 
 def check_folder(flag: str, path) -> None:
@@ -390,6 +395,12 @@ SIZE_ESTIMATES = {
 }
 
 
+# counts no study needs, refused outright whatever the time estimate says (issue 15: a billion
+# epochs at the ≥ 1 ms lower bound still fits the 30-day limit; no fit or probe needs 10^5 epochs,
+# and BERT pre-trained for 10^6 steps)
+SIZE_CAPS = {"epochs": 100_000, "probe_epochs": 100_000, "readout_epochs": 100_000, "max_steps": 10_000_000}
+
+
 def check_sizes(**values) -> None:
     """Sizes that cannot fit (memory beyond this machine's RAM, a lower-bound time beyond
     :data:`nodeprobe.budget.MAX_SECONDS`), refused before anything runs: one line naming the value,
@@ -397,16 +408,23 @@ def check_sizes(**values) -> None:
 
     Example:
         >>> check_sizes(bins=10, epochs=3, top=10)
-        >>> check_sizes(epochs=10**12)                               # doctest: +ELLIPSIS
+        >>> check_sizes(max_texts=10**12)                            # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        nodeprobe.errors.NodeprobeError: --epochs 1000000000000: would take at least ≈ 31.7 years (≥ 1 ms an epoch); limit 30 days
+        nodeprobe.errors.NodeprobeError: --max-texts 1000000000000: would take at least ≈ 31.7 years (≥ 1 ms a paragraph through the model); limit 30 days
+        >>> check_sizes(epochs=10**9)
+        Traceback (most recent call last):
+        ...
+        nodeprobe.errors.NodeprobeError: --epochs 1000000000: expected at most 100,000 (1 … 100,000)
     """
     from nodeprobe.budget import check_budget
 
     for name, v in values.items():
         if name not in SIZE_ESTIMATES or not isinstance(v, int) or isinstance(v, bool) or v < 1:
             continue
+        cap = SIZE_CAPS.get(name)
+        if cap is not None and v > cap:
+            raise NodeprobeError(f"--{name.replace('_', '-')} {v}: expected at most {cap:,} (1 … {cap:,})")
         per_byte, per_second, how = SIZE_ESTIMATES[name]
         check_budget(f"--{name.replace('_', '-')}", v, need_bytes=None if per_byte is None else v * per_byte,
                      seconds=None if per_second is None else v * per_second, how=how)
@@ -483,11 +501,12 @@ def check_device(device: str | None) -> None:
 
 
 def default_data_dir() -> Path | None:
-    """The data folder a command without ``--data`` reads: ``$NODEPROBE_DATA``, else the repository's
-    ``../shared/data`` — as :func:`nodeprobe.data.download.resolve_data_dir` finds it, without
-    importing :mod:`nodeprobe.data` — when it exists (an input: no output may sit inside it)."""
-    env = os.environ.get("NODEPROBE_DATA")
-    p = Path(env).expanduser() if env else (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+    """The data folder a command without ``--data`` reads (:func:`nodeprobe.data_home.default_data_dir`:
+    ``$NODEPROBE_DATA``, ``../shared/data`` or the download folder) when it exists (an input: no
+    output may sit inside it)."""
+    from nodeprobe.data_home import default_data_dir as home
+
+    p = home()
     return p if p.is_dir() else None
 
 

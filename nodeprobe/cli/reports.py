@@ -206,14 +206,16 @@ def specialization(
     check_sae(sae, level=level, site=site)
     check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae, **inputs}, data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), limit=limit, top=top, batch_size=batch_size)
-    from nodeprobe.render.views import render_specialization
-    from nodeprobe.studies.specialization import parse_unit, resolve_specialization, specialization_report
+    from nodeprobe.studies._common import HEAD_UNITS, parse_unit, resolve_specialization  # no torch yet
 
-    check_choice("--head-unit", head_unit, ("group", "network"))
+    check_choice("--head-unit", head_unit, HEAD_UNITS)
     check_choice("--resid-readout", resid_readout, ("block", "lens"))
     the_site, _ = resolve_specialization(level, site, layer, None, head_unit)  # before loading anything
     if unit is not None:
         parse_unit(level, unit)
+    from nodeprobe.render.views import render_specialization
+    from nodeprobe.studies.specialization import specialization_report
+
     sae_w = _load_sae(sae, the_site, layer)
 
     def validate(m):
@@ -333,14 +335,14 @@ def cooperation(
     check_sae(sae)
     check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae, **inputs}, data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), R=R, limit=limit, batch_size=batch_size)
-    from nodeprobe.render.views import render_cooperation
-    from nodeprobe.studies.cooperation import cooperation_report, parse_grid
+    from nodeprobe.studies._common import check_unit_site, parse_grid  # no torch yet
 
-    from nodeprobe.studies.units import check_unit_site
-
-    g = parse_grid(grid, R=R)
     check_unit_site(site, layer)
     check_sae(sae, site=site)
+    g = parse_grid(grid, R=R)  # last: the default grid lives with the analysis (torch)
+    from nodeprobe.render.views import render_cooperation
+    from nodeprobe.studies.cooperation import cooperation_report
+
     sae_w = _load_sae(sae, site, layer)
 
     def validate(m):
@@ -406,10 +408,7 @@ def hull(
     check_common(task, model, json_path, plot, outputs=io["outputs"], inputs={"--sae": sae, **inputs}, data=data, device=device, mode=mode, text=text,
                  learned=(tau_recall, tau_lift, min_count), R=R, max_lp=max_lp, limit=limit, top=top,
                  batch_size=batch_size)
-    from nodeprobe.render.views import render_hull
-    from nodeprobe.studies._common import parse_nodes
-    from nodeprobe.studies.hull import check_hull_args, hull_report
-    from nodeprobe.studies.units import check_unit_site
+    from nodeprobe.studies._common import check_hull_args, check_unit_site, parse_nodes  # no torch yet
 
     check_choice("--level", level, ("node", "head"))
     if level == "head":
@@ -426,6 +425,9 @@ def hull(
     check_sae(sae, level=level, site=site)
     if nodes is not None:
         parse_nodes(nodes)
+    from nodeprobe.render.views import render_hull
+    from nodeprobe.studies.hull import hull_report
+
     sae_w = _load_sae(sae, site, layer)
 
     def validate(m):

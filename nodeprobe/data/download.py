@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nodeprobe.data._io import PathLike, as_path
+from nodeprobe.data_home import default_data_dir, download_dir
 from nodeprobe.errors import NodeprobeError
 
 __all__ = ["Source", "KNOWN_SOURCES", "fetch", "resolve_data_dir", "ensure_file", "download_dir"]
@@ -135,21 +136,6 @@ def fetch(
     return dest
 
 
-def download_dir() -> Path:
-    """``$XDG_CACHE_HOME/nodeprobe`` or ``~/.cache/nodeprobe``.
-
-    Example:
-        >>> download_dir().name
-        'nodeprobe'
-    """
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "nodeprobe"
-
-
-def _repo_shared_data() -> Path:
-    return (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
-
-
 def resolve_data_dir(path: PathLike | None = None) -> Path:
     """The data folder: ``path``, else ``$NODEPROBE_DATA``, else ``<repo>/../shared/data`` if it
     exists, else the user download folder (see :func:`download_dir`; not created here).
@@ -162,11 +148,10 @@ def resolve_data_dir(path: PathLike | None = None) -> Path:
         p = as_path(path, "data directory")
         what = "given path"
     elif os.environ.get("NODEPROBE_DATA"):
-        p = Path(os.environ["NODEPROBE_DATA"]).expanduser()
+        p = default_data_dir()
         what = "$NODEPROBE_DATA"
     else:
-        shared = _repo_shared_data()
-        return shared if shared.is_dir() else download_dir()
+        return default_data_dir()  # ../shared/data, else the download folder
     if p.exists() and not p.is_dir():
         raise NodeprobeError(f"{p}: data directory ({what}) is a file; allowed: a directory")
     return p

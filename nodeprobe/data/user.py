@@ -52,6 +52,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -224,14 +225,20 @@ def _read_table(path: PathLike, split: str | None, param: str, what: str = "data
         raise NodeprobeError(f"{p}: cannot read the dataset ({e.strerror or e})") from e
     if size == 0:
         raise NodeprobeError(f"{p}: dataset file is empty; allowed: a table with ≥ 1 row")
+    if builder == "csv":
+        _check_header(p, extra.get("delimiter", ","))
     import datasets
 
     try:
         # a private cache folder: never reuses a stale build of an edited file, leaves no trace
         with _quiet_datasets(), tempfile.TemporaryDirectory(prefix="nodeprobe-ds-") as cache:
+            # `datasets` reads data_files as glob patterns: a name with [ ] * ? is read through a
+            # plain-named link, so the file is found whatever its name
+            link = Path(cache) / f"table{''.join(p.suffixes[-2:])}"
+            os.symlink(p.resolve(), link)
             ds = datasets.load_dataset(
                 builder,
-                data_files=str(p.resolve()),
+                data_files=str(link),
                 split="train",
                 cache_dir=cache,
                 keep_in_memory=True,
@@ -251,6 +258,21 @@ def _read_table(path: PathLike, split: str | None, param: str, what: str = "data
 
 
 # ----------------------------------------------------------------------------- checks
+def _check_header(p: Path, delimiter: str) -> None:
+    """A CSV/TSV header naming a column twice is refused (the reader would rename the second
+    ``text.1`` and go on with the first)."""
+    import csv
+
+    try:
+        with open(p, newline="", encoding="utf-8", errors="replace") as f:
+            header = next(csv.reader(f, delimiter=delimiter), [])
+    except (OSError, csv.Error):
+        return  # the reader says what is wrong
+    twice = [c for i, c in enumerate(header) if c in header[:i]]
+    if twice:
+        raise NodeprobeError(f"{p}: column {twice[0]!r} appears twice in the header; allowed: distinct column names")
+
+
 def _check_columns(ds, where: str, columns: dict[str, str | None]) -> None:
     present = list(ds.column_names)
     for param, name in columns.items():

@@ -140,6 +140,57 @@ def _check_shapes(cls, config, files: list[Path], cfg_file: Path) -> None:
                                      f"{list(want)}; the weights and config.json disagree")
 
 
+def check_model_dir(path: str | os.PathLike, kind: Kind | None = None, trust_pickle: bool = False):
+    """Every check :func:`load_hf` makes of a saved model folder before it builds the model —
+    ``config.json`` (valid JSON, sizes, family, head), the weights present (safetensors, or a pickle
+    only with ``trust_pickle``) and each safetensors header against its size and the config's
+    shapes — reading headers only, never the tensors.  Returns ``(hf_class, config, safetensors?)``.
+
+    A command that loads several models (``track``'s snapshots) checks them all first, so a
+    damaged one is refused before anything is computed or written.
+
+    Example:
+        >>> cls, config, has_st = check_model_dir("runs/cpu/finetune/final", kind="cls")  # doctest: +SKIP
+    """
+    import transformers
+
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise NodeprobeError(f"model directory {path}: no config.json (not a Hugging Face model)")
+    raw = read_config(path)
+    fam = config_family(raw, cfg_file)
+    archs = raw.get("architectures") or [fam.class_for("base")]
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise NodeprobeError(f"{cfg_file}: architectures={json.dumps(archs)[:60]}; expected a list of class "
+                             "names such as [\"BertForMaskedLM\"]")
+    found = ARCH_KIND.get(archs[0], "base")  # another head of the family (…ForTokenClassification): its encoder
+    kind = kind or found
+    check_config(raw, cfg_file, classifier=kind == "cls")
+    try:
+        config = transformers.AutoConfig.from_pretrained(path)
+    except Exception as e:  # a field of the wrong type beyond the sizes checked above
+        raise NodeprobeError(f"{cfg_file}: unreadable ({reason(e)})") from None
+    st_files = sorted(path.glob("*.safetensors"))
+    has_st = bool(st_files)
+    has_pickle = any(path.glob("pytorch_model*.bin"))
+    if not has_st and not has_pickle:
+        raise NodeprobeError(f"model directory {path}: no weights (model.safetensors)")
+    if not has_st and not trust_pickle:
+        raise NodeprobeError(
+            f"model directory {path}: weights only as pickle (pytorch_model.bin); "
+            "convert to safetensors, or trust the file: `nodeprobe --trust-pickle …` / load_model(..., trust_pickle=True)"
+        )
+    if kind == "mlm" and found != "mlm":
+        raise NodeprobeError(f"model directory {path}: a {archs[0]} has no MLM head (use task=fewrel/dbpedia)")
+    if kind == "cls" and found != "cls":
+        raise NodeprobeError(f"model directory {path}: a {archs[0]} has no classification head; fine-tune it first")
+    cls = fam.hf_class(kind)
+    if has_st:
+        _check_shapes(cls, config, st_files, cfg_file)
+    return cls, config, has_st
+
+
 def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: bool = False) -> nn.Module:
     """Load a Hugging Face BERT from a local directory (or a hub id when online), eager attention.
 
@@ -150,44 +201,10 @@ def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: b
     header against its size and the config's shapes: a malformed artefact is one
     :class:`~nodeprobe.errors.NodeprobeError` line naming the file and what is wrong.
     """
-    import transformers
-
     src = str(source)
     path = minilm_dir() if src.lower() in MINILM_ALIASES else Path(src).expanduser()
     if path.is_dir():
-        cfg_file = path / "config.json"
-        if not cfg_file.is_file():
-            raise NodeprobeError(f"model directory {path}: no config.json (not a Hugging Face model)")
-        raw = read_config(path)
-        fam = config_family(raw, cfg_file)
-        archs = raw.get("architectures") or [fam.class_for("base")]
-        if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
-            raise NodeprobeError(f"{cfg_file}: architectures={json.dumps(archs)[:60]}; expected a list of class "
-                                 "names such as [\"BertForMaskedLM\"]")
-        found = ARCH_KIND.get(archs[0], "base")  # another head of the family (…ForTokenClassification): its encoder
-        kind = kind or found
-        check_config(raw, cfg_file, classifier=kind == "cls")
-        try:
-            config = transformers.AutoConfig.from_pretrained(path)
-        except Exception as e:  # a field of the wrong type beyond the sizes checked above
-            raise NodeprobeError(f"{cfg_file}: unreadable ({reason(e)})") from None
-        st_files = sorted(path.glob("*.safetensors"))
-        has_st = bool(st_files)
-        has_pickle = any(path.glob("pytorch_model*.bin"))
-        if not has_st and not has_pickle:
-            raise NodeprobeError(f"model directory {path}: no weights (model.safetensors)")
-        if not has_st and not trust_pickle:
-            raise NodeprobeError(
-                f"model directory {path}: weights only as pickle (pytorch_model.bin); "
-                "convert to safetensors, or trust the file: `nodeprobe --trust-pickle …` / load_model(..., trust_pickle=True)"
-            )
-        if kind == "mlm" and found != "mlm":
-            raise NodeprobeError(f"model directory {path}: a {archs[0]} has no MLM head (use task=fewrel/dbpedia)")
-        if kind == "cls" and found != "cls":
-            raise NodeprobeError(f"model directory {path}: a {archs[0]} has no classification head; fine-tune it first")
-        cls = fam.hf_class(kind)
-        if has_st:
-            _check_shapes(cls, config, st_files, cfg_file)
+        cls, config, has_st = check_model_dir(path, kind, trust_pickle)
         try:
             return cls.from_pretrained(path, attn_implementation="eager", use_safetensors=has_st).eval()
         except NodeprobeError:
@@ -196,7 +213,7 @@ def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: b
             msg = str(e)
             if "size mismatch" in msg or "ignore_mismatched_sizes" in msg:
                 raise NodeprobeError(f"model directory {path}: the weights' tensor shapes do not match "
-                                     f"{cfg_file}") from None
+                                     f"{path / 'config.json'}") from None
             raise NodeprobeError(f"model directory {path}: could not load weights "
                                  f"({reason(e)})") from None
     if path.exists():
@@ -206,6 +223,8 @@ def load_hf(source: str | os.PathLike, kind: Kind | None = None, trust_pickle: b
         raise NodeprobeError(f"model {src}: no such directory (give a saved model directory, 'minilm', or a hub id)")
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
         raise NodeprobeError(f"model {src}: not a local directory, and hub downloads are off (HF_HUB_OFFLINE)")
+    import transformers
+
     try:  # the hub config says the family and the head, as a saved folder's does
         raw = transformers.AutoConfig.from_pretrained(src).to_dict()
     except Exception as e:

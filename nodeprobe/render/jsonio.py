@@ -94,6 +94,8 @@ def check_writable(path: str | Path | None, flag: str = "json", shown: str | Pat
         probe = probe.parent
     if p.is_dir():
         raise NodeprobeError(f"{flag}={said}: is a directory; give a file path")
+    if p.exists() and not p.is_file():  # /dev/null, a pipe: the atomic rename would replace the device itself
+        raise NodeprobeError(f"{flag}={said}: is not a regular file (a device, pipe or socket); give a file path")
     if not probe.is_dir():
         raise NodeprobeError(f"{flag}={said}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK):

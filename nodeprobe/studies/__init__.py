@@ -10,12 +10,16 @@ Example:
     >>> rep.families[0].coverage                                                   # doctest: +SKIP
 """
 
-from nodeprobe.studies.apt import APTReport, apt_report
-from nodeprobe.studies.blocks import BlocksReport, blocks_report
-from nodeprobe.studies.cooperation import CooperationReport, cooperation_report
-from nodeprobe.studies.hull import HullReport, hull_report
-from nodeprobe.studies.lens import ProbeSettings
-from nodeprobe.studies.specialization import SpecializationReport, specialization_report
+import importlib
+
+_LAZY = {
+    "APTReport": "apt", "apt_report": "apt",
+    "BlocksReport": "blocks", "blocks_report": "blocks",
+    "CooperationReport": "cooperation", "cooperation_report": "cooperation",
+    "HullReport": "hull", "hull_report": "hull",
+    "ProbeSettings": "lens",
+    "SpecializationReport": "specialization", "specialization_report": "specialization",
+}
 
 __all__ = [
     "APTReport",
@@ -30,3 +34,18 @@ __all__ = [
     "hull_report",
     "specialization_report",
 ]
+
+
+def __getattr__(name: str):
+    """The report functions, imported on first access (PEP 562): ``nodeprobe.studies._common``, the
+    argument checks, stays importable without torch."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nodeprobe.studies' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

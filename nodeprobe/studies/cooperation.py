@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from nodeprobe.analysis import DEFAULT_GRID, cooperation
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.hooks import check_mode
-from nodeprobe.studies._common import check_thresholds
+from nodeprobe.studies._common import check_thresholds, parse_grid
 from nodeprobe.studies.units import ReadoutSettings, null_readout, site_readout
 
 LINE_QUANTITIES = ("acc", "n_outputs", "n_learned", "union", "sum", "precision", "inv_outputs", "gain", "union_gain",
@@ -83,45 +83,6 @@ class CooperationReport:
     null_rows: list[CoopLine] | None  # the same curves on the null model (None: null=False)
     null: dict | None  # n_star, crossover_found, first/last_positive_gain, p_min_n of the null model
     settings: dict = field(default_factory=dict)
-
-
-SET_BYTES = 600  # at least, per random node set kept: its draw (tuple, index array) and its result row
-SET_SECONDS = 1e-5  # at least, per random node set: one prediction pass over the evaluation items
-
-
-def check_cooperation_size(R: int, grid: Sequence[int]) -> None:
-    """Refuse ``R`` × grid node sets that cannot fit in memory (≥ :data:`SET_BYTES` each) or would
-    run for more than :data:`nodeprobe.budget.MAX_SECONDS` (≥ :data:`SET_SECONDS` each), up front.
-
-    Example:
-        >>> check_cooperation_size(20, (1, 2, 4))
-    """
-    if isinstance(R, bool) or not isinstance(R, int) or R < 1:
-        return  # cooperation_report's own check says so
-    from nodeprobe.budget import check_budget
-
-    sets = R * len(set(grid))
-    check_budget("R=", R, need_bytes=sets * SET_BYTES, seconds=sets * SET_SECONDS,
-                 how=f"{sets:.3g} node sets = R × {len(set(grid))} grid sizes, ≥ {SET_BYTES} bytes and "
-                     f"≥ {SET_SECONDS * 1e6:g} µs each")
-
-
-def parse_grid(text: str | Sequence[int] | None, R: int | None = None) -> tuple[int, ...]:
-    """``"1,2,4"`` → ``(1, 2, 4)``; None → METHODS §5 grid.  With ``R``: also
-    :func:`check_cooperation_size` (before anything loads)."""
-    if text is None:
-        g = tuple(DEFAULT_GRID)
-    else:
-        parts = text.split(",") if isinstance(text, str) else list(text)
-        try:
-            g = tuple(int(str(p).strip()) for p in parts if str(p).strip())
-        except ValueError:
-            raise NodeprobeError(f"grid={text}: expected node counts like 1,2,4,8") from None
-        if not g or min(g) < 1:
-            raise NodeprobeError(f"grid={text}: expected positive node counts")
-    if R is not None:
-        check_cooperation_size(R, g)
-    return g if text is not None else DEFAULT_GRID
 
 
 def _lines(res) -> list[CoopLine]:

@@ -40,8 +40,8 @@ import numpy as np
 from nodeprobe.analysis import hull_bound, hull_bound_single_nodes
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.hooks import check_mode
-from nodeprobe.studies._common import check_thresholds, parse_nodes
-from nodeprobe.studies.units import ReadoutSettings, check_unit_site, site_readout
+from nodeprobe.studies._common import check_hull_args, check_thresholds, check_unit_site
+from nodeprobe.studies.units import ReadoutSettings, site_readout
 
 LEVELS = ("node", "head")
 ALL_CLASSES = "all classes"
@@ -116,28 +116,6 @@ def _row(hb, K: int, class_sample: int | None, unit: str | None = None) -> HullR
     return HullRow(list(hb.nodes), hb.acc, hb.n_outputs, hb.n_learned, hb.n_reachable_unbounded, hb.n_reachable_data,
                    _f(hb.ub_unbounded), _f(hb.ub_data), _f(hb.efficiency_unbounded), _f(hb.efficiency_data), _f(gap),
                    unit=unit, classes_tested=n_t, bound_scope=scope)
-
-
-ROW_BYTES = 600  # at least, per random node set: its HullRow
-BOUND_SECONDS = 1e-3  # at least, per random node set: one hull bound (LPs over the classes)
-
-
-def check_hull_args(nodes, n, d: int | None, R: int = 20) -> list[int] | None:
-    """Validate ``--nodes``/``--n``/``--R`` (against d_model when given); returns parsed nodes."""
-    if (nodes is None) == (n is None):
-        raise NodeprobeError("give either nodes=12,40 (one node set) or n=1 (every single node) / n=k (random sets)")
-    if isinstance(R, bool) or not isinstance(R, int) or R < 1:
-        raise NodeprobeError(f"R={R}: expected a positive number of node sets")
-    if nodes is None and n is not None and n != 1:  # R random sets: refused up front when they cannot fit
-        from nodeprobe.budget import check_budget
-
-        check_budget("R=", R, need_bytes=R * ROW_BYTES, seconds=R * BOUND_SECONDS,
-                     how=f"R hull bounds, ≥ {ROW_BYTES} bytes and ≥ {BOUND_SECONDS * 1e3:g} ms each")
-    if nodes is not None:
-        return parse_nodes(nodes, d)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1 or (d is not None and n > d):
-        raise NodeprobeError(f"n={n}: expected a node count 1–{d if d is not None else 'd_model'}")
-    return None
 
 
 def _check_class_sample(class_sample) -> None:

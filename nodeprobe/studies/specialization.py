@@ -34,10 +34,9 @@ import torch
 from nodeprobe.analysis import node_predictions, symmetry_summary, unit_stats_many
 from nodeprobe.errors import NodeprobeError
 from nodeprobe.hooks import check_mode
-from nodeprobe.studies._common import check_cache_matches, check_thresholds
+from nodeprobe.studies._common import check_cache_matches, check_thresholds, parse_unit, resolve_specialization
 from nodeprobe.studies.units import ReadoutSettings, SiteReadout, block_readout, latent_site_readout
 
-HEAD_UNITS = ("group", "network")
 TREND_KINDS = ("heads", "attn nodes", "mlp nodes", "resid nodes")  # the family kinds that run along the blocks
 RECALL_MAX_CLASSES = 256  # per-unit recall vectors (label × unit plots) only up to this many classes
 
@@ -160,82 +159,6 @@ class SpecializationReport:
         for u, uu in zip(d["units"], self.units):
             u["learned_names"] = uu.learned_names
         return d
-
-
-def parse_unit(level: str, spec: str, n_layers: int | None = None, n_heads: int | None = None,
-               d_model: int | None = None) -> tuple[int, ...]:
-    """``--unit``: ``12`` / ``node 12`` → ``(12,)``; ``L3 node 12`` (a node of block 3, when every
-    block is studied) → ``(3, 12)``; ``L3H5`` / ``3.5`` / ``3,5`` → ``(3, 5)``; range-checked when the
-    sizes are given (``d_model``: the width of the site).
-
-    Example:
-        >>> parse_unit("head", "L1H3"), parse_unit("node", "7")
-        ((1, 3), (7,))
-    """
-    s = str(spec).strip().lower().replace("node", " ").strip()
-    try:
-        if level == "node" and s.startswith("l"):  # "L3 node 12" / "L3N12": node 12 of block 3
-            a, b = s[1:].replace("n", " ").split()
-            key: tuple[int, ...] = (int(a), int(b))
-            if n_layers is not None and not 0 <= key[0] < n_layers:
-                raise NodeprobeError(f"unit={spec}: the model has blocks 0–{n_layers - 1}")
-            return key
-        if level == "node":
-            key = (int(s),)
-        else:
-            if s.startswith("l") and "h" in s:
-                a, b = s[1:].split("h", 1)
-            else:
-                a, b = s.replace(",", ".").split(".", 1)
-            key = (int(a), int(b))
-    except ValueError:
-        want = "a node number like 12" if level == "node" else "a head like L3H5 or 3.5"
-        raise NodeprobeError(f"unit={spec}: expected {want}") from None
-    if level == "node" and d_model is not None and not 0 <= key[0] < d_model:
-        raise NodeprobeError(f"unit={spec}: the model has nodes 0–{d_model - 1}")
-    if level == "head" and n_layers is not None and not 0 <= key[0] < n_layers:
-        raise NodeprobeError(f"unit={spec}: the model has blocks 0–{n_layers - 1}")
-    if level == "head" and n_heads is not None and not 0 <= key[1] < n_heads:
-        raise NodeprobeError(f"unit={spec}: the model has heads 0–{n_heads - 1}")
-    return key
-
-
-def resolve_specialization(level: str, site: str | None, layer: int | None,
-                           n_layers: int | None, head_unit: str = "group") -> tuple[str, list[int]]:
-    """Validate ``--level/--site/--layer/--head-unit``; return ``(site, layers)`` (the blocks studied).
-
-    Sites: nodes at ``readout`` (no layer) or ``attn``/``mlp``/``resid`` (one block, default every
-    block); heads at ``attn`` (``z`` is accepted as its v1 name).  With ``n_layers=None`` only the
-    combination is checked (before a model is loaded).
-
-    Example:
-        >>> resolve_specialization("head", None, 2, 4), resolve_specialization("node", "mlp", None, 3)
-        (('attn', [2]), ('mlp', [0, 1, 2]))
-    """
-    if level not in ("node", "head"):
-        raise NodeprobeError(f"level={level}: expected node or head")
-    if head_unit not in HEAD_UNITS:
-        raise NodeprobeError(f"head_unit={head_unit}: expected group or network")
-    if site is None:
-        site = "readout" if level == "node" else "attn"
-    allowed = ("readout", "attn", "mlp", "resid", "z")
-    if site not in allowed:
-        raise NodeprobeError(f"site={site}: expected readout, attn, mlp or resid")
-    if level == "head":
-        if site not in ("attn", "z"):
-            raise NodeprobeError(f"level=head lives at site=attn (a head is a group of its attn nodes), not site={site}")
-        site = "attn"
-    elif site == "z":
-        raise NodeprobeError("site=z holds heads: use level=head, or site=attn for its nodes")
-    if layer is not None and n_layers is not None and not (isinstance(layer, int) and 0 <= layer < n_layers):
-        raise NodeprobeError(f"layer={layer}: the model has blocks 0–{n_layers - 1}")
-    if site == "readout":
-        if layer is not None:
-            raise NodeprobeError("`layer` applies to the block sites (attn, mlp, resid) and to heads, not to site=readout")
-        return site, []
-    if layer is not None:
-        return site, [layer]
-    return site, list(range(n_layers)) if n_layers is not None else []
 
 
 def _family(name: str, stats, names: list[str], K: int, *, kind: str = "", layer: int | None = None,

@@ -567,8 +567,13 @@ def track(
 
     _check_track_args(mode, empty_pairs, margin_jaccard, margin_size)
     cks = _checkpoints_of(runs, random_init, seed)
-    records = Path(out_dir) / "steps" if out_dir is not None else None
     task = "mlm" if eval_set.task == "mlm" else "cls"
+    from nodeprobe.model.loading import check_model_dir
+
+    for ck in cks:  # every snapshot's config and weight headers first: a damaged one before any step is written
+        if ck.path is not None and Path(ck.path).is_dir():
+            check_model_dir(ck.path, kind=task)
+    records = Path(out_dir) / "steps" if out_dir is not None else None
     K = eval_set.n_classes
     results = []
     for ck in iterate(cks, len(cks), "track", enabled=progress):

@@ -48,8 +48,8 @@ from torch import Tensor
 
 from nodeprobe.analysis.probe import FitSettings, fit_linear, split_half
 from nodeprobe.errors import NodeprobeError
+from nodeprobe.studies._common import check_unit_site
 
-UNIT_SITES = ("readout", "attn", "mlp", "resid")
 BLOCK_SITES = ("attn", "mlp", "resid")
 CACHE_SITE = {"readout": "readout", "attn": "z", "mlp": "mlp", "resid": "resid"}  # the cache site holding each
 
@@ -149,22 +149,6 @@ class SiteReadout:
         return {"site": self.site, "layer": self.layer, "d": self.d, "n_rows": self.n_rows,
                 "n_items": int(self.y.numel()), "accuracy": self.accuracy, "trained_on": self.trained_on,
                 "path": self.path}
-
-
-def check_unit_site(site: str, layer: int | None, n_layers: int | None = None) -> None:
-    """``--site``/``--layer`` of a unit analysis: readout takes no layer, the block sites need one."""
-    if site not in UNIT_SITES:
-        raise NodeprobeError(f"site={site}: expected one of {', '.join(UNIT_SITES)}")
-    if site == "readout":
-        if layer is not None:
-            raise NodeprobeError("`layer` applies to the block sites (attn, mlp, resid), not to site=readout")
-        return
-    if layer is None:
-        blocks = f"0–{n_layers - 1}" if n_layers is not None else "number"
-        raise NodeprobeError(f"site={site} needs `layer` (a block {blocks})")
-    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0 or (n_layers is not None and layer >= n_layers):
-        top = f"0–{n_layers - 1}" if n_layers is not None else "≥ 0"
-        raise NodeprobeError(f"layer={layer}: the model has blocks {top}")
 
 
 def site_activations(cache, site: str, layer: int | None) -> Float[Tensor, "N d"]:

@@ -162,40 +162,78 @@ def _ours(name: str) -> bool:
     return name in RUN_ENTRIES or name.startswith("track-") or (name.startswith(".") and ".tmp" in name)
 
 
-def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -> None:
-    """Refuse an output directory that holds another run unless ``--resume`` or ``--overwrite``."""
+def check_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -> bool:
+    """Every refusal of :func:`prepare_out_dir`, touching nothing (run before the folder's lock is
+    taken, so a refused command leaves no trace in it); returns whether ``overwrite`` has a previous
+    run's entries to clear."""
     out_dir = Path(out_dir)
     marker = out_dir / "run.json"
     if overwrite and out_dir.is_symlink():
         raise NodeprobeError(f"out={out_dir}: is a symbolic link; `overwrite` replaces only a real run folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise NodeprobeError(f"out={out_dir}: is a file; give a folder")
+    from nodeprobe.locks import LOCK_NAME, check_not_written
+
+    check_not_written(out_dir, "out")  # a run in progress: say so, not "holds another run"
+    if out_dir.is_dir() and not os.access(out_dir, os.W_OK):
+        raise NodeprobeError(f"out={out_dir}: not writable")
+    if not (out_dir.exists() and any(p.name != LOCK_NAME for p in out_dir.iterdir())):  # our own lock aside
+        return False
+    fp = _run_fingerprint(marker)
+    if fp is None:  # never touch, resume into or delete what nodeprobe did not write
+        raise NodeprobeError(f"out={out_dir}: holds files that are not a nodeprobe run (no run.json with a "
+                             "fingerprint); choose an empty or new `out`")
+    if overwrite:
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name != LOCK_NAME and not _ours(p.name))
+        if foreign:  # a run folder, but with files of someone else's in it: never deleted
+            shown = ", ".join(foreign[:5]) + (" …" if len(foreign) > 5 else "")
+            raise NodeprobeError(f"out={out_dir}: `overwrite` replaces only what a run wrote, and the folder also "
+                                 f"holds {shown}; move them away or choose another `out`")
+        return True
+    if not resume:
+        raise NodeprobeError(
+            f"out={out_dir}: holds another run; pass `resume` to continue it or `overwrite` to replace it"
+        )
+    if fp != run_fp:
+        raise NodeprobeError(f"out={out_dir}: holds a run with other settings; use the same options or `overwrite`")
+    _check_checkpoint_files(out_dir / CKPT)
+    return False
+
+
+def _check_checkpoint_files(ck: Path) -> None:
+    """The checkpoint a ``resume`` will read, checked before the run folder is touched: the weights'
+    safetensors header, and the trainer state read with ``weights_only=True`` (a pickle that would
+    run code is refused here, as :func:`load_checkpoint` would refuse it later)."""
+    from nodeprobe.io import safetensors_header
+
+    if not (ck / "state.json").is_file():
+        return
+    why = None
+    if (ck / "model.safetensors").is_file():
+        why = safetensors_header(ck / "model.safetensors")[1]
+    if why is None and (ck / "trainer_state.pt").is_file():
+        try:
+            torch.load(ck / "trainer_state.pt", weights_only=True, map_location="cpu")
+        except Exception as e:
+            why = reason(e)
+    if why is not None:
+        raise NodeprobeError(f"checkpoint {ck}: unreadable ({why}); use `overwrite`")
+
+
+def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -> None:
+    """Refuse an output directory that holds another run unless ``--resume`` or ``--overwrite``
+    (:func:`check_out_dir`), clear a run that ``overwrite`` replaces, and create the folder."""
+    out_dir = Path(out_dir)
     from nodeprobe.locks import LOCK_NAME
 
-    if out_dir.exists() and any(p.name != LOCK_NAME for p in out_dir.iterdir()):  # our own lock aside
-        fp = _run_fingerprint(marker)
-        if fp is None:  # never touch, resume into or delete what nodeprobe did not write
-            raise NodeprobeError(f"out={out_dir}: holds files that are not a nodeprobe run (no run.json with a "
-                                 "fingerprint); choose an empty or new `out`")
-        if overwrite:
-            foreign = sorted(p.name for p in out_dir.iterdir() if p.name != LOCK_NAME and not _ours(p.name))
-            if foreign:  # a run folder, but with files of someone else's in it: never deleted
-                shown = ", ".join(foreign[:5]) + (" …" if len(foreign) > 5 else "")
-                raise NodeprobeError(f"out={out_dir}: `overwrite` replaces only what a run wrote, and the folder also "
-                                     f"holds {shown}; move them away or choose another `out`")
-            for p in out_dir.iterdir():  # what the run wrote; not the lock this run holds
-                if p.name == LOCK_NAME:
-                    continue
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink()
-        elif not resume:
-            raise NodeprobeError(
-                f"out={out_dir}: holds another run; pass `resume` to continue it or `overwrite` to replace it"
-            )
-        elif fp != run_fp:
-            raise NodeprobeError(f"out={out_dir}: holds a run with other settings; use the same options or `overwrite`")
+    if check_out_dir(out_dir, run_fp, resume, overwrite):
+        for p in out_dir.iterdir():  # what the run wrote; not the lock this run holds
+            if p.name == LOCK_NAME:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -256,6 +294,7 @@ def open_run_dir(runner, out_dir: Path, run_fp: str, resume: bool, overwrite: bo
     from nodeprobe.locks import acquire
 
     def start() -> dict | None:
+        check_out_dir(out_dir, run_fp, resume, overwrite)  # refusals first: no lock file appears in a refused folder
         lock = acquire(out_dir, "out")
         try:
             prepare_out_dir(out_dir, run_fp, resume, overwrite)
@@ -263,7 +302,10 @@ def open_run_dir(runner, out_dir: Path, run_fp: str, resume: bool, overwrite: bo
             if resume and done.is_file():
                 lock.release()
                 return json.loads(done.read_text())
-            write_text_atomic(out_dir / "run.json", json.dumps(record, indent=2, default=str))
+            text = json.dumps(record, indent=2, default=str)
+            marker = out_dir / "run.json"
+            if not (marker.is_file() and marker.read_text() == text):  # a resume leaves an equal one as it is
+                write_text_atomic(marker, text)
         except BaseException:
             lock.release()
             raise

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _bad_input import assert_refused, listing, row_argv
+from _bad_input import assert_refused, last_wins, listing, row_argv
 from _tiny_models import tiny_hf
 from nodeprobe.cli import main
 
@@ -484,7 +484,7 @@ def test_malformed_artefact(args, msg, fx, mfx, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     subs = {k: str(v) for k, v in {**fx, **mfx}.items()}
     subs["tmp"] = str(tmp_path)
-    argv = [a.format(**subs) for a in args]
+    argv = last_wins([a.format(**subs) for a in args])
     assert_refused(argv, msg, subs, tmp_path, capsys)
     assert not mfx["marker"].exists()
 

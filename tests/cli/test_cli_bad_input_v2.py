@@ -136,16 +136,23 @@ CASES = [
       id="pretrain-d-model-2e6"),
     P(PT + ["--d-ff", BIG], f"--d-ff {BIG}: " + NEEDS, None, id="pretrain-d-ff-1e12"),
     P(PT + ["--n-layers", str(10**9)], f"--n-layers {10**9}: " + NEEDS, None, id="pretrain-n-layers-1e9"),
-    P(PT + TINY + ["--epochs", BIG], f"--epochs {BIG}: would take at least", None, id="pretrain-epochs-1e12"),
-    P(PT + TINY + ["--max-steps", BIG], f"--max-steps {BIG}: would take at least", None, id="pretrain-max-steps-1e12"),
-    P(FT + ["--epochs", BIG], f"--epochs {BIG}: would take at least", None, id="finetune-epochs-1e12"),
+    P(PT + TINY + ["--epochs", BIG], f"--epochs {BIG}: expected at most", None, id="pretrain-epochs-1e12"),
+    P(PT + TINY + ["--max-steps", BIG], f"--max-steps {BIG}: expected at most", None, id="pretrain-max-steps-1e12"),
+    P(FT + ["--epochs", BIG], f"--epochs {BIG}: expected at most", None, id="finetune-epochs-1e12"),
+    # a billion epochs fits the 30-day time estimate (≥ 1 ms each) but no study needs it: capped
+    P(FT + ["--epochs", str(10**9), "--n-train", "2"], f"--epochs {10**9}: expected at most 100,000", None,
+      id="finetune-epochs-1e9"),
+    P(BL + ["--probe-epochs", str(10**9)], f"--probe-epochs {10**9}: expected at most 100,000", None,
+      id="blocks-probe-epochs-1e9"),
+    P(PT + TINY + ["--max-steps", str(10**8)], f"--max-steps {10**8}: expected at most 10,000,000", None,
+      id="pretrain-max-steps-1e8"),
     P(CO + ["--R", BIG], f"--R {BIG}: " + NEEDS, None, id="cooperation-R-1e12"),
     P(CO + ["--R", str(10**11), "--grid", "1,2"], f"--R {10**11}: " + NEEDS, None, id="cooperation-R-1e11-grid"),
     P(HU + ["--n", "3", "--R", BIG], f"--R {BIG}: " + NEEDS, None, id="hull-R-1e12"),
     P(APT + ["--bins", BIG], f"--bins {BIG}: " + NEEDS, None, id="apt-bins-1e12"),
-    P(APT + ["--probe", "--probe-epochs", BIG], f"--probe-epochs {BIG}: would take at least", None,
+    P(APT + ["--probe", "--probe-epochs", BIG], f"--probe-epochs {BIG}: expected at most", None,
       id="apt-probe-epochs-1e12"),
-    P(BL + ["--probe-epochs", BIG], f"--probe-epochs {BIG}: would take at least", None, id="blocks-probe-epochs-1e12"),
+    P(BL + ["--probe-epochs", BIG], f"--probe-epochs {BIG}: expected at most", None, id="blocks-probe-epochs-1e12"),
     P(SP + ["--batch-size", BIG], f"--batch-size {BIG}: " + NEEDS, None, id="specialization-batch-size-1e12"),
     P(AB + ["--batch-size", BIG], f"--batch-size {BIG}: " + NEEDS, None, id="ablate-batch-size-1e12"),
     P(CA + ["--shard-batches", BIG], f"--shard-batches {BIG}: " + NEEDS, None, id="cache-shard-batches-1e12"),
@@ -217,8 +224,7 @@ def test_budget_messages_name_value_estimate_and_limit():
 def test_library_sizes_are_refused_too():
     """The study checks hold without the CLI (hull's R, cooperation's R × grid, a model size)."""
     from nodeprobe.errors import NodeprobeError
-    from nodeprobe.studies.cooperation import check_cooperation_size, parse_grid
-    from nodeprobe.studies.hull import check_hull_args
+    from nodeprobe.studies._common import check_cooperation_size, check_hull_args, parse_grid
     from nodeprobe.train.presets import custom_size, get_preset
 
     check_cooperation_size(20, (1, 2, 4))

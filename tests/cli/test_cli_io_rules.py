@@ -84,10 +84,15 @@ def test_track_out_never_inside_a_model_or_equal_to_the_run(fx, tmp_path, capsys
     final = run / "final"
     for argv, msg in (
             (["--run", str(final), "--out", str(final / "track")], "--out {o}: is inside the input --run {r}"),
-            (["--run", str(run), "--out", str(run)], "--out {o}: contains the input --run {r}")):
+            (["--run", str(run), "--out", str(run)], "--out {o}: contains the input --run {r}"),
+            (["--run", str(run), "--json", str(final / "t.json")], "--json {o}: is inside the input --run {r}")):
         o = argv[3]
         assert_refused(["track", *argv, "--dataset", str(fx["three.csv"]), "--no-heads"], msg,
                        {"o": o, "r": final}, tmp_path, capsys)
+    # --json follows --out: beside the models in the run folder is fine (the default --out is there too)
+    assert main(["track", "--run", str(run), "--json", str(run / "t.json"), "--dataset", str(fx["three.csv"]),
+                 "--no-heads"]) == 0
+    assert json.loads((run / "t.json").read_text())["result"]["computed_steps"] == [0, 1]
 
 
 def test_test_fraction_with_a_test_table_contradicts(fx, tmp_path, capsys):
@@ -122,7 +127,7 @@ def test_a_text_file_that_is_not_utf8_says_what_is_allowed(fx, tmp_path, capsys)
     f.write_bytes(bytes(range(128, 256)) * 4)
     assert_refused(["similarity", "--model", str(fx["cls"]), "--text-file", str(f)],
                    "--text-file {f}: unreadable (UnicodeDecodeError", {"f": f}, tmp_path, capsys)
-    assert listing(tmp_path) == [("rnd.txt", 512)]
+    assert [(p, size) for p, size, _ in listing(tmp_path)] == [(".", -1), ("rnd.txt", 512)]
 
 
 def test_resume_on_an_edited_table_is_another_run(fx, tmp_path, capsys):

@@ -54,6 +54,22 @@ def _run(args: list[str], cwd: Path) -> dict:
     (["blocks", "--model", "minilm", "--data", "/no/such/data"], 2),
     (["reproduce", "--data", "/no/such/data"], 2),
     (["track", "--run", "/no/such/run"], 2),
+    # the study options (issue 15 audit: these were refused only after torch had loaded)
+    (["cooperation", "--model", "minilm", "--grid", "0,2"], 2),
+    (["cooperation", "--model", "minilm", "--site", "nope"], 2),
+    (["cooperation", "--model", "minilm", "--site", "attn"], 2),          # a block site needs --layer
+    (["specialization", "--model", "minilm", "--min-count", "-1"], 2),
+    (["specialization", "--model", "minilm", "--level", "nope"], 2),
+    (["specialization", "--model", "minilm", "--head-unit", "nope"], 2),
+    (["specialization", "--model", "minilm", "--unit", "L1Hx", "--level", "head"], 2),
+    (["hull", "--model", "minilm", "--n", "0"], 2),
+    (["hull", "--model", "minilm", "--nodes", "3-1"], 2),
+    (["hull", "--model", "minilm", "--level", "nope"], 2),
+    (["apt", "--model", "minilm", "--min-count", "-1"], 2),
+    (["similarity", "--model", "minilm", "--text", "a b", "--site", "nope"], 2),
+    (["similarity", "--model", "minilm", "--text", "a b", "--long-range", "-1"], 2),
+    (["segment", "--model", "minilm", "--text", "a b", "--max-len", "0"], 2),
+    (["pretrain", "--out", "x", "--epochs", str(10**9)], 2),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_help_and_bad_options_do_not_import_torch(args, rc, tmp_path):
     res = _run([a.format(tmp=tmp_path) for a in args], tmp_path)
@@ -62,6 +78,13 @@ def test_help_and_bad_options_do_not_import_torch(args, rc, tmp_path):
     if rc == 2:
         lines = res["err"].strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("nodeprobe: error: "), res["err"]
+
+
+def test_the_cli_vector_sites_are_the_librarys():
+    from nodeprobe.analysis.similarity import VECTOR_SITES
+    from nodeprobe.cli.heads import VECTOR_SITES as CLI_SITES
+
+    assert CLI_SITES == VECTOR_SITES
 
 
 def test_import_nodeprobe_is_lazy_and_the_api_still_works(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import nodeprobe.data.download as dl
+import nodeprobe.data_home as data_home
 from nodeprobe.data import ensure_file, fetch, resolve_data_dir
 from nodeprobe.errors import NodeprobeError
 
@@ -105,7 +106,7 @@ def test_resolve_data_dir(tmp_path, monkeypatch, shared_data):
     assert resolve_data_dir() == tmp_path / "env"
     assert resolve_data_dir(tmp_path / "given") == tmp_path / "given"
     monkeypatch.delenv("NODEPROBE_DATA")
-    monkeypatch.setattr(dl, "_repo_shared_data", lambda: tmp_path / "absent")
+    monkeypatch.setattr(data_home, "repo_shared_data", lambda: tmp_path / "absent")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert resolve_data_dir() == tmp_path / "xdg" / "nodeprobe"
     f = tmp_path / "afile"

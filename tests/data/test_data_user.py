@@ -310,6 +310,9 @@ def _bad_cases(tmp_path):
     broken = tmp_path / "broken.csv"
     broken.write_text('text,label\n"a",1\n"unterminated\n')
     add("broken CSV", lambda t: user_splits(broken, t), str(broken), "cannot parse", "CSV")
+    dup = tmp_path / "dup.tsv"
+    dup.write_text("text\ttext\tlabel\na\tb\tx\nc\td\ty\n")
+    add("a column named twice", lambda t: user_splits(dup, t), str(dup), "column 'text' appears twice")
     bj = tmp_path / "broken.jsonl"
     bj.write_text('{"text": "a",\n')
     add("broken JSON Lines", lambda t: user_splits(bj, t), str(bj), "cannot parse", "JSON Lines")

@@ -30,10 +30,8 @@ from nodeprobe.studies import (
     hull_report,
     specialization_report,
 )
-from nodeprobe.studies._common import parse_nodes
-from nodeprobe.studies.hull import check_hull_args
+from nodeprobe.studies._common import check_hull_args, parse_nodes, parse_unit, resolve_specialization
 from nodeprobe.studies.lens import lens_predictions, probe_predictions, probe_split
-from nodeprobe.studies.specialization import parse_unit, resolve_specialization
 
 LOW = dict(tau_recall=0.2, tau_lift=1.0, min_count=2)  # thresholds low enough that random units learn classes
 

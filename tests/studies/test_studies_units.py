@@ -17,7 +17,8 @@ from nodeprobe.errors import NodeprobeError
 from _v2 import FAST, LOW
 from nodeprobe.model import HookedBert
 from nodeprobe.studies import specialization_report
-from nodeprobe.studies.specialization import head_group_predictions, resolve_specialization
+from nodeprobe.studies._common import resolve_specialization
+from nodeprobe.studies.specialization import head_group_predictions
 from nodeprobe.studies.units import ReadoutSettings, block_readout, null_readout, site_readout
 
 
