@@ -37,16 +37,18 @@ def assert_refused(argv, msg: str, subs: dict, tmp_path, capsys, run=None) -> st
     return lines[0]
 
 
-def row_argv(args, setup, paths: dict, tmp_path, monkeypatch) -> tuple[list[str], dict]:
+def row_argv(args, setup, paths: dict, tmp_path, monkeypatch, dedupe: bool = True) -> tuple[list[str], dict]:
     """A table row's command line: run from ``tmp_path`` offline, its ``setup`` done, ``{name}`` in
-    ``args`` filled from ``paths`` (fixture paths) and ``{tmp}``; returns ``(argv, subs)``."""
+    ``args`` filled from ``paths`` (fixture paths) and ``{tmp}``, and (``dedupe``) :func:`last_wins`
+    applied; returns ``(argv, subs)``."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     if setup is not None:
         setup(tmp_path)
     subs = {k: str(v) for k, v in paths.items()}
     subs["tmp"] = str(tmp_path)
-    return last_wins([a.format(**subs) for a in args]), subs
+    argv = [a.format(**subs) for a in args]
+    return (last_wins(argv) if dedupe else argv), subs
 
 
 def last_wins(argv: list[str]) -> list[str]:

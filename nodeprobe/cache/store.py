@@ -567,7 +567,9 @@ def load_cache(path: str | Path, model=None, eval_set=None, *, model_fp: str | N
         )
     missing = [s["file"] for s in manifest["shards"] if not (p / s["file"]).is_file()]
     if missing or not (p / manifest["readout_file"]).is_file():
-        raise NodeprobeError(f"cache {p} is incomplete ({(missing or [manifest['readout_file']])[0]} is missing); "
+        gone = (missing or [manifest["readout_file"]])[0]
+        what = "is not a file" if (p / gone).exists() else "is missing"
+        raise NodeprobeError(f"cache {p} is incomplete ({gone} {what}); "
                              "rebuild with `rebuild`")
     _check_files(p, manifest)
     return CacheReader(p, manifest)

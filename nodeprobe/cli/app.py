@@ -142,10 +142,11 @@ def _given_value(param, args: list[str]) -> str | None:
     return found
 
 
-def _repeated_option(cmd, args: list[str]) -> str | None:
-    """A value option given twice on one command line (``--dataset a.csv --dataset b.csv``), as one
-    line naming both values, or ``None``.  Click lets the last one win silently; a user who typed two
-    values meant something the command cannot do, so it is refused instead."""
+def _command_line_problem(cmd, args: list[str]) -> str | None:
+    """What is wrong with the option values as typed, as one line, or ``None``: a value option given
+    twice (``--dataset a.csv --dataset b.csv``: click lets the last one win silently; a user who
+    typed two values meant something the command cannot do), or an empty value (``--json ""``:
+    the empty path is the current folder, so it would be read or written as ``.``)."""
     sub = getattr(cmd, "commands", {})
     name = next((a for a in args if a in sub), None)
     if name is None or "--help" in args:
@@ -174,6 +175,8 @@ def _repeated_option(cmd, args: list[str]) -> str | None:
             if i + 1 >= len(rest):
                 break  # click names the missing value itself
             value, step = rest[i + 1], 2
+        if not value.strip():
+            return f"{opt} {value!r}: an empty value; give one (or leave {opt} out)"
         if not getattr(p, "multiple", False) and (getattr(p, "nargs", 1) == 1):
             seen.setdefault(p.name, []).append((opt, value))
         i += step
@@ -208,9 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     cmd = typer.main.get_command(app)
     previous = _install_progress()
-    repeated = _repeated_option(cmd, args)
-    if repeated is not None:
-        print(f"nodeprobe: error: {repeated}", file=sys.stderr)
+    problem = _command_line_problem(cmd, args)
+    if problem is not None:
+        print(f"nodeprobe: error: {problem}", file=sys.stderr)
         return 2
     try:
         rv = cmd.main(args=args, prog_name="nodeprobe", standalone_mode=False)

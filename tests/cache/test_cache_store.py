@@ -257,6 +257,17 @@ def test_shard_without_a_listed_tensor_is_damaged(cls_setup, tmp_path):
         load_cache(tmp_path / "c")
 
 
+def test_a_shard_gone_or_replaced_by_a_folder_is_named_so(cls_setup, tmp_path):
+    _built(cls_setup, tmp_path / "c")
+    shard = tmp_path / "c" / "shard-00001.safetensors"
+    shard.unlink()
+    with pytest.raises(NodeprobeError, match=r"is incomplete \(shard-00001\.safetensors is missing\); rebuild"):
+        load_cache(tmp_path / "c")
+    shard.mkdir()
+    with pytest.raises(NodeprobeError, match=r"is incomplete \(shard-00001\.safetensors is not a file\); rebuild"):
+        load_cache(tmp_path / "c")
+
+
 def test_a_cache_held_by_a_live_process_is_refused(cls_setup, tmp_path):
     model, es = cls_setup
     d = tmp_path / "c"

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from _bad_input import assert_refused, last_wins, listing, row_argv
+from _small_data import small_data_copy
 from _tiny_models import tiny_hf
 from nodeprobe.cli import main
 
@@ -71,15 +72,7 @@ def fx(tmp_path_factory, shared_data):
     badfewrel = root / "badfewrel.json"
     badfewrel.write_text(json.dumps(small))
 
-    data = root / "data"  # a small pre-training corpus in the shared-data layout
-    for sub in ("wikitext-2", "tokenizer", "dbpedia"):
-        (data / sub).mkdir(parents=True)
-    shutil.copy(vocab, data / "tokenizer")
-    for name, n in (("wiki.test.raw", 30_000), ("wiki.valid.tokens", 15_000)):
-        (data / "wikitext-2" / name).write_bytes((shared_data / "wikitext-2" / name).read_bytes()[:n])
-    for name in ("test.csv", "val.csv"):
-        lines = (shared_data / "dbpedia" / name).read_text(encoding="utf-8").splitlines(keepends=True)
-        (data / "dbpedia" / name).write_text("".join(lines[:20]), encoding="utf-8")
+    data = small_data_copy(root / "data", shared_data, dbpedia_rows=20)  # a small pre-training corpus
     return {"cls": cls, "mlm": mlm, "nocfg": nocfg, "gpt2": gpt2, "trunc": trunc, "emptyvocab": emptyvocab,
             "badvocab": badvocab, "badfewrel": badfewrel, "data": data, "shared": shared_data}
 

@@ -5,7 +5,8 @@ class.  For every command, from a valid command line (``COMMANDS``):
 
 * class 1, data loss: ``--json`` (``--reports`` for reproduce) inside an input — the model's
   ``config.json``, the data folder, a ``--dataset`` table;
-* class 2, validate before work: ``--json`` under a file / naming a folder, ``--plot`` at the ``--json`` path;
+* class 2, validate before work: ``--json`` under a file / naming a folder / given twice / empty,
+  ``--plot`` at the ``--json`` path;
 * class 3, numbers: NaN, ±inf or a negative value in a float option, a negative and a huge seed;
 * class 5, devices: ``--device mps``, ``xpu``, ``cuda:7`` (none exists here), ``meta``;
 * class 6, malformed artefacts: ``config.json`` with ``"hidden_size": "forty-eight"``, ``num_labels: 0``,
@@ -28,6 +29,7 @@ import pytest
 import torch
 
 from _bad_input import assert_refused, listing, row_argv
+from _small_data import small_data_copy
 from _tiny_models import tiny_hf
 
 VOCAB_SIZE = 30522
@@ -70,12 +72,7 @@ def fx(tmp_path_factory, shared_data):
         "cls_trunc": broken(cls, "cls_trunc", truncate=True),
         "mlm_trunc": broken(mlm, "mlm_trunc", truncate=True),
     }
-    data = root / "data"  # a small pre-training corpus in the shared-data layout
-    for sub in ("wikitext-2", "tokenizer"):
-        (data / sub).mkdir(parents=True)
-    shutil.copy(vocab, data / "tokenizer")
-    for name, n in (("wiki.test.raw", 30_000), ("wiki.valid.tokens", 15_000)):
-        (data / "wikitext-2" / name).write_bytes((shared_data / "wikitext-2" / name).read_bytes()[:n])
+    data = small_data_copy(root / "data", shared_data, dbpedia_rows=None)  # a small pre-training corpus
     paths["data"] = data
     table = root / "table.csv"  # a labelled table of one's own
     table.write_text("text,label\n" + "".join(f"item number {i} is here,{'ab'[i % 2]}\n" for i in range(20)))
@@ -175,6 +172,10 @@ def _rows():
         if name != "reproduce":
             rows.append(P(argv + ["--json", "{tmp}/adir"], "--json {tmp}/adir: is a directory", _setup_dir,
                           id=f"{name}-json-is-a-directory"))
+        rows.append(P(argv + [json_opt, "{tmp}/a", json_opt, "{tmp}/b"], f"{json_opt} was given ", None,
+                      id=f"{name}-{json_opt[2:]}-given-twice"))
+        rows.append(P(argv + [json_opt, ""], f"{json_opt} '': an empty value", None,
+                      id=f"{name}-{json_opt[2:]}-empty"))
         if name in PLOTS:  # the JSON file and the PNG folder at one path: one would replace the other
             rows.append(P(argv + ["--json", "{tmp}/x", "--plot", "{tmp}/x"], "--plot {tmp}/x: is (or sits inside) "
                           "the --json path {tmp}/x", None, id=f"{name}-plot-is-the-json"))
@@ -225,7 +226,7 @@ def test_every_command_and_class_has_rows():
 
 @pytest.mark.parametrize("args,msg,setup", CASES)
 def test_bad_input(args, msg, setup, fx, tmp_path, capsys, monkeypatch):
-    argv, subs = row_argv(args, setup, fx, tmp_path, monkeypatch)
+    argv, subs = row_argv(args, setup, fx, tmp_path, monkeypatch, dedupe=False)  # rows set options with _with
     fixtures = fx["cls"].parent.parent
     before = listing(fixtures)
     assert_refused(argv, msg, subs, tmp_path, capsys)

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from _bad_input import assert_refused, row_argv
+from _small_data import small_data_copy
 from _tiny_models import tiny_hf
 from nodeprobe.cli import main
 
@@ -43,12 +44,7 @@ def fx(tmp_path_factory, shared_data):
     vocab = shared_data / "tokenizer" / "bert-base-uncased-vocab.txt"
     cls = _save(tiny_hf("cls", seed=0, vocab_size=VOCAB_SIZE, num_labels=16), root / "cls", vocab)
     mlm = _save(tiny_hf("mlm", seed=0, vocab_size=VOCAB_SIZE), root / "mlm", vocab)
-    data = root / "data"  # a small pre-training corpus in the shared-data layout
-    for sub in ("wikitext-2", "tokenizer"):
-        (data / sub).mkdir(parents=True)
-    shutil.copy(vocab, data / "tokenizer")
-    for name, n in (("wiki.test.raw", 30_000), ("wiki.valid.tokens", 15_000)):
-        (data / "wikitext-2" / name).write_bytes((shared_data / "wikitext-2" / name).read_bytes()[:n])
+    data = small_data_copy(root / "data", shared_data, dbpedia_rows=None)  # a small pre-training corpus
     return {"cls": cls, "mlm": mlm, "data": data, "shared": shared_data}
 
 

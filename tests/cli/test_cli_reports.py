@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from _small_data import small_data_copy
 from _tiny_models import tiny_hf
 from nodeprobe.cli import main
 
@@ -39,16 +40,7 @@ def models(tmp_path_factory, shared_data):
 @pytest.fixture(scope="module")
 def mlm_data(tmp_path_factory, shared_data):
     """A small pre-training corpus in the shared-data layout (heads of the real files)."""
-    d = tmp_path_factory.mktemp("mlmdata")
-    for sub in ("wikitext-2", "dbpedia", "tokenizer"):
-        (d / sub).mkdir()
-    shutil.copy(shared_data / "tokenizer" / "bert-base-uncased-vocab.txt", d / "tokenizer")
-    for name, n in (("wiki.test.raw", 30_000), ("wiki.valid.tokens", 15_000)):
-        (d / "wikitext-2" / name).write_bytes((shared_data / "wikitext-2" / name).read_bytes()[:n])
-    for name in ("test.csv", "val.csv"):
-        lines = (shared_data / "dbpedia" / name).read_text(encoding="utf-8").splitlines(keepends=True)
-        (d / "dbpedia" / name).write_text("".join(lines[:20]), encoding="utf-8")
-    return d
+    return small_data_copy(tmp_path_factory.mktemp("mlmdata"), shared_data, dbpedia_rows=20)
 
 
 def run(capsys, *args) -> tuple[int, str, str]:
