@@ -1,19 +1,20 @@
 """Bad input, issue 15's classes × all thirteen commands, generated from one description per command.
 
-The other bad-input tables hold hand-picked rows; this one makes sure no command is left out of a
-class.  For every command, from a valid command line (``COMMANDS``):
+The other bad-input tables (``tests/cli/test_cli_bad_input*.py``, ``tests/cli/test_cli_io_rules.py``)
+hold hand-picked rows; this one makes sure no command is left out of a class.  For every command,
+from a valid command line (``COMMANDS``):
 
 * class 1, data loss: ``--json`` (``--reports`` for reproduce) inside an input — the model's
   ``config.json``, the data folder, a ``--dataset`` table;
 * class 2, validate before work: ``--json`` under a file / naming a folder / given twice / empty,
   ``--plot`` at the ``--json`` path;
 * class 3, numbers: NaN, ±inf or a negative value in a float option, a negative and a huge seed;
+* class 4, sizes: one absurd size per command (``tests/cli/test_cli_bad_input_v2.py`` has every
+  size option);
 * class 5, devices: ``--device mps``, ``xpu``, ``cuda:7`` (none exists here), ``meta``;
 * class 6, malformed artefacts: ``config.json`` with ``"hidden_size": "forty-eight"``, ``num_labels: 0``,
   a truncated ``model.safetensors``;
 * class 7, a missing input whose path has two spaces, non-ASCII and Rich markup, echoed exactly.
-
-(Class 4, sizes, is ``test_cli_bad_input_v2.py``'s; there every size option of every command.)
 
 Every row: exit 2, one ``nodeprobe: error: …`` line holding the expected text, no traceback, nothing
 written anywhere under the test folder nor in the fixture models and data (``_bad_input.listing``
@@ -111,6 +112,18 @@ COMMANDS = {
     "track": (["track", "--run", "{cls}", "--task", "fewrel", "--data", "{shared}"], "--run", "cls",
               "--margin-jaccard", True),
 }
+BIG = str(10**12)
+NEEDS = "needs ≈ "  # a memory estimate beyond this machine's RAM
+TAKES = "would take at least"  # a time estimate beyond the 30-day limit
+# class 4, one absurd size per command (reproduce has none: its presets fix every size)
+SIZES = {
+    "pretrain": ("--d-ff", BIG, NEEDS), "finetune": ("--epochs", str(10**9), "expected at most 100,000"),
+    "ablate": ("--batch-size", BIG, NEEDS), "cache": ("--shard-batches", BIG, NEEDS),
+    "specialization": ("--batch-size", BIG, NEEDS), "apt": ("--bins", BIG, NEEDS), "cooperation": ("--R", BIG, NEEDS),
+    "hull": ("--R", BIG, NEEDS), "blocks": ("--probe-epochs", str(10**9), "expected at most 100,000"),
+    "similarity": ("--max-texts", BIG, TAKES), "segment": ("--max-texts", BIG, TAKES),
+    "track": ("--batch-size", BIG, NEEDS),
+}
 CLASSIFIER = {"ablate", "cache", "specialization", "cooperation", "hull", "blocks"}  # --model: a classifier (finetune replaces the head)
 PLOTS = {"ablate", "specialization", "apt", "cooperation", "hull", "blocks", "similarity", "track"}  # have --plot
 DATASET = {"ablate", "cache", "specialization", "cooperation", "hull", "blocks", "finetune"}
@@ -188,6 +201,11 @@ def _rows():
             rows.append(P(argv + ["--seed", "-1"], "--seed -1", None, id=f"{name}-seed-negative"))
             rows.append(P(argv + ["--seed", str(2**70)], f"--seed {2**70}", None, id=f"{name}-seed-2e21"))
             rows.append(P(argv + ["--seed", "2e23"], "'--seed': '2e23'", None, id=f"{name}-seed-float"))
+        # ------------------------------------------------------------ class 4: sizes that cannot fit
+        if name in SIZES:
+            opt, value, why = SIZES[name]
+            bad = _with(argv, opt, value) if name != "hull" else _with(_with(argv, "--n", "3"), opt, value)
+            rows.append(P(bad, f"{opt} {value}: {why}", None, id=f"{name}-{opt[2:]}-absurd"))
         # ------------------------------------------------------------ class 5: devices torch cannot use here
         devices = ["mps", "xpu", "meta"] + ([] if torch.cuda.device_count() > 7 else ["cuda:7"])
         for dev in devices:
@@ -219,7 +237,7 @@ def test_every_command_and_class_has_rows():
 
     from nodeprobe.cli.app import app
 
-    assert set(typer.main.get_command(app).commands) == set(COMMANDS)
+    assert set(typer.main.get_command(app).commands) == set(COMMANDS) == set(SIZES) | {"reproduce"}
     per_command = {name: sum(c.id.startswith(name + "-") for c in CASES) for name in COMMANDS}
     assert min(per_command.values()) >= 8, per_command
 
