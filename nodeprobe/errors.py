@@ -86,6 +86,6 @@ def reason(e: BaseException, limit: int = 160) -> str:
         seen, hops = nxt, hops + 1
     text = getattr(seen, "strerror", None) if isinstance(seen, OSError) else None
     text = text or (str(seen).strip().split("\n")[0] if str(seen).strip() else "")
-    text = " ".join(text.split())
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).split())  # no terminal colour codes
     out = f"{type(seen).__name__}: {text}" if text else type(seen).__name__
     return (out[: limit - 1] + "…") if len(out) > limit else out

@@ -13,7 +13,7 @@ from a valid command line (``COMMANDS``):
   size option);
 * class 5, devices: ``--device mps``, ``xpu``, ``cuda:7`` (none exists here), ``meta``;
 * class 6, malformed artefacts: ``config.json`` with ``"hidden_size": "forty-eight"``, ``num_labels: 0``,
-  a truncated ``model.safetensors``;
+  an unknown ``hidden_act`` or a dropout of 5, a truncated ``model.safetensors``;
 * class 7, a missing input whose path has two spaces, non-ASCII and Rich markup, echoed exactly.
 
 Every row: exit 2, one ``nodeprobe: error: …`` line holding the expected text, no traceback, nothing
@@ -24,6 +24,7 @@ compares paths, sizes and modification times).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -71,6 +72,8 @@ def fx(tmp_path_factory, shared_data):
         "mlm_types": broken(mlm, "mlm_types", {"hidden_size": "forty-eight"}),
         "cls_zero": broken(cls, "cls_zero", {"num_labels": 0, "id2label": {}, "label2id": {}}),  # not for finetune
         "cls_trunc": broken(cls, "cls_trunc", truncate=True),
+        "cls_layer": broken(cls, "cls_layer", {"hidden_act": "nonexistent_act"}),
+        "mlm_layer": broken(mlm, "mlm_layer", {"hidden_dropout_prob": 5.0}),
         "mlm_trunc": broken(mlm, "mlm_trunc", truncate=True),
     }
     data = small_data_copy(root / "data", shared_data, dbpedia_rows=None)  # a small pre-training corpus
@@ -155,6 +158,13 @@ def _setup_dir(tmp):
     (tmp / "adir").mkdir()
 
 
+def _setup_loop(tmp):
+    os.symlink(tmp / "loop", tmp / "loop")  # a link to itself
+
+
+LONG = "a" * 300 + ".json"  # longer than any file system's 255-byte name
+
+
 def _rows():
     rows = []
     for name, (argv, model_opt, kind, float_opt, seeded) in COMMANDS.items():
@@ -216,8 +226,16 @@ def _rows():
                           id=f"{name}-config-wrong-types"))
             rows.append(P(_with(argv, model_opt, f"{{{kind}_trunc}}"), "model.safetensors", None,
                           id=f"{name}-truncated-safetensors"))
+            said = 'hidden_act="nonexistent_act"; expected an activation' if kind == "cls" else \
+                "hidden_dropout_prob=5.0; expected a probability in [0, 1]"
+            rows.append(P(_with(argv, model_opt, f"{{{kind}_layer}}"), said, None, id=f"{name}-config-bad-layer-setting"))
             if name in CLASSIFIER:
                 rows.append(P(_with(argv, model_opt, "{cls_zero}"), "num_labels", None, id=f"{name}-num-labels-0"))
+        # ------------------------------------------------------------ class 7: paths the system cannot look up
+        rows.append(P(_with(argv, json_opt, "{tmp}/loop/o.json"), f"{json_opt} {{tmp}}/loop/o.json: a symbolic link "
+                      "loop", _setup_loop, id=f"{name}-{json_opt[2:]}-in-a-symlink-loop"))
+        rows.append(P(_with(argv, json_opt, "{tmp}/" + LONG), f"{json_opt} {{tmp}}/{LONG}: a file name or the path is "
+                      "too long", None, id=f"{name}-{json_opt[2:]}-name-too-long"))
         # ------------------------------------------------------------ class 7: paths echoed exactly
         if model_opt is not None:
             rows.append(P(_with(argv, model_opt, "{tmp}/" + WEIRD), f"{model_opt} {{tmp}}/{WEIRD}: ", None,

@@ -634,14 +634,17 @@ def _check_files(p: Path, manifest: dict) -> None:
         raise _damaged(p / manifest["readout_file"], "no W or b tensor")
     names = p / manifest["class_names_file"]
     try:
-        ok = isinstance(json.loads(names.read_text(encoding="utf-8")), list)
+        listed = json.loads(names.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise NodeprobeError(f"cache {p} is incomplete ({manifest['class_names_file']} is missing); "
                              "rebuild with `rebuild`") from None
     except (OSError, ValueError):
-        ok = False
-    if not ok:
+        listed = None
+    if not (isinstance(listed, list) and all(isinstance(n, str) for n in listed)):
         raise _damaged(names, "not a JSON list of class names")
+    shape = header["W"].get("shape") if isinstance(header["W"], dict) else None
+    if isinstance(shape, list) and shape and len(listed) != shape[0]:
+        raise _damaged(names, f"{len(listed)} class names for a readout of {shape[0]} classes")
 
 
 def _is_payload(p: Path) -> bool:

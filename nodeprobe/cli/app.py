@@ -142,11 +142,36 @@ def _given_value(param, args: list[str]) -> str | None:
     return found
 
 
+#: the options that name a file or folder (checked by :func:`_path_problem` before anything runs)
+PATH_FLAGS = frozenset({"--model", "--data", "--dataset", "--test-dataset", "--text-file", "--cache", "--json",
+                        "--plot", "--out", "--runs", "--reports", "--run", "--sae"})
+
+
+def _path_problem(opt: str, value: str) -> str | None:
+    """A path the system cannot even look up — a symlink loop, a name or path too long — as one line
+    (a path that does not exist is the command's to judge: an output may be new)."""
+    import errno
+    import os
+
+    try:
+        os.stat(os.path.expanduser(value))
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"{opt} {value}: a symbolic link loop; give a path that resolves"
+        if e.errno == errno.ENAMETOOLONG:
+            return (f"{opt} {value}: a file name or the path is too long for this system "
+                    f"(at most {os.pathconf('/', 'PC_NAME_MAX')} bytes a name)")
+    except ValueError:  # an embedded NUL byte
+        return f"{opt} {value!r}: not a valid path (a NUL byte)"
+    return None
+
+
 def _command_line_problem(cmd, args: list[str]) -> str | None:
     """What is wrong with the option values as typed, as one line, or ``None``: a value option given
     twice (``--dataset a.csv --dataset b.csv``: click lets the last one win silently; a user who
-    typed two values meant something the command cannot do), or an empty value (``--json ""``:
-    the empty path is the current folder, so it would be read or written as ``.``)."""
+    typed two values meant something the command cannot do), an empty value (``--json ""``:
+    the empty path is the current folder, so it would be read or written as ``.``), or a path that
+    cannot be looked up (:func:`_path_problem`)."""
     sub = getattr(cmd, "commands", {})
     name = next((a for a in args if a in sub), None)
     if name is None or "--help" in args:
@@ -177,6 +202,8 @@ def _command_line_problem(cmd, args: list[str]) -> str | None:
             value, step = rest[i + 1], 2
         if not value.strip():
             return f"{opt} {value!r}: an empty value; give one (or leave {opt} out)"
+        if opt in PATH_FLAGS and (why := _path_problem(opt, value)) is not None:
+            return why
         if not getattr(p, "multiple", False) and (getattr(p, "nargs", 1) == 1):
             seen.setdefault(p.name, []).append((opt, value))
         i += step

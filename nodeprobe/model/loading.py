@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def check_config(raw: dict, cfg_file: Path, classifier: bool = False) -> None:
     for key in ("type_vocab_size", "embedding_size"):  # optional (Hugging Face has a default) but typed when given
         if key in raw and not _is_pos_int(raw[key]):
             raise NodeprobeError(f"{cfg_file}: {key}={json.dumps(raw[key])}; expected a positive integer")
+    _check_hyperparameters(raw, cfg_file)
     dk, hk = fam.size_keys["d_model"], fam.size_keys["n_heads"]
     d, h = raw[dk], raw[hk]
     if d % h:
@@ -108,6 +110,38 @@ def check_config(raw: dict, cfg_file: Path, classifier: bool = False) -> None:
         if "id2label" in raw and (not isinstance(raw["id2label"], dict) or not raw["id2label"]):
             raise NodeprobeError(f"{cfg_file}: id2label={json.dumps(raw['id2label'])[:60]}; "
                                  "expected a non-empty object {\"0\": \"label\", …} for a classifier")
+
+
+#: config keys of the supported families that hold a probability (dropout), an activation name, an epsilon
+PROBABILITY_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
+                    "attention_dropout", "seq_classif_dropout", "qa_dropout")
+ACTIVATION_KEYS = ("hidden_act", "activation")
+EPSILON_KEYS = ("layer_norm_eps",)
+
+
+def _check_hyperparameters(raw: dict, cfg_file: Path) -> None:
+    """The non-size fields Hugging Face builds layers from, typed before it does (a wrong one was a
+    ``KeyError`` deep inside the model's constructor): dropouts in [0, 1], an activation it knows, a
+    positive finite layer-norm epsilon.  ``null`` is left to Hugging Face's default."""
+    from transformers.activations import ACT2FN
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for key in PROBABILITY_KEYS:
+        v = raw.get(key)
+        if v is not None and not (number(v) and 0 <= v <= 1):
+            raise NodeprobeError(f"{cfg_file}: {key}={json.dumps(v)}; expected a probability in [0, 1]")
+    for key in ACTIVATION_KEYS:
+        v = raw.get(key)
+        if v is not None and (not isinstance(v, str) or v not in ACT2FN):
+            shown = ", ".join(k for k in ("gelu", "gelu_new", "relu", "silu", "tanh") if k in ACT2FN)
+            raise NodeprobeError(f"{cfg_file}: {key}={json.dumps(v)}; expected an activation Hugging Face knows "
+                                 f"(e.g. {shown})")
+    for key in EPSILON_KEYS:
+        v = raw.get(key)
+        if v is not None and not (number(v) and v > 0):
+            raise NodeprobeError(f"{cfg_file}: {key}={json.dumps(v)}; expected a positive number")
 
 
 def safetensors_shapes(file: Path) -> dict[str, tuple[int, ...]]:

@@ -519,6 +519,21 @@ def _breaking_steps(results: list[StepResult], heads: bool, margin_jaccard, marg
     return breaking
 
 
+def _weight_shapes(path: Path) -> dict | None:
+    """``{tensor name: shape}`` of a saved model's safetensors files (headers only), or None (a
+    pickled model: not compared)."""
+    from nodeprobe.io import safetensors_header
+
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        return None
+    shapes = {}
+    for f in files:
+        header = safetensors_header(f)[0] or {}
+        shapes.update({k: v.get("shape") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)})
+    return shapes
+
+
 def track(
     runs: str | os.PathLike | Sequence[str | os.PathLike] | Sequence[Checkpoint],
     eval_set: EvalSet,
@@ -570,9 +585,19 @@ def track(
     task = "mlm" if eval_set.task == "mlm" else "cls"
     from nodeprobe.model.loading import check_model_dir
 
+    first = None  # (path, {tensor: shape}) of the first snapshot: every other must have its architecture
     for ck in cks:  # every snapshot's config and weight headers first: a damaged one before any step is written
         if ck.path is not None and Path(ck.path).is_dir():
             check_model_dir(ck.path, kind=task)
+            shapes = _weight_shapes(Path(ck.path))
+            if first is None:
+                first = (ck.path, shapes)
+            elif shapes is not None and first[1] is not None and shapes != first[1]:
+                name = next((k for k in sorted(set(shapes) | set(first[1])) if shapes.get(k) != first[1].get(k)))
+                raise NodeprobeError(
+                    f"snapshot {ck.path}: another architecture than {first[0]} (tensor {name}: "
+                    f"{shapes.get(name, 'absent')} vs {first[1].get(name, 'absent')}); track compares the "
+                    "snapshots of one model, node by node")
     records = Path(out_dir) / "steps" if out_dir is not None else None
     K = eval_set.n_classes
     results = []

@@ -108,38 +108,86 @@ def save_checkpoint(out_dir: Path, hf_model, optimizer, scheduler, progress: Pro
         (tmp / "state.json").write_text(json.dumps(state))
 
 
-def load_checkpoint(out_dir: Path, hf_model, optimizer, scheduler, run_fp: str) -> Progress | None:
-    """Restore the state saved by :func:`save_checkpoint`; None if there is none.
+PROGRESS_KEYS = {"step": int, "epoch": int, "tokens": int, "seconds": (int, float)}  # state.json's counters, ≥ 0
 
-    A checkpoint of another configuration (different run fingerprint) is refused.
+
+def read_checkpoint(out_dir: Path, run_fp: str) -> tuple[dict, dict] | None:
+    """The checkpoint a resume reads, every file checked: ``state.json`` (JSON holding this run's
+    fingerprint and its progress counters), ``model.safetensors`` (its header against its size) and
+    ``trainer_state.pt`` (read with ``weights_only=True``: a pickle that would run code is refused;
+    it must hold the optimizer and scheduler states).  Returns ``(state, trainer_state)``, or None
+    when there is no checkpoint (no ``state.json``); anything else wrong is one line naming the file.
+
+    Example:
+        >>> read_checkpoint(Path("/no/such/run"), "fp") is None
+        True
     """
+    from nodeprobe.io import safetensors_header
+
     ck = Path(out_dir) / CKPT
     if not (ck / "state.json").is_file():
         return None
     try:
         state = json.loads((ck / "state.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise NodeprobeError(f"checkpoint {ck}: state.json is unreadable; remove it or use `overwrite`") from None
+    if not isinstance(state, dict):
+        raise NodeprobeError(f"checkpoint {ck}: state.json is not a checkpoint record; use `overwrite`")
     if state.get("run") != run_fp:
         raise NodeprobeError(
             f"checkpoint {ck}: made with other settings (run {state.get('run')} ≠ {run_fp}); "
             "use the same options, another `out`, or `overwrite`"
         )
+    bad = next((k for k, kind in PROGRESS_KEYS.items() if isinstance(state.get(k), bool)
+                or not isinstance(state.get(k), kind) or not state[k] >= 0), None)
+    if bad is not None:
+        what = "an integer" if PROGRESS_KEYS[bad] is int else "a number"
+        raise NodeprobeError(f"checkpoint {ck}: state.json has {bad}={state.get(bad)!r}; expected {what} ≥ 0 "
+                             "(use `overwrite`)")
+    for name in ("model.safetensors", "trainer_state.pt"):
+        if not (ck / name).is_file():
+            raise NodeprobeError(f"checkpoint {ck}: {name} is missing; use `overwrite`")
+    why = safetensors_header(ck / "model.safetensors")[1]
+    if why is not None:
+        raise NodeprobeError(f"checkpoint {ck}: model.safetensors is unreadable ({why}); use `overwrite`")
+    try:
+        tr = torch.load(ck / "trainer_state.pt", weights_only=True, map_location="cpu")
+    except Exception as e:
+        raise NodeprobeError(f"checkpoint {ck}: trainer_state.pt is unreadable ({reason(e)}); use `overwrite`") from None
+    if not (isinstance(tr, dict) and isinstance(tr.get("optimizer"), dict) and isinstance(tr.get("scheduler"), dict)):
+        raise NodeprobeError(f"checkpoint {ck}: trainer_state.pt holds no optimizer and scheduler state; "
+                             "use `overwrite`")
+    return state, tr
+
+
+def load_checkpoint(out_dir: Path, hf_model, optimizer, scheduler, run_fp: str) -> Progress | None:
+    """Restore the state saved by :func:`save_checkpoint` (checked by :func:`read_checkpoint`); None
+    if there is none.  A checkpoint of another configuration (different run fingerprint) is refused.
+    """
+    read = read_checkpoint(out_dir, run_fp)
+    if read is None:
+        return None
+    state, tr = read
+    ck = Path(out_dir) / CKPT
     from safetensors.torch import load_file
 
     try:
         weights = load_file(str(ck / "model.safetensors"))
         missing, unexpected = hf_model.load_state_dict(weights, strict=False)
-        tr = torch.load(ck / "trainer_state.pt", weights_only=True, map_location="cpu")
     except Exception as e:
-        raise NodeprobeError(f"checkpoint {ck}: unreadable ({reason(e)}); use `overwrite`") from None
+        raise NodeprobeError(f"checkpoint {ck}: model.safetensors does not fit the model ({reason(e)}); "
+                             "use `overwrite`") from None
     real_missing = [m for m in missing if "decoder" not in m]  # tied decoder weights are not stored
     if real_missing or unexpected:
         raise NodeprobeError(f"checkpoint {ck}: does not match the model ({(real_missing or unexpected)[0]})")
     if hasattr(hf_model, "tie_weights"):
         hf_model.tie_weights()
-    optimizer.load_state_dict(tr["optimizer"])
-    scheduler.load_state_dict(tr["scheduler"])
+    try:
+        optimizer.load_state_dict(tr["optimizer"])
+        scheduler.load_state_dict(tr["scheduler"])
+    except Exception as e:
+        raise NodeprobeError(f"checkpoint {ck}: trainer_state.pt does not fit the optimizer ({reason(e)}); "
+                             "use `overwrite`") from None
     return Progress(step=state["step"], epoch=state["epoch"], tokens=state["tokens"], seconds=state["seconds"])
 
 
@@ -162,9 +210,10 @@ def _ours(name: str) -> bool:
     return name in RUN_ENTRIES or name.startswith("track-") or (name.startswith(".") and ".tmp" in name)
 
 
-def check_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -> bool:
+def check_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool, files: bool = True) -> bool:
     """Every refusal of :func:`prepare_out_dir`, touching nothing (run before the folder's lock is
-    taken, so a refused command leaves no trace in it); returns whether ``overwrite`` has a previous
+    taken, so a refused command leaves no trace in it) — with ``files``, also the checkpoint a
+    ``resume`` will read (:func:`read_checkpoint`); returns whether ``overwrite`` has a previous
     run's entries to clear."""
     out_dir = Path(out_dir)
     marker = out_dir / "run.json"
@@ -196,28 +245,9 @@ def check_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -> 
         )
     if fp != run_fp:
         raise NodeprobeError(f"out={out_dir}: holds a run with other settings; use the same options or `overwrite`")
-    _check_checkpoint_files(out_dir / CKPT)
+    if files:
+        read_checkpoint(out_dir, run_fp)
     return False
-
-
-def _check_checkpoint_files(ck: Path) -> None:
-    """The checkpoint a ``resume`` will read, checked before the run folder is touched: the weights'
-    safetensors header, and the trainer state read with ``weights_only=True`` (a pickle that would
-    run code is refused here, as :func:`load_checkpoint` would refuse it later)."""
-    from nodeprobe.io import safetensors_header
-
-    if not (ck / "state.json").is_file():
-        return
-    why = None
-    if (ck / "model.safetensors").is_file():
-        why = safetensors_header(ck / "model.safetensors")[1]
-    if why is None and (ck / "trainer_state.pt").is_file():
-        try:
-            torch.load(ck / "trainer_state.pt", weights_only=True, map_location="cpu")
-        except Exception as e:
-            why = reason(e)
-    if why is not None:
-        raise NodeprobeError(f"checkpoint {ck}: unreadable ({why}); use `overwrite`")
 
 
 def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -> None:
@@ -226,7 +256,7 @@ def prepare_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool) -
     out_dir = Path(out_dir)
     from nodeprobe.locks import LOCK_NAME
 
-    if check_out_dir(out_dir, run_fp, resume, overwrite):
+    if check_out_dir(out_dir, run_fp, resume, overwrite, files=False):  # the files: checked before the lock
         for p in out_dir.iterdir():  # what the run wrote; not the lock this run holds
             if p.name == LOCK_NAME:
                 continue

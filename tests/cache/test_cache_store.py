@@ -268,6 +268,18 @@ def test_a_shard_gone_or_replaced_by_a_folder_is_named_so(cls_setup, tmp_path):
         load_cache(tmp_path / "c")
 
 
+def test_class_names_that_do_not_fit_the_readout_are_damaged(cls_setup, tmp_path):
+    _built(cls_setup, tmp_path / "c")
+    names = tmp_path / "c" / "classes.json"
+    k = len(json.loads(names.read_text()))
+    names.write_text(json.dumps(["a", "b", "c"]))
+    with pytest.raises(NodeprobeError, match=rf"classes\.json is damaged \(3 class names for a readout of {k} classes\)"):
+        load_cache(tmp_path / "c")
+    names.write_text(json.dumps([1] * k))
+    with pytest.raises(NodeprobeError, match=r"classes\.json is damaged \(not a JSON list of class names\)"):
+        load_cache(tmp_path / "c")
+
+
 def test_a_cache_held_by_a_live_process_is_refused(cls_setup, tmp_path):
     model, es = cls_setup
     d = tmp_path / "c"

@@ -277,3 +277,26 @@ def test_cli_track_dataset_roberta_run(tmp_path, capsys):
     assert d["steps"][1]["accuracy"] == pytest.approx(int((pred == y).sum()) / 12, abs=1e-6)
     assert (run_dir / "track-dataset" / "steps" / "step-0000007.json").is_file()
     capsys.readouterr()
+
+
+def test_snapshots_of_another_architecture_are_refused_before_any_step(run, tmp_path):
+    """A run folder mixing model sizes (a snapshot copied in from elsewhere) is one line naming the
+    snapshot and a tensor whose shape differs, before any per-step result is written (it crashed
+    inside the model on an out-of-range position before)."""
+    import shutil
+
+    from transformers import BertForMaskedLM
+
+    from _heads_tiny import save, tiny_config
+    from nodeprobe.studies.track import track
+
+    root, tok, es = run
+    mixed = tmp_path / "mixed" / "snapshots"
+    shutil.copytree(root / "snapshots" / "step-0000005", mixed / "step-0000005")
+    cfg = tiny_config(tok.vocab_size, tok.pad_id)
+    cfg.hidden_size, cfg.intermediate_size, cfg.max_position_embeddings = 8, 16, 12
+    save(BertForMaskedLM(cfg).eval(), tok, mixed / "step-0000030")
+    with pytest.raises(NodeprobeError, match=r"snapshot .*step-0000030: another architecture than .*step-0000005 "
+                                             r"\(tensor .*: \[.*\] vs \[.*\]\); track compares"):
+        track([mixed.parent], es, heads=False, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

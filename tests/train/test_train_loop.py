@@ -83,3 +83,53 @@ def test_open_run_dir_writes_run_json_or_returns_the_finished_summary(tmp_path):
         loop.open_run_dir(runner, out, "fp", False, False, {"fingerprint": "fp"}, "x.json")
     (out / "x.json").write_text('{"done": 1}')
     assert loop.open_run_dir(runner, out, "fp", True, False, {"fingerprint": "fp"}, "x.json") == {"done": 1}
+
+
+def _saved_checkpoint(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from _tiny_models import tiny_hf
+
+    hf = tiny_hf("mlm")
+    opt = loop.make_optimizer(hf, 1e-3, 0.01)
+    sched = loop.linear_schedule(opt, 10, 0.1)
+    loop.save_checkpoint(tmp_path, hf, opt, sched, loop.Progress(step=3, epoch=1, tokens=40, seconds=1.5), "fp")
+    return hf, opt, sched, tmp_path / loop.CKPT
+
+
+def _edit_state(ck, **kw):
+    state = json.loads((ck / "state.json").read_text())
+    state.update(kw)
+    (ck / "state.json").write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("damage,said", [
+    (lambda ck: (ck / "trainer_state.pt").unlink(), "trainer_state.pt is missing"),
+    (lambda ck: (ck / "model.safetensors").unlink(), "model.safetensors is missing"),
+    (lambda ck: (ck / "model.safetensors").write_bytes((ck / "model.safetensors").read_bytes()[:100]),
+     "model.safetensors is unreadable"),
+    (lambda ck: (ck / "state.json").write_text("[1, 2]"), "state.json is not a checkpoint record"),
+    (lambda ck: (ck / "state.json").write_text("{"), "state.json is unreadable"),
+    (lambda ck: _edit_state(ck, step="three"), "state.json has step='three'; expected an integer ≥ 0"),
+    (lambda ck: _edit_state(ck, seconds=-1), "state.json has seconds=-1; expected a number ≥ 0"),
+    (lambda ck: _edit_state(ck, run="other"), "made with other settings (run other ≠ fp)"),
+    (lambda ck: torch.save({"optimizer": 1}, ck / "trainer_state.pt"), "holds no optimizer and scheduler state"),
+    (lambda ck: torch.save({"optimizer": {"state": {}, "param_groups": []}, "scheduler": {}}, ck / "trainer_state.pt"),
+     "trainer_state.pt does not fit the optimizer"),
+], ids=["no-trainer-state", "no-weights", "truncated-weights", "state-not-a-dict", "state-not-json", "step-a-string",
+        "seconds-negative", "other-run", "trainer-state-not-a-state", "optimizer-state-of-another-model"])
+def test_a_damaged_checkpoint_is_one_line_naming_the_file(tmp_path, damage, said):
+    """Every file a resume reads is checked (``read_checkpoint``, also before the run folder's lock is
+    taken): one line naming the checkpoint and what is wrong, never a traceback from deep inside."""
+    hf, opt, sched, ck = _saved_checkpoint(tmp_path)
+    assert loop.load_checkpoint(tmp_path, hf, opt, sched, "fp") == loop.Progress(step=3, epoch=1, tokens=40, seconds=1.5)
+    damage(ck)
+    with pytest.raises(NodeprobeError) as e:
+        loop.load_checkpoint(tmp_path, hf, opt, sched, "fp")
+    assert str(e.value).startswith(f"checkpoint {ck}: ") and said in str(e.value) and "\n" not in str(e.value)
+    if "fit the optimizer" not in said:  # the rest is found before a model or optimizer exists
+        (tmp_path / "run.json").write_text(json.dumps({"fingerprint": "fp"}))
+        with pytest.raises(NodeprobeError) as e:
+            loop.check_out_dir(tmp_path, "fp", resume=True, overwrite=False)
+        assert str(e.value).startswith(f"checkpoint {ck}: ") and said in str(e.value)
