@@ -259,18 +259,29 @@ def _read_table(path: PathLike, split: str | None, param: str, what: str = "data
 
 # ----------------------------------------------------------------------------- checks
 def _check_header(p: Path, delimiter: str) -> None:
-    """A CSV/TSV header naming a column twice is refused (the reader would rename the second
-    ``text.1`` and go on with the first)."""
+    """A CSV/TSV whose header names a column twice (the reader would rename the second ``text.1``
+    and go on with the first), or with a row of another number of fields than the header (one more,
+    and the reader silently takes the first column as an index: every column shifts by one), is
+    refused naming the row."""
     import csv
 
+    kind = "TSV" if delimiter == "\t" else "CSV"
     try:
         with open(p, newline="", encoding="utf-8", errors="replace") as f:
-            header = next(csv.reader(f, delimiter=delimiter), [])
+            rows = csv.reader(f, delimiter=delimiter, strict=True)
+            header = next(rows, [])
+            twice = [c for i, c in enumerate(header) if c in header[:i]]
+            if twice:
+                raise NodeprobeError(f"{p}: column {twice[0]!r} appears twice in the header; "
+                                     "allowed: distinct column names")
+            for i, row in enumerate(r for r in rows if r):
+                if len(row) != len(header):
+                    raise NodeprobeError(
+                        f"{p}: row {i} (0-based, line {rows.line_num}) has {len(row)} fields, the header "
+                        f"{len(header)} ({', '.join(header)}); allowed: {len(header)} in every row (quote a "
+                        f"field that holds the {kind} delimiter)")
     except (OSError, csv.Error):
         return  # the reader says what is wrong
-    twice = [c for i, c in enumerate(header) if c in header[:i]]
-    if twice:
-        raise NodeprobeError(f"{p}: column {twice[0]!r} appears twice in the header; allowed: distinct column names")
 
 
 def _check_columns(ds, where: str, columns: dict[str, str | None]) -> None:

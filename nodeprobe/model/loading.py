@@ -166,12 +166,21 @@ def _check_shapes(cls, config, files: list[Path], cfg_file: Path) -> None:
         return k[len(prefix):] if prefix != "." and k.startswith(prefix) else k
 
     expected = {norm(k): tuple(v.shape) for k, v in meta.state_dict().items()}
+    stored = set()
     for f in files:
         for name, shape in safetensors_shapes(f).items():
+            stored.add(norm(name))
             want = expected.get(norm(name))
             if want is not None and want != shape:
                 raise NodeprobeError(f"{f}: tensor {name} has shape {list(shape)}, but {cfg_file} gives "
                                      f"{list(want)}; the weights and config.json disagree")
+    tied = getattr(meta, "_tied_weights_keys", None) or ()
+    tied = {norm(k) for k in (tied.keys() if isinstance(tied, dict) else tied)}
+    missing = sorted(k for k in expected if k not in stored and k not in tied and "decoder" not in k)
+    if missing:  # Hugging Face would fill them with random values, silently (a head-less copy of the weights)
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise NodeprobeError(f"{files[0].parent}: the weights have no {missing[0]}{more}, which {cfg_file} "
+                             "needs (it would start from random values); save the whole model")
 
 
 def check_model_dir(path: str | os.PathLike, kind: Kind | None = None, trust_pickle: bool = False):

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,7 +152,9 @@ def read_checkpoint(out_dir: Path, run_fp: str) -> tuple[dict, dict] | None:
     if why is not None:
         raise NodeprobeError(f"checkpoint {ck}: model.safetensors is unreadable ({why}); use `overwrite`")
     try:
-        tr = torch.load(ck / "trainer_state.pt", weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():  # torch warns (two lines) about a pickle protocol before refusing it
+            warnings.simplefilter("ignore")
+            tr = torch.load(ck / "trainer_state.pt", weights_only=True, map_location="cpu")
     except Exception as e:
         raise NodeprobeError(f"checkpoint {ck}: trainer_state.pt is unreadable ({reason(e)}); use `overwrite`") from None
     if not (isinstance(tr, dict) and isinstance(tr.get("optimizer"), dict) and isinstance(tr.get("scheduler"), dict)):
@@ -206,8 +209,52 @@ def _run_fingerprint(marker: Path) -> str | None:
 RUN_ENTRIES = frozenset({"run.json", "log.jsonl", CKPT, "final", "snapshots", "finetune.json", "pretrain.json"})
 
 
+#: the files a run writes inside its model folders (checkpoint/, final/, snapshots/step-N/): Hugging
+#: Face's save_pretrained of the model and tokenizer, and the trainer state
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
+               "model.safetensors.index.json", "trainer_state.pt", "state.json", "vocab.txt", "vocab.json",
+               "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+               "added_tokens.json", "chat_template.*")
+
+
 def _ours(name: str) -> bool:
-    return name in RUN_ENTRIES or name.startswith("track-") or (name.startswith(".") and ".tmp" in name)
+    return name in RUN_ENTRIES or name.startswith("track-") or _temporary(name)
+
+
+def _temporary(name: str) -> bool:
+    return name.startswith(".") and ".tmp" in name  # an interrupted atomic write
+
+
+def _foreign_inside(entry: Path) -> list[str]:
+    """What, inside a run's own folder ``entry``, the run did not write (paths relative to it): model
+    folders hold :data:`MODEL_FILES`, ``snapshots/`` holds ``step-N`` model folders, ``track-*``
+    holds ``steps/step-N.json``."""
+    from fnmatch import fnmatch
+
+    def model_folder(d: Path, allowed=MODEL_FILES) -> list[str]:
+        return [q.name + ("/" if q.is_dir() else "") for q in sorted(d.iterdir())
+                if not _temporary(q.name) and (q.is_dir() or not any(fnmatch(q.name, a) for a in allowed))]
+
+    if entry.is_symlink() or not entry.is_dir():
+        return []
+    if entry.name in (CKPT, "final"):
+        return model_folder(entry)
+    out = []
+    if entry.name == "snapshots":
+        for q in sorted(entry.iterdir()):
+            if _temporary(q.name):
+                continue
+            if q.is_dir() and not q.is_symlink() and fnmatch(q.name, "step-*"):
+                out += [f"{q.name}/{r}" for r in model_folder(q)]
+            else:
+                out.append(q.name)
+    elif entry.name.startswith("track-"):
+        for q in sorted(entry.iterdir()):
+            if q.name == "steps" and q.is_dir() and not q.is_symlink():
+                out += [f"steps/{r}" for r in model_folder(q, ("step-*.json",))]
+            elif not _temporary(q.name):
+                out.append(q.name)
+    return out
 
 
 def check_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool, files: bool = True) -> bool:
@@ -234,6 +281,7 @@ def check_out_dir(out_dir: Path, run_fp: str, resume: bool, overwrite: bool, fil
                              "fingerprint); choose an empty or new `out`")
     if overwrite:
         foreign = sorted(p.name for p in out_dir.iterdir() if p.name != LOCK_NAME and not _ours(p.name))
+        foreign += [f"{p.name}/{q}" for p in sorted(out_dir.iterdir()) if _ours(p.name) for q in _foreign_inside(p)]
         if foreign:  # a run folder, but with files of someone else's in it: never deleted
             shown = ", ".join(foreign[:5]) + (" …" if len(foreign) > 5 else "")
             raise NodeprobeError(f"out={out_dir}: `overwrite` replaces only what a run wrote, and the folder also "

@@ -57,6 +57,13 @@ def test_overwrite_deletes_only_what_the_run_wrote(fx, tmp_path, capsys):
                    "also holds myfolder, mynotes.txt; move them away or choose another --out", {"o": out}, tmp_path, capsys)
     (out / "mynotes.txt").unlink()
     (out / "myfolder").rmdir()
+    # inside the run's own folders too: a user's file in final/ or checkpoint/ is never deleted
+    (out / "final" / "README_mine.md").write_text("mine")
+    (out / "checkpoint" / "notes").mkdir()
+    assert_refused(args + ["--overwrite"], "--out {o}: --overwrite replaces only what a run wrote, and the folder "
+                   "also holds checkpoint/notes/, final/README_mine.md; move them away", {"o": out}, tmp_path, capsys)
+    (out / "final" / "README_mine.md").unlink()
+    (out / "checkpoint" / "notes").rmdir()
     assert main(args + ["--overwrite"]) == 0 and (out / "final" / "config.json").is_file()
 
 

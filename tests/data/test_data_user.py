@@ -313,6 +313,13 @@ def _bad_cases(tmp_path):
     dup = tmp_path / "dup.tsv"
     dup.write_text("text\ttext\tlabel\na\tb\tx\nc\td\ty\n")
     add("a column named twice", lambda t: user_splits(dup, t), str(dup), "column 'text' appears twice")
+    more = tmp_path / "more.csv"  # every row one field more: read shifted by one column before
+    more.write_text("text,label\nsat on the mat,c0,note0\nthe cat,c1,note1\n")
+    add("a field more in every row", lambda t: user_splits(more, t), str(more),
+        "row 0 (0-based, line 2) has 3 fields, the header 2 (text, label)")
+    fewer = tmp_path / "fewer.csv"
+    fewer.write_text('text,label\n"a, quoted",x\n\nno label here\n')
+    add("a field fewer in one row", lambda t: user_splits(fewer, t), "row 1 (0-based, line 4) has 1 fields")
     bj = tmp_path / "broken.jsonl"
     bj.write_text('{"text": "a",\n')
     add("broken JSON Lines", lambda t: user_splits(bj, t), str(bj), "cannot parse", "JSON Lines")

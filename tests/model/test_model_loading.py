@@ -86,3 +86,24 @@ def test_trust_pickle_flag_loads_a_benign_pickle(tmp_path, shared_data, capsys):
     assert main(args) == 2  # refused without the flag
     capsys.readouterr()
     assert main(["--trust-pickle", *args]) == 0, capsys.readouterr().err
+
+
+def test_weights_without_the_head_are_refused_not_filled_at_random(tmp_path):
+    """A classifier folder whose safetensors lack ``classifier.*`` (or hold an MLM's weights) loaded
+    with a fresh random head — a different one each run — and exit 0; now one line names the tensor."""
+    from safetensors.torch import load_file, save_file
+
+    from nodeprobe.model import load_hf
+
+    d = tmp_path / "cls"
+    tiny_hf("cls", num_labels=3).save_pretrained(d)
+    weights = load_file(str(d / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if not k.startswith("classifier.")}, str(d / "model.safetensors"))
+    with pytest.raises(NodeprobeError, match=r"the weights have no classifier\.bias and 1 more, which .*config\.json "
+                                             r"needs \(it would start from random values\)"):
+        load_hf(d, "cls")
+    tiny_hf("mlm").save_pretrained(tmp_path / "mlm")  # an MLM's weights under a classifier's config
+    (d / "model.safetensors").write_bytes((tmp_path / "mlm" / "model.safetensors").read_bytes())
+    with pytest.raises(NodeprobeError, match=r"the weights have no classifier\.bias"):
+        load_hf(d, "cls")
+    assert load_hf(tmp_path / "mlm", "mlm") is not None  # the tied decoder is not stored, and not asked for

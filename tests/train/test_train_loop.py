@@ -8,6 +8,7 @@ uninterrupted run, and ``after_step`` must see every step once with the right ep
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -115,21 +116,46 @@ def _edit_state(ck, **kw):
     (lambda ck: _edit_state(ck, seconds=-1), "state.json has seconds=-1; expected a number ≥ 0"),
     (lambda ck: _edit_state(ck, run="other"), "made with other settings (run other ≠ fp)"),
     (lambda ck: torch.save({"optimizer": 1}, ck / "trainer_state.pt"), "holds no optimizer and scheduler state"),
+    (lambda ck: (ck / "trainer_state.pt").write_bytes(__import__("pickle").dumps({"a": 1}, protocol=4)),
+     "trainer_state.pt is unreadable (UnpicklingError"),  # a bare pickle: torch warns about its protocol (silenced)
     (lambda ck: torch.save({"optimizer": {"state": {}, "param_groups": []}, "scheduler": {}}, ck / "trainer_state.pt"),
      "trainer_state.pt does not fit the optimizer"),
 ], ids=["no-trainer-state", "no-weights", "truncated-weights", "state-not-a-dict", "state-not-json", "step-a-string",
-        "seconds-negative", "other-run", "trainer-state-not-a-state", "optimizer-state-of-another-model"])
+        "seconds-negative", "other-run", "trainer-state-not-a-state", "bare-pickle", "optimizer-state-of-another-model"])
 def test_a_damaged_checkpoint_is_one_line_naming_the_file(tmp_path, damage, said):
     """Every file a resume reads is checked (``read_checkpoint``, also before the run folder's lock is
     taken): one line naming the checkpoint and what is wrong, never a traceback from deep inside."""
     hf, opt, sched, ck = _saved_checkpoint(tmp_path)
     assert loop.load_checkpoint(tmp_path, hf, opt, sched, "fp") == loop.Progress(step=3, epoch=1, tokens=40, seconds=1.5)
     damage(ck)
-    with pytest.raises(NodeprobeError) as e:
+    with pytest.raises(NodeprobeError) as e, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         loop.load_checkpoint(tmp_path, hf, opt, sched, "fp")
+    assert not seen, [str(w.message) for w in seen]  # the one line is all the user sees
     assert str(e.value).startswith(f"checkpoint {ck}: ") and said in str(e.value) and "\n" not in str(e.value)
     if "fit the optimizer" not in said:  # the rest is found before a model or optimizer exists
         (tmp_path / "run.json").write_text(json.dumps({"fingerprint": "fp"}))
         with pytest.raises(NodeprobeError) as e:
             loop.check_out_dir(tmp_path, "fp", resume=True, overwrite=False)
         assert str(e.value).startswith(f"checkpoint {ck}: ") and said in str(e.value)
+
+
+def test_overwrite_never_deletes_a_users_file_inside_a_runs_folders(tmp_path):
+    """``overwrite`` clears a run folder only when everything in it, down into snapshots/step-N/,
+    checkpoint/, final/ and track-*/steps/, is what a run writes; otherwise it names the rest."""
+    out = tmp_path / "run"
+    for rel in ("run.json", "log.jsonl", "checkpoint/trainer_state.pt", "checkpoint/state.json",
+                "snapshots/step-0000001/model.safetensors", "snapshots/step-0000001/vocab.txt",
+                "snapshots/.step-0000002.tmp1/config.json", "final/config.json", "track-mlm/steps/step-0000001.json"):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text("{}" if rel == "run.json" else "x")
+    (out / "run.json").write_text(json.dumps({"fingerprint": "fp"}))
+    assert loop.check_out_dir(out, "fp", resume=False, overwrite=True) is True
+    for rel in ("snapshots/step-0000001/notes.txt", "snapshots/mine.txt", "track-mlm/steps/summary.md",
+                "track-mlm/plots/a.png", "final/sub/x"):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text("mine")
+    with pytest.raises(NodeprobeError) as e:
+        loop.check_out_dir(out, "fp", resume=False, overwrite=True)
+    assert ("holds final/sub/, snapshots/mine.txt, snapshots/step-0000001/notes.txt, track-mlm/plots, "
+            "track-mlm/steps/summary.md;") in str(e.value)
