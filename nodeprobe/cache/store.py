@@ -604,10 +604,28 @@ def _read_manifest(mf: Path) -> dict:
             raise _damaged(mf, f"unreadable manifest: no {key!r} key")
         if not isinstance(manifest[key], typ) or (typ is int and isinstance(manifest[key], bool)):
             raise _damaged(mf, f"unreadable manifest: {key!r} is not a {typ.__name__}")
+    for key in ("n_items", "n_classes", "n_layers", "n_heads", "d_model"):
+        if manifest[key] < 1:
+            raise _damaged(mf, f"unreadable manifest: {key}={manifest[key]}; expected a positive integer")
+    for key in ("readout_file", "class_names_file"):
+        if not _plain_name(manifest[key]):
+            raise _damaged(mf, f"unreadable manifest: {key}={manifest[key]!r} is not a file name inside the cache")
     for i, sh in enumerate(manifest["shards"]):
-        if not (isinstance(sh, dict) and isinstance(sh.get("file"), str) and isinstance(sh.get("n_items"), int)):
-            raise _damaged(mf, f"unreadable manifest: shard entry {i} is not {{file, n_items}}")
+        if not (isinstance(sh, dict) and isinstance(sh.get("file"), str) and isinstance(sh.get("n_items"), int)
+                and not isinstance(sh.get("n_items"), bool) and sh["n_items"] >= 0):
+            raise _damaged(mf, f"unreadable manifest: shard entry {i} is not {{file, n_items ≥ 0}}")
+        if not _plain_name(sh["file"]):  # never a path out of the cache folder (../…, /etc/…)
+            raise _damaged(mf, f"unreadable manifest: shard entry {i} file={sh['file']!r} is not a file name "
+                               "inside the cache")
+    total = sum(sh["n_items"] for sh in manifest["shards"])
+    if total != manifest["n_items"]:
+        raise _damaged(mf, f"unreadable manifest: its shards hold {total} items, n_items says {manifest['n_items']}")
     return manifest
+
+
+def _plain_name(name: str) -> bool:
+    """A bare file name (no folder part, not ``.``/``..``): what a manifest may point to."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
 
 
 def _safetensors_keys(path: Path) -> dict:

@@ -148,11 +148,14 @@ PATH_FLAGS = frozenset({"--model", "--data", "--dataset", "--test-dataset", "--t
 
 
 def _path_problem(opt: str, value: str) -> str | None:
-    """A path the system cannot even look up — a symlink loop, a name or path too long — as one line
-    (a path that does not exist is the command's to judge: an output may be new)."""
+    """A path the system cannot even look up — a symlink loop, a name or path too long — or ``-``
+    (which many tools read as standard output: here it would be a file named ``-``), as one line (a
+    path that does not exist is the command's to judge: an output may be new)."""
     import errno
     import os
 
+    if value == "-":
+        return f"{opt} -: standard input/output is not supported; give a file or folder path (./- for a file named -)"
     try:
         os.stat(os.path.expanduser(value))
     except OSError as e:

@@ -27,6 +27,7 @@ MAX_TEXTS = 64
 # the per-head vectors ``--site`` compares: nodeprobe.analysis.similarity.VECTOR_SITES (it imports torch;
 # tests/cli/test_cli_startup_imports.py checks the two agree)
 VECTOR_SITES = ("z", "q", "k", "v", "qk")
+EMPTY_PAIRS = ("one", "exclude", "zero")  # track --empty-pairs: nodeprobe.analysis.order_parameters.EMPTY_PAIRS
 
 
 def _texts(text: Optional[str], text_file: Optional[Path], max_texts: int, user=None) -> list[str]:
@@ -227,6 +228,7 @@ def track(
     if user is not None and task == "mlm" and max_items is not None:
         raise NodeprobeError(f"--max-items {max_items}: with --task mlm --dataset every sequence of its "
                              "--text-column is evaluated; leave it out (or cut the table)")
+    check_choice("--empty-pairs", empty_pairs, EMPTY_PAIRS)
     check_common(task, None, json_path, plot, data=data, device=device, max_items=max_items,
                  batch_size=batch_size, outputs={"--out": out}, inputs=inputs)
     check_paths("--run", *run)

@@ -349,6 +349,13 @@ def cooperation(
         check_unit_site(site, layer, m.spec.n_layers)
         if sae_w is not None:
             _check_sae_fits(sae_w, m, None, site, layer)
+        # the default grid is capped at the width (METHODS §5), a typed one only where it fits one side
+        # (with --sae: nodes and latents are studied on one grid, each side capped at its own width)
+        width = _site_width(m, site) if sae_w is None else max(_site_width(m, site), sae_w.d_sae)
+        if grid is not None and max(g) > width:
+            units = "nodes" if sae_w is None else "nodes or SAE latents"
+            raise NodeprobeError(f"--grid {grid}: node counts above the {width} {units} at --site {site}; "
+                                 f"allowed 1–{width}")
 
     model = resolve_model(model, task, io=io)
     sites = unit_sites(site)

@@ -28,6 +28,9 @@ def reproduce(
 
     get_preset(preset)  # an unknown preset, a bad device or data path fail before anything heavy is imported
     check_common(data=data, device=device, outputs={"--runs": runs, "--reports": reports})
+    from nodeprobe.io import check_disjoint
+
+    check_disjoint({"--reports": reports}, {"--runs": runs}, role="output")  # weights and reports: two folders
     from nodeprobe.pipeline import reproduce as run
 
     run(preset, runs_dir=runs, reports_dir=reports, data_dir=data, seed=seed, device=device, minilm=minilm)

@@ -248,6 +248,24 @@ def test_manifest_missing_a_key_is_reported_as_damaged(cls_setup, tmp_path):
     assert "shapes" in get_or_build_cache(model, es, "readout", tmp_path / "c", rebuild=True).manifest
 
 
+@pytest.mark.parametrize("edit,said", [
+    (lambda m: m.update(n_items=-5), "n_items=-5; expected a positive integer"),
+    (lambda m: m.update(n_items=m["n_items"] + 1), "its shards hold"),
+    (lambda m: m["shards"][0].update(file="../../etc/passwd"), "file='../../etc/passwd' is not a file name inside the cache"),
+    (lambda m: m["shards"][0].update(file="/etc/passwd"), "is not a file name inside the cache"),
+    (lambda m: m.update(readout_file="../model.safetensors"), "readout_file='../model.safetensors' is not a file name"),
+], ids=["n-items-negative", "n-items-not-the-shards", "shard-outside", "shard-absolute", "readout-outside"])
+def test_manifest_values_are_checked_before_any_file_is_opened(cls_setup, tmp_path, edit, said):
+    _built(cls_setup, tmp_path / "c")
+    mf = tmp_path / "c" / "manifest.json"
+    m = json.loads(mf.read_text())
+    edit(m)
+    mf.write_text(json.dumps(m))
+    with pytest.raises(NodeprobeError) as e:
+        load_cache(tmp_path / "c")
+    assert f"cache file {mf} is damaged (unreadable manifest: " in str(e.value) and said in str(e.value)
+
+
 def test_shard_without_a_listed_tensor_is_damaged(cls_setup, tmp_path):
     from safetensors.torch import save_file
 

@@ -70,6 +70,8 @@ def _run(args: list[str], cwd: Path) -> dict:
     (["similarity", "--model", "minilm", "--text", "a b", "--long-range", "-1"], 2),
     (["segment", "--model", "minilm", "--text", "a b", "--max-len", "0"], 2),
     (["pretrain", "--out", "x", "--epochs", str(10**9)], 2),
+    (["track", "--run", ".", "--empty-pairs", "ONE"], 2),
+    (["cooperation", "--model", "minilm", "--json", "-"], 2),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_help_and_bad_options_do_not_import_torch(args, rc, tmp_path):
     res = _run([a.format(tmp=tmp_path) for a in args], tmp_path)
@@ -80,11 +82,13 @@ def test_help_and_bad_options_do_not_import_torch(args, rc, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("nodeprobe: error: "), res["err"]
 
 
-def test_the_cli_vector_sites_are_the_librarys():
+def test_the_cli_choices_are_the_librarys():
+    """The choices the CLI checks before torch loads, copied from modules that import it."""
+    from nodeprobe.analysis.order_parameters import EMPTY_PAIRS
     from nodeprobe.analysis.similarity import VECTOR_SITES
-    from nodeprobe.cli.heads import VECTOR_SITES as CLI_SITES
+    from nodeprobe.cli import heads
 
-    assert CLI_SITES == VECTOR_SITES
+    assert heads.VECTOR_SITES == VECTOR_SITES and heads.EMPTY_PAIRS == EMPTY_PAIRS
 
 
 def test_import_nodeprobe_is_lazy_and_the_api_still_works(tmp_path):
