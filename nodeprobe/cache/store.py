@@ -663,6 +663,8 @@ def _check_files(p: Path, manifest: dict) -> None:
     shape = header["W"].get("shape") if isinstance(header["W"], dict) else None
     if isinstance(shape, list) and shape and len(listed) != shape[0]:
         raise _damaged(names, f"{len(listed)} class names for a readout of {shape[0]} classes")
+    if len(listed) != manifest["n_classes"]:
+        raise _damaged(p / MANIFEST, f"n_classes={manifest['n_classes']}, but {names.name} names {len(listed)} classes")
 
 
 def _is_payload(p: Path) -> bool:

@@ -50,7 +50,8 @@ def _texts(text: Optional[str], text_file: Optional[Path], max_texts: int, user=
         return [text]
     p = Path(text_file)
     if not p.is_file():
-        raise NodeprobeError(f"--text-file {p}: no such file")
+        raise NodeprobeError(f"--text-file {p}: " + ("is a folder; give a text file (paragraphs separated by blank lines)"
+                                                     if p.is_dir() else "no such file"))
     try:
         raw = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

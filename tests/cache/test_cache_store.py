@@ -293,6 +293,13 @@ def test_class_names_that_do_not_fit_the_readout_are_damaged(cls_setup, tmp_path
     names.write_text(json.dumps(["a", "b", "c"]))
     with pytest.raises(NodeprobeError, match=rf"classes\.json is damaged \(3 class names for a readout of {k} classes\)"):
         load_cache(tmp_path / "c")
+    names.write_text(json.dumps([str(i) for i in range(k)]))
+    mf = tmp_path / "c" / "manifest.json"
+    m = json.loads(mf.read_text())
+    mf.write_text(json.dumps(dict(m, n_classes=3)))
+    with pytest.raises(NodeprobeError, match=rf"manifest\.json is damaged \(n_classes=3, but classes\.json names {k}"):
+        load_cache(tmp_path / "c")
+    mf.write_text(json.dumps(m))
     names.write_text(json.dumps([1] * k))
     with pytest.raises(NodeprobeError, match=r"classes\.json is damaged \(not a JSON list of class names\)"):
         load_cache(tmp_path / "c")
