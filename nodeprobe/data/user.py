@@ -267,7 +267,7 @@ def _check_header(p: Path, delimiter: str) -> None:
 
     kind = "TSV" if delimiter == "\t" else "CSV"
     try:
-        with open(p, newline="", encoding="utf-8", errors="replace") as f:
+        with open(p, newline="", encoding="utf-8-sig") as f:  # not UTF-8 text: the reader says so
             rows = csv.reader(f, delimiter=delimiter, strict=True)
             header = next(rows, [])
             twice = [c for i, c in enumerate(header) if c in header[:i]]
@@ -280,7 +280,7 @@ def _check_header(p: Path, delimiter: str) -> None:
                         f"{p}: row {i} (0-based, line {rows.line_num}) has {len(row)} fields, the header "
                         f"{len(header)} ({', '.join(header)}); allowed: {len(header)} in every row (quote a "
                         f"field that holds the {kind} delimiter)")
-    except (OSError, csv.Error):
+    except (OSError, UnicodeDecodeError, csv.Error):
         return  # the reader says what is wrong
 
 
