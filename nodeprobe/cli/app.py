@@ -211,9 +211,10 @@ def _command_line_problem(cmd, args: list[str]) -> str | None:
             seen.setdefault(p.name, []).append((opt, value))
         i += step
     for uses in seen.values():
-        if len(uses) > 1:
+        if len({v for _, v in uses}) > 1:  # the same value twice (--task fewrel --task=fewrel) is no contradiction
+            spelled = "/".join(dict.fromkeys(o for o, _ in uses))  # --out/--cache: two names of one option
             given = ", ".join(f"'{v}'" for _, v in uses)
-            return f"{uses[0][0]} was given {len(uses)} times ({given}): give it once"
+            return f"{spelled} was given {len(uses)} times ({given}): give it once"
     return None
 
 
@@ -240,11 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     quiet_hf()
     args = sys.argv[1:] if argv is None else argv
     cmd = typer.main.get_command(app)
-    previous = _install_progress()
     problem = _command_line_problem(cmd, args)
     if problem is not None:
         print(f"nodeprobe: error: {problem}", file=sys.stderr)
         return 2
+    previous = _install_progress()
     try:
         rv = cmd.main(args=args, prog_name="nodeprobe", standalone_mode=False)
         if rv == 130 and type(rv) is int:  # Typer turns Ctrl-C into Exit(130) and returns that code

@@ -234,7 +234,7 @@ def _read_table(path: PathLike, split: str | None, param: str, what: str = "data
         with _quiet_datasets(), tempfile.TemporaryDirectory(prefix="nodeprobe-ds-") as cache:
             # `datasets` reads data_files as glob patterns: a name with [ ] * ? is read through a
             # plain-named link, so the file is found whatever its name
-            link = Path(cache) / f"table{''.join(p.suffixes[-2:])}"
+            link = Path(cache) / f"table{ext}"
             os.symlink(p.resolve(), link)
             ds = datasets.load_dataset(
                 builder,
@@ -260,9 +260,8 @@ def _read_table(path: PathLike, split: str | None, param: str, what: str = "data
 # ----------------------------------------------------------------------------- checks
 def _check_header(p: Path, delimiter: str) -> None:
     """A CSV/TSV whose header names a column twice (the reader would rename the second ``text.1``
-    and go on with the first), or with a row of another number of fields than the header (one more,
-    and the reader silently takes the first column as an index: every column shifts by one), is
-    refused naming the row."""
+    and go on with the first), or with a row of more fields than the header (the reader silently
+    takes the first column as an index: every column shifts by one), is refused naming the row."""
     import csv
 
     kind = "TSV" if delimiter == "\t" else "CSV"
@@ -274,12 +273,12 @@ def _check_header(p: Path, delimiter: str) -> None:
             if twice:
                 raise NodeprobeError(f"{p}: column {twice[0]!r} appears twice in the header; "
                                      "allowed: distinct column names")
-            for i, row in enumerate(r for r in rows if r):
-                if len(row) != len(header):
+            for i, row in enumerate(r for r in rows if r and not (len(r) == 1 and not r[0].strip())):
+                if len(row) > len(header):  # fewer fields are read as nulls (each named where it matters)
                     raise NodeprobeError(
                         f"{p}: row {i} (0-based, line {rows.line_num}) has {len(row)} fields, the header "
-                        f"{len(header)} ({', '.join(header)}); allowed: {len(header)} in every row (quote a "
-                        f"field that holds the {kind} delimiter)")
+                        f"{len(header)} ({', '.join(header)}); allowed: at most {len(header)} in every row (quote "
+                        f"a field that holds the {kind} delimiter)")
     except (OSError, UnicodeDecodeError, csv.Error):
         return  # the reader says what is wrong
 

@@ -163,7 +163,9 @@ def _check_shapes(cls, config, files: list[Path], cfg_file: Path) -> None:
     prefix = getattr(meta, "base_model_prefix", "") + "."
 
     def norm(k: str) -> str:
-        return k[len(prefix):] if prefix != "." and k.startswith(prefix) else k
+        k = k[len(prefix):] if prefix != "." and k.startswith(prefix) else k
+        # old LayerNorm names, renamed by Hugging Face on load
+        return k[:-6] + ".weight" if k.endswith(".gamma") else k[:-5] + ".bias" if k.endswith(".beta") else k
 
     expected = {norm(k): tuple(v.shape) for k, v in meta.state_dict().items()}
     stored = set()
@@ -176,7 +178,11 @@ def _check_shapes(cls, config, files: list[Path], cfg_file: Path) -> None:
                                      f"{list(want)}; the weights and config.json disagree")
     tied = getattr(meta, "_tied_weights_keys", None) or ()
     tied = {norm(k) for k in (tied.keys() if isinstance(tied, dict) else tied)}
-    missing = sorted(k for k in expected if k not in stored and k not in tied and "decoder" not in k)
+    # the head's own tensors (outside the base model: an encoder may lack its pooler, a head-less
+    # encoder is loaded as such); the tied decoder is not stored
+    is_head_model = getattr(meta, "base_model", meta) is not meta  # a …ForMaskedLM / …ForSequenceClassification
+    head = [k for k in meta.state_dict() if is_head_model and not k.startswith(prefix)]
+    missing = sorted(norm(k) for k in head if norm(k) not in stored and norm(k) not in tied and "decoder" not in k)
     if missing:  # Hugging Face would fill them with random values, silently (a head-less copy of the weights)
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise NodeprobeError(f"{files[0].parent}: the weights have no {missing[0]}{more}, which {cfg_file} "

@@ -528,9 +528,10 @@ def _weight_shapes(path: Path) -> dict | None:
     if not files:
         return None
     shapes = {}
-    for f in files:
+    for f in files:  # a tied decoder may be stored or not: not part of the comparison
         header = safetensors_header(f)[0] or {}
-        shapes.update({k: v.get("shape") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)})
+        shapes.update({k: v.get("shape") for k, v in header.items()
+                       if k != "__metadata__" and isinstance(v, dict) and "decoder" not in k})
     return shapes
 
 

@@ -128,6 +128,9 @@ def read_checkpoint(out_dir: Path, run_fp: str) -> tuple[dict, dict] | None:
     ck = Path(out_dir) / CKPT
     if not (ck / "state.json").is_file():
         return None
+    key = _files_key(ck)
+    if _READ.get(ck) is not None and _READ[ck][0] == key:
+        return _READ[ck][1]
     try:
         state = json.loads((ck / "state.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -160,7 +163,25 @@ def read_checkpoint(out_dir: Path, run_fp: str) -> tuple[dict, dict] | None:
     if not (isinstance(tr, dict) and isinstance(tr.get("optimizer"), dict) and isinstance(tr.get("scheduler"), dict)):
         raise NodeprobeError(f"checkpoint {ck}: trainer_state.pt holds no optimizer and scheduler state; "
                              "use `overwrite`")
+    _READ.clear()  # one checkpoint kept: the one a resume is about to load
+    _READ[ck] = (key, (state, tr))
     return state, tr
+
+
+#: the last checkpoint :func:`read_checkpoint` checked, with its files' (size, mtime) — the check
+#: before a run folder's lock and the load after it read ``trainer_state.pt`` once
+_READ: dict[Path, tuple] = {}
+
+
+def _files_key(ck: Path) -> tuple:
+    out = []
+    for name in ("state.json", "model.safetensors", "trainer_state.pt"):
+        try:
+            st = (ck / name).stat()
+            out.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
 
 
 def load_checkpoint(out_dir: Path, hf_model, optimizer, scheduler, run_fp: str) -> Progress | None:
@@ -168,6 +189,7 @@ def load_checkpoint(out_dir: Path, hf_model, optimizer, scheduler, run_fp: str) 
     if there is none.  A checkpoint of another configuration (different run fingerprint) is refused.
     """
     read = read_checkpoint(out_dir, run_fp)
+    _READ.clear()  # loaded now: not kept
     if read is None:
         return None
     state, tr = read
@@ -214,7 +236,8 @@ RUN_ENTRIES = frozenset({"run.json", "log.jsonl", CKPT, "final", "snapshots", "f
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
                "model.safetensors.index.json", "trainer_state.pt", "state.json", "vocab.txt", "vocab.json",
                "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-               "added_tokens.json", "chat_template.*")
+               "added_tokens.json", "chat_template.*", "*.model",  # sentencepiece (XLM-R, ALBERT)
+               "*.png")  # a report's --plot may go into a model folder
 
 
 def _ours(name: str) -> bool:
@@ -248,12 +271,10 @@ def _foreign_inside(entry: Path) -> list[str]:
                 out += [f"{q.name}/{r}" for r in model_folder(q)]
             else:
                 out.append(q.name)
-    elif entry.name.startswith("track-"):
-        for q in sorted(entry.iterdir()):
-            if q.name == "steps" and q.is_dir() and not q.is_symlink():
-                out += [f"steps/{r}" for r in model_folder(q, ("step-*.json",))]
-            elif not _temporary(q.name):
-                out.append(q.name)
+    elif entry.name.startswith("track-"):  # its steps, and reports kept beside them (JSON, PNG)
+        out += [r for r in model_folder(entry, ("*.json", "*.png")) if r != "steps/"]
+        if (entry / "steps").is_dir() and not (entry / "steps").is_symlink():
+            out += [f"steps/{r}" for r in model_folder(entry / "steps", ("step-*.json",))]
     return out
 
 
@@ -372,7 +393,8 @@ def open_run_dir(runner, out_dir: Path, run_fp: str, resume: bool, overwrite: bo
     from nodeprobe.locks import acquire
 
     def start() -> dict | None:
-        check_out_dir(out_dir, run_fp, resume, overwrite)  # refusals first: no lock file appears in a refused folder
+        finished = resume and (out_dir / summary_name).is_file()  # its checkpoint is not read again
+        check_out_dir(out_dir, run_fp, resume, overwrite, files=not finished)  # refusals first: no lock file appears in a refused folder
         lock = acquire(out_dir, "out")
         try:
             prepare_out_dir(out_dir, run_fp, resume, overwrite)

@@ -256,6 +256,13 @@ def test_offline_and_nothing_global(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.tsv"]
 
 
+def test_file_names_with_glob_characters_are_read(tmp_path):
+    """``datasets`` reads data files as glob patterns: ``a[1].csv`` matched nothing (or another file)."""
+    for name in ("a[1].csv", "d.[1].csv", "x*y?.jsonl", "two  spaces é.tsv"):
+        ds = read_table(write(_rows(), tmp_path / name))
+        assert ds.num_rows == 20 and ds.column_names == ["text", "pair", "label"], name
+
+
 # --------------------------------------------------------------------------- bad input
 def _bad_cases(tmp_path):
     """(name, call, fragments the one-line message must contain)."""
@@ -317,9 +324,9 @@ def _bad_cases(tmp_path):
     more.write_text("text,label\nsat on the mat,c0,note0\nthe cat,c1,note1\n")
     add("a field more in every row", lambda t: user_splits(more, t), str(more),
         "row 0 (0-based, line 2) has 3 fields, the header 2 (text, label)")
-    fewer = tmp_path / "fewer.csv"
-    fewer.write_text('text,label\n"a, quoted",x\n\nno label here\n')
-    add("a field fewer in one row", lambda t: user_splits(fewer, t), "row 1 (0-based, line 4) has 1 fields")
+    fewer = tmp_path / "fewer.csv"  # a field fewer: read as a null, and named so (blank lines skipped)
+    fewer.write_text('text,label\n"a, quoted",x\n   \n\nno label here\n')
+    add("a field fewer in one row", lambda t: user_splits(fewer, t), "label_column=label:", "row 1 (0-based) is null")
     bj = tmp_path / "broken.jsonl"
     bj.write_text('{"text": "a",\n')
     add("broken JSON Lines", lambda t: user_splits(bj, t), str(bj), "cannot parse", "JSON Lines")

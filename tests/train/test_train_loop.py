@@ -146,16 +146,17 @@ def test_overwrite_never_deletes_a_users_file_inside_a_runs_folders(tmp_path):
     out = tmp_path / "run"
     for rel in ("run.json", "log.jsonl", "checkpoint/trainer_state.pt", "checkpoint/state.json",
                 "snapshots/step-0000001/model.safetensors", "snapshots/step-0000001/vocab.txt",
-                "snapshots/.step-0000002.tmp1/config.json", "final/config.json", "track-mlm/steps/step-0000001.json"):
+                "snapshots/.step-0000002.tmp1/config.json", "final/config.json", "final/sentencepiece.bpe.model",
+                "final/specialization.png", "track-mlm/steps/step-0000001.json", "track-mlm/track.json"):
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text("{}" if rel == "run.json" else "x")
     (out / "run.json").write_text(json.dumps({"fingerprint": "fp"}))
     assert loop.check_out_dir(out, "fp", resume=False, overwrite=True) is True
     for rel in ("snapshots/step-0000001/notes.txt", "snapshots/mine.txt", "track-mlm/steps/summary.md",
-                "track-mlm/plots/a.png", "final/sub/x"):
+                "track-mlm/plots/a.png", "final/sub/x"):  # folders of one's own, and other kinds of file
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text("mine")
     with pytest.raises(NodeprobeError) as e:
         loop.check_out_dir(out, "fp", resume=False, overwrite=True)
-    assert ("holds final/sub/, snapshots/mine.txt, snapshots/step-0000001/notes.txt, track-mlm/plots, "
+    assert ("holds final/sub/, snapshots/mine.txt, snapshots/step-0000001/notes.txt, track-mlm/plots/, "
             "track-mlm/steps/summary.md;") in str(e.value)
