@@ -132,3 +132,25 @@ def test_bad_options_are_reported_before_the_default_model_is_looked_up(runs_roo
     assert main(["ablate", "--all", "--mode", "half"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "--mode half: expected zero or mean" in err
+
+
+def test_the_command_line_is_checked_before_anything_runs():
+    """An option given twice with two values, an empty value, '-', a symlink loop: one line each, from
+    the argv alone (``_command_line_problem``); the same value twice, flags, multiple options pass."""
+    import typer
+
+    from nodeprobe.cli.app import _command_line_problem, app
+
+    cmd = typer.main.get_command(app)
+
+    def problem(*argv):
+        return _command_line_problem(cmd, list(argv))
+
+    assert problem("cache", "--out", "x", "--cache", "y") == "--out/--cache was given 2 times ('x', 'y'): give it once"
+    assert problem("cache", "--task", "fewrel", "--task=fewrel") is None
+    assert problem("track", "--run", "a", "--run", "b") is None  # a multiple option
+    assert problem("ablate", "--all", "--all", "--json", "a.json") is None  # a flag takes no value
+    assert problem("ablate", "--json", "") == "--json '': an empty value; give one (or leave --json out)"
+    assert problem("ablate", "--json", "-").startswith("--json -: standard input/output is not supported")
+    assert problem("ablate", "--help", "--json", "") is None  # --help wins
+    assert problem("ablate", "--layer", "-1") is None  # a value that starts with '-' is the option's (click judges it)
