@@ -520,19 +520,15 @@ def _breaking_steps(results: list[StepResult], heads: bool, margin_jaccard, marg
 
 
 def _weight_shapes(path: Path) -> dict | None:
-    """``{tensor name: shape}`` of a saved model's safetensors files (headers only), or None (a
-    pickled model: not compared)."""
-    from nodeprobe.io import safetensors_header
+    """``{tensor name: shape}`` of a saved model's safetensors files (headers only, via
+    :func:`nodeprobe.model.loading.safetensors_shapes`), or None (a pickled model: not compared)."""
+    from nodeprobe.model.loading import safetensors_shapes
 
     files = sorted(path.glob("*.safetensors"))
     if not files:
         return None
-    shapes = {}
-    for f in files:  # a tied decoder may be stored or not: not part of the comparison
-        header = safetensors_header(f)[0] or {}
-        shapes.update({k: v.get("shape") for k, v in header.items()
-                       if k != "__metadata__" and isinstance(v, dict) and "decoder" not in k})
-    return shapes
+    # a tied decoder may be stored or not: not part of the comparison
+    return {k: s for f in files for k, s in safetensors_shapes(f).items() if "decoder" not in k}
 
 
 def track(
@@ -595,10 +591,9 @@ def track(
                 first = (ck.path, shapes)
             elif shapes is not None and first[1] is not None and shapes != first[1]:
                 name = next((k for k in sorted(set(shapes) | set(first[1])) if shapes.get(k) != first[1].get(k)))
-                raise NodeprobeError(
-                    f"snapshot {ck.path}: another architecture than {first[0]} (tensor {name}: "
-                    f"{shapes.get(name, 'absent')} vs {first[1].get(name, 'absent')}); track compares the "
-                    "snapshots of one model, node by node")
+                a, b = (list(s[name]) if name in s else "absent" for s in (shapes, first[1]))
+                raise NodeprobeError(f"snapshot {ck.path}: another architecture than {first[0]} (tensor {name}: "
+                                     f"{a} vs {b}); track compares the snapshots of one model, node by node")
     records = Path(out_dir) / "steps" if out_dir is not None else None
     K = eval_set.n_classes
     results = []
